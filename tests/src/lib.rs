@@ -1,1 +1,403 @@
-//! TODO
+//! The end-to-end harness: drives the real `cloudlet` binary (server, shims, ctl) in a data
+//! directory of the test's own, with the `workload` binary as the service that misbehaves on
+//! command.
+//!
+//! It owns test isolation: everything a test starts lives under its temp dir and is killed when the
+//! [`Cluster`] drops, even when the test fails. Waiting is event-driven: [`EventWatch`] follows
+//! `cloudlet ctl events -f -o json` and tests block on the event they expect, with a deadline.
+//! It never touches processes it did not start.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `cloudlet` binary built by `cargo build --workspace --bins` (scripts/test.sh does that).
+pub fn cloudlet_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLOUDLET_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/cloudlet
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("cloudlet");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build --workspace --bins` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A one-node cloudlet in a temp dir.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    bin: PathBuf,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::start()
+    }
+}
+
+impl Cluster {
+    /// Starts a server on a fresh data dir and waits until its API answers.
+    pub fn start() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("cl-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let mut c = Cluster {
+            dir,
+            server: None,
+            bin: cloudlet_bin(),
+        };
+        c.start_server();
+        c
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path inside the test's temp dir (for pid files, sockets, markers).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts (again) a server on the same data dir and waits until it answers.
+    pub fn start_server(&mut self) {
+        assert!(self.server.is_none(), "a server is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("server.log"))
+            .expect("server log");
+        let child = Command::new(&self.bin)
+            .args(["server", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--node-name", "test-node", "--log", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cloudlet server");
+        self.server = Some(child);
+        self.wait_api();
+    }
+
+    fn wait_api(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let sock = self.data_dir().join("cloudlet.sock");
+        loop {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return;
+            }
+            if let Some(child) = self.server.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "server exited with {status}; its log:\n{}",
+                    self.server_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server API not up; log:\n{}",
+                self.server_log()
+            );
+            // The socket appears once; there is no event to wait on from outside the process.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's own log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs the server (the services and shims must survive).
+    pub fn kill_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            child.kill().expect("kill server");
+            child.wait().expect("reap server");
+        }
+    }
+
+    /// SIGTERMs the server and waits for it to exit; returns its exit status.
+    pub fn stop_server(&mut self) -> std::process::ExitStatus {
+        let mut child = self.server.take().expect("server running");
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        child.wait().expect("reap server")
+    }
+
+    /// Runs `cloudlet ctl ARGS` against this node.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("ctl")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cloudlet ctl")
+    }
+
+    /// Runs `cloudlet ctl ARGS`, asserts success, returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed ({}):\nstdout: {}\nstderr: {}\nserver log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.server_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `yaml` to a file in the temp dir and applies it.
+    pub fn apply(&self, file: &str, yaml: &str) -> Output {
+        let path = self.path(file);
+        std::fs::write(&path, yaml).expect("write manifest");
+        self.ctl(&["apply", "-f", path.to_str().expect("utf-8 path")])
+    }
+
+    /// Applies and asserts success.
+    pub fn apply_ok(&self, file: &str, yaml: &str) {
+        let out = self.apply(file, yaml);
+        assert!(
+            out.status.success(),
+            "apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `get services -o json`.
+    pub fn services(&self) -> Vec<Value> {
+        let out = self.ctl_ok(&["get", "services", "-o", "json"]);
+        match serde_json::from_str(&out) {
+            Ok(Value::Array(items)) => items,
+            other => panic!("get services -o json is not an array: {other:?}\n{out}"),
+        }
+    }
+
+    /// One service's status.
+    pub fn service(&self, name: &str) -> Value {
+        self.services()
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("service {name} not listed"))
+    }
+
+    /// Follows the event stream from now on (and its past, which `wait` skips unless asked).
+    pub fn events(&self) -> EventWatch {
+        EventWatch::start(&self.bin, self.data_dir())
+    }
+
+    /// Every event so far.
+    pub fn all_events(&self) -> Vec<Value> {
+        self.ctl_ok(&["events", "-o", "json"])
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("event json"))
+            .collect()
+    }
+
+    /// A manifest for the workload binary: `name`, its workload args, extra spec YAML lines
+    /// (indented under `spec:` by the caller's choice of two spaces).
+    pub fn workload_manifest(name: &str, args: &[&str], extra_spec: &str) -> String {
+        let mut cmd = vec![workload_bin().display().to_string()];
+        cmd.extend(args.iter().map(|s| (*s).to_owned()));
+        let cmd = serde_json::to_string(&cmd).expect("json");
+        format!(
+            "apiVersion: cloudlet/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  command: {cmd}\n{extra_spec}"
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_server();
+        kill_everything_under(self.data_dir());
+    }
+}
+
+/// The `workload` test binary.
+pub fn workload_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLOUDLET_WORKLOAD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("workload")
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+    let _ = nix::sys::signal::kill(pid, sig);
+}
+
+/// Whether `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// PIDs of processes whose command line mentions `dir` (shims carry their run dir; services get
+/// it in their arguments only if the test put it there), plus the process groups in pid files.
+fn kill_everything_under(dir: &Path) {
+    let needle = dir.display().to_string();
+    let mut victims = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if u32::try_from(pid).is_ok_and(|p| p == std::process::id()) {
+                continue;
+            }
+            if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
+                && String::from_utf8_lossy(&cmdline).contains(&needle)
+            {
+                victims.push(pid);
+            }
+        }
+    }
+    // The services first (their groups, from the shims' pid files), then the shims.
+    if let Ok(runs) = std::fs::read_dir(dir.join("run")) {
+        for r in runs.flatten() {
+            if let Ok(text) = std::fs::read_to_string(r.path().join("service.pid"))
+                && let Ok(pid) = text.trim().parse::<i32>()
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    for pid in victims {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// A running `cloudlet ctl events -f -o json`, read line by line on a thread.
+#[derive(Debug)]
+pub struct EventWatch {
+    child: Child,
+    rx: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    returned: Vec<usize>,
+}
+
+impl EventWatch {
+    fn start(bin: &Path, data_dir: &Path) -> EventWatch {
+        let mut child = Command::new(bin)
+            .args(["ctl", "--data-dir"])
+            .arg(data_dir)
+            .args(["events", "-f", "-o", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ctl events -f");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        EventWatch {
+            child,
+            rx,
+            seen: Vec::new(),
+            returned: Vec::new(),
+        }
+    }
+
+    /// Waits for the first event (received before or now) that matches `pred` and that no
+    /// earlier `wait` returned.
+    pub fn wait(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) =
+            (0..self.seen.len()).find(|i| !self.returned.contains(i) && pred(&self.seen[*i]))
+        {
+            self.returned.push(i);
+            return self.seen[i].clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(ev) => {
+                    self.seen.push(ev.clone());
+                    if pred(&ev) {
+                        self.returned.push(self.seen.len() - 1);
+                        return ev;
+                    }
+                }
+                Err(_) => {
+                    let mut msg =
+                        format!("timed out after {timeout:?} waiting for {what}; events seen:\n");
+                    for e in &self.seen {
+                        let _ = writeln!(msg, "  {e}");
+                    }
+                    panic!("{msg}");
+                }
+            }
+        }
+    }
+
+    /// Waits for `reason` on `service`.
+    pub fn wait_for(&mut self, service: &str, reason: &str, timeout: Duration) -> Value {
+        self.wait(&format!("{reason} of {service}"), timeout, |e| {
+            e["service"] == service && e["reason"] == reason
+        })
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> &[Value] {
+        &self.seen
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}

@@ -1,1 +1,24 @@
-//! TODO
+//! The HTTP API of cloudlet: its JSON contract ([`dto`]), the server ([`router`], [`serve_unix`],
+//! [`UnixServer`]) and the typed client ([`Client`]) that `cloudlet ctl` uses.
+//!
+//! This crate is a translator. It reaches the core only through the [`Backend`] trait, which
+//! `cmd/cloudlet` implements; it parses requests into DTOs, calls the backend, and maps the
+//! backend's [`ApiError`] to an HTTP status. It must never hold business logic, and no other
+//! component may know about HTTP or JSON (besides `cmd/`).
+//!
+//! Routes, all under `/v1`: `POST /apply`; `GET /services`; `GET|DELETE /services/{name}`;
+//! `POST /services/{name}/start|stop|restart`; `GET /services/{name}/logs` and `GET /events`
+//! (NDJSON streams); `GET /healthz`. Errors are `{"error": "..."}` with the status of the error.
+
+#![warn(missing_docs)]
+
+mod backend;
+mod client;
+pub mod dto;
+mod error;
+mod server;
+
+pub use backend::{Backend, EventStream, LogStream};
+pub use client::Client;
+pub use error::ApiError;
+pub use server::{NDJSON, UnixServer, router, serve_unix};

@@ -1,0 +1,18 @@
+# Convenience targets; the scripts they call are the source of truth.
+.PHONY: build run test check bench
+
+build:
+	cargo build --release --bin cloudlet
+
+run:
+	./scripts/run.sh
+
+test:
+	./scripts/test.sh
+
+check:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench:
+	./scripts/bench.sh

@@ -1,0 +1,242 @@
+//! The command line: every verb, flag and `--help` text of the `cloudlet` binary. Parsing only; the
+//! verbs run in `server.rs`, `ctl.rs` and `main.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Where a node keeps its store, sockets, shims and logs unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudlet";
+
+/// cloudlet: one binary that runs a node's services — in order, restarted when they crash, never
+/// evicted, outliving cloudlet itself.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cloudlet",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node: the store, the API on DIR/cloudlet.sock, and the services stored in it.
+    #[command(
+        after_help = "Example:\n  cloudlet server --data-dir /var/lib/cloudlet\n\n\
+        SIGTERM or Ctrl-C stops cloudlet, never the services: each runs under its own shim and is\n\
+        adopted again by the next `cloudlet server` on the same data dir."
+    )]
+    Server(ServerArgs),
+    /// Operate a running server: apply manifests, list, inspect, stop, start, read logs.
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Ctl(CtlArgs),
+    /// Internal: the per-service keeper process started by the server.
+    #[command(hide = true)]
+    Shim(ShimArgs),
+}
+
+/// `cloudlet server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Directory of the store, the API socket, shims and logs.
+    #[arg(long, env = "CLOUDLET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Name of this node, shown in status (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Keep the logs of deleted services this long (e.g. 168h).
+    #[arg(long, default_value = "168h", value_parser = parse_duration)]
+    pub log_retention: std::time::Duration,
+    /// Keep at most this many events.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_events: usize,
+    /// Log filter for cloudlet's own messages (e.g. info, debug, cloudlet_supervisor=debug).
+    #[arg(long, env = "CLOUDLET_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// `cloudlet shim` (internal).
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    /// Service name.
+    #[arg(long)]
+    pub name: String,
+    /// The shim's run directory (socket, pid file).
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    /// The service's log directory.
+    #[arg(long)]
+    pub log_dir: PathBuf,
+}
+
+/// `cloudlet ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Data directory of the server to talk to (its socket is DIR/cloudlet.sock).
+    #[arg(long, global = true, env = "CLOUDLET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// The verb.
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// Output formats of listing verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+    /// YAML for programs and people.
+    Yaml,
+}
+
+/// Kinds of objects `get`, `describe` and `delete` work on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// Services (also: service, svc).
+    #[value(alias = "service", alias = "svc")]
+    Services,
+}
+
+/// `cloudlet ctl` verbs.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Validate manifests and store them; the server starts what they describe.
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl apply -f examples/stack.yaml\n  \
+        cloudlet ctl apply -f ./manifests/        # every *.yaml and *.yml in the directory\n\n\
+        All files are validated first; if any document is invalid nothing is applied."
+    )]
+    Apply {
+        /// A manifest file or a directory of them (repeatable).
+        #[arg(
+            short = 'f',
+            long = "filename",
+            required = true,
+            value_name = "FILE|DIR"
+        )]
+        files: Vec<PathBuf>,
+    },
+    /// List services.
+    #[command(after_help = "Examples:\n  cloudlet ctl get services\n  \
+        cloudlet ctl get services -o json | jq '.[] | select(.state != \"running\")'")]
+    Get {
+        /// What to list.
+        kind: Kind,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one service: status, limits, manifest and recent events.
+    #[command(after_help = "Example:\n  cloudlet ctl describe service web")]
+    Describe {
+        /// What kind of object.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// Output format (table means the human view).
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Stop and remove a service; its logs stay until retention removes them.
+    #[command(after_help = "Example:\n  cloudlet ctl delete service web")]
+    Delete {
+        /// What kind of object.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
+    /// Stop a service's run and start a new one now (not counted as a restart).
+    #[command(after_help = "Example:\n  cloudlet ctl restart web")]
+    Restart {
+        /// Service name.
+        name: String,
+    },
+    /// Stop a service and keep it stopped (also across server restarts) until `start`.
+    #[command(after_help = "Example:\n  cloudlet ctl stop web")]
+    Stop {
+        /// Service name.
+        name: String,
+    },
+    /// Start a stopped or failed service now.
+    #[command(after_help = "Example:\n  cloudlet ctl start web")]
+    Start {
+        /// Service name.
+        name: String,
+    },
+    /// Print a service's logs, across rotations.
+    #[command(after_help = "Examples:\n  cloudlet ctl logs web --tail 50\n  \
+        cloudlet ctl logs web -f --since 10m\n  \
+        cloudlet ctl logs web --previous          # the run before the last restart")]
+    Logs {
+        /// Service name.
+        name: String,
+        /// Keep printing new lines as they are written.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Only lines newer than this (e.g. 30s, 10m, 2h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// The run before the last restart.
+        #[arg(short, long)]
+        previous: bool,
+        /// Print each line's stream and run too.
+        #[arg(long)]
+        details: bool,
+    },
+    /// Print events: starts, exits, restarts, readiness changes.
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl events\n  cloudlet ctl events -f --service web"
+    )]
+    Events {
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this service's events.
+        #[arg(long)]
+        service: Option<String>,
+        /// Output format (yaml prints JSON lines).
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// Parses `30s`, `10m`, `1h30m` with the manifest's duration rules.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    cloudlet_spec::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent_and_every_verb_has_an_example() {
+        Cli::command().debug_assert();
+        let mut cmd = Cli::command();
+        let ctl = cmd.find_subcommand_mut("ctl").unwrap();
+        for verb in ctl.get_subcommands() {
+            let help = verb
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("cloudlet ctl"),
+                "`ctl {}` has no example",
+                verb.get_name()
+            );
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! `cloudlet ctl`: the operator's client. Reads files, calls the API through `cloudlet_api::Client`
+//! and prints tables, JSON or YAML. No logic beyond presentation lives here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use cloudlet_api::Client;
+use cloudlet_api::dto::{
+    Action, ApplyFile, ApplyRequest, Event, EventsQuery, LogsQuery, ServiceDetail, ServiceStatus,
+};
+use futures_util::StreamExt;
+use jiff::Timestamp;
+
+use crate::cli::{CtlArgs, Output, Verb};
+
+/// Runs one verb.
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    // Like every Unix filter: `ctl ... | head` ends quietly when the reader goes away.
+    // SAFETY: restoring the default disposition installs no handler code; no other thread runs yet.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .context("reset SIGPIPE")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let client = Client::unix(args.data_dir.join("cloudlet.sock"));
+    runtime.block_on(verb(&client, args.verb))
+}
+
+async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
+    match verb {
+        Verb::Apply { files } => apply(client, &files).await,
+        Verb::Get { kind: _, output } => {
+            let services = client.list_services().await.map_err(api)?;
+            print_services(&services, output)
+        }
+        Verb::Describe {
+            kind: _,
+            name,
+            output,
+        } => {
+            let detail = client.describe_service(&name).await.map_err(api)?;
+            match output {
+                Output::Table => print_detail(&detail),
+                other => print_value(&detail, other),
+            }
+        }
+        Verb::Delete { kind: _, name } => {
+            let r = client.delete_service(&name).await.map_err(api)?;
+            println!("{}", r.message);
+            Ok(())
+        }
+        Verb::Restart { name } => action(client, &name, Action::Restart).await,
+        Verb::Stop { name } => action(client, &name, Action::Stop).await,
+        Verb::Start { name } => action(client, &name, Action::Start).await,
+        Verb::Logs {
+            name,
+            follow,
+            tail,
+            since,
+            previous,
+            details,
+        } => {
+            let since = match since {
+                Some(d) => Some(ago(d)?),
+                None => None,
+            };
+            let query = LogsQuery {
+                follow,
+                tail,
+                since,
+                previous,
+            };
+            let mut stream = client.logs(&name, &query).await.map_err(api)?;
+            let mut out = std::io::stdout().lock();
+            while let Some(line) = stream.next().await {
+                let line = line.map_err(api)?;
+                if details {
+                    write!(out, "{} {} {} ", line.ts, line.stream, line.run)?;
+                }
+                out.write_all(line.text.as_bytes())?;
+                if !line.partial {
+                    out.write_all(b"\n")?;
+                }
+                if follow {
+                    out.flush()?;
+                }
+            }
+            Ok(())
+        }
+        Verb::Events {
+            follow,
+            service,
+            output,
+        } => {
+            let query = EventsQuery {
+                follow,
+                service,
+                since_revision: None,
+                limit: None,
+            };
+            let mut stream = client.events(&query).await.map_err(api)?;
+            let mut out = std::io::stdout().lock();
+            if output == Output::Table {
+                writeln!(
+                    out,
+                    "{:<24} {:<16} {:<16} MESSAGE",
+                    "TIME", "SERVICE", "REASON"
+                )?;
+            }
+            while let Some(ev) = stream.next().await {
+                let ev = ev.map_err(api)?;
+                print_event(&mut out, &ev, output)?;
+                if follow {
+                    out.flush()?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// API errors carry their whole story in their message; keep it one line, without the cause
+/// chain repeated.
+fn api(e: cloudlet_api::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn ago(d: std::time::Duration) -> anyhow::Result<Timestamp> {
+    let span = jiff::SignedDuration::try_from(d).context("--since is too large")?;
+    Timestamp::now()
+        .checked_sub(span)
+        .context("--since is too large")
+}
+
+async fn action(client: &Client, name: &str, action: Action) -> anyhow::Result<()> {
+    let r = client.service_action(name, action).await.map_err(api)?;
+    println!("{}", r.message);
+    Ok(())
+}
+
+/// Files named on the command line, directories expanded to their `*.yaml` and `*.yml`, sorted.
+fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("read directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!(
+                    "{}: no *.yaml or *.yml files in this directory",
+                    p.display()
+                );
+            }
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn apply(client: &Client, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    for path in manifest_files(paths)? {
+        let content =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        files.push(ApplyFile {
+            name: display_name(&path),
+            content,
+        });
+    }
+    let response = client.apply(&ApplyRequest { files }).await.map_err(api)?;
+    for item in response.items {
+        let action = serde_json::to_value(item.action)?;
+        println!(
+            "service/{} {}",
+            item.name,
+            action.as_str().unwrap_or("applied")
+        );
+    }
+    Ok(())
+}
+
+fn display_name(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn print_value<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json | Output::Table => {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        }
+        Output::Yaml => {
+            print!("{}", serde_saphyr::to_string(value).context("encode YAML")?);
+        }
+    }
+    Ok(())
+}
+
+/// "3s", "5m", "2h", "4d" since `t`.
+fn age(t: Timestamp) -> String {
+    let secs = Timestamp::now().duration_since(t).as_secs().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn exit_text(s: &ServiceStatus) -> String {
+    match &s.last_exit {
+        None => "-".into(),
+        Some(e) => {
+            let how = match (&e.code, &e.signal) {
+                (Some(c), _) => format!("code {c}"),
+                (None, Some(sig)) => sig.clone(),
+                _ => e.reason.clone(),
+            };
+            format!("{how} ({} ago)", age(e.at))
+        }
+    }
+}
+
+fn print_services(services: &[ServiceStatus], output: Output) -> anyhow::Result<()> {
+    if output != Output::Table {
+        return print_value(&services, output);
+    }
+    let mut rows = vec![
+        [
+            "NAME",
+            "STATE",
+            "READY",
+            "PID",
+            "RESTARTS",
+            "LAST EXIT",
+            "AGE",
+            "NODE",
+            "INFO",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in services {
+        let state = serde_json::to_value(s.state)?
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        let info = if !s.waiting_for.is_empty() {
+            format!("waiting for {}", s.waiting_for.join(", "))
+        } else if let Some(at) = s.next_restart_at {
+            format!("restart in {}", age_until(at))
+        } else {
+            s.message.clone().unwrap_or_default()
+        };
+        rows.push(vec![
+            s.name.clone(),
+            state,
+            s.ready.to_string(),
+            s.pid.map_or("-".into(), |p| p.to_string()),
+            s.restarts.to_string(),
+            exit_text(s),
+            age(s.since),
+            s.node.clone(),
+            info,
+        ]);
+    }
+    print_table(&rows);
+    if services.is_empty() {
+        eprintln!("no services; apply some with `cloudlet ctl apply -f FILE`");
+    }
+    Ok(())
+}
+
+fn age_until(t: Timestamp) -> String {
+    let ms = t.duration_since(Timestamp::now()).as_millis().max(0);
+    format!("{ms}ms")
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+fn print_detail(d: &ServiceDetail) -> anyhow::Result<()> {
+    let s = &d.status;
+    let state = serde_json::to_value(s.state)?
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    let desired = serde_json::to_value(s.desired)?
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    println!("Name:        {}", s.name);
+    println!("Node:        {}", s.node);
+    println!(
+        "State:       {state} (since {}, desired {desired})",
+        s.since
+    );
+    println!("Ready:       {}", s.ready);
+    println!(
+        "PID:         {}",
+        s.pid.map_or("-".into(), |p| p.to_string())
+    );
+    println!("Run:         {}", s.run);
+    println!("Restarts:    {}", s.restarts);
+    println!("Last exit:   {}", exit_text(s));
+    if !s.waiting_for.is_empty() {
+        println!("Waiting for: {}", s.waiting_for.join(", "));
+    }
+    if let Some(m) = &s.message {
+        println!("Message:     {m}");
+    }
+    if s.dropped_log_lines > 0 {
+        println!("Dropped log lines: {}", s.dropped_log_lines);
+    }
+    println!("Logs:        {}", d.log_dir);
+    if !s.labels.is_empty() {
+        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("Labels:      {}", labels.join(", "));
+    }
+    println!("Manifest:");
+    for line in serde_saphyr::to_string(&d.manifest)
+        .context("encode YAML")?
+        .lines()
+    {
+        println!("  {line}");
+    }
+    println!("Events:");
+    let mut out = std::io::stdout().lock();
+    for ev in &d.events {
+        write!(out, "  ")?;
+        print_event(&mut out, ev, Output::Table)?;
+    }
+    Ok(())
+}
+
+fn print_event(out: &mut impl Write, ev: &Event, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Table => {
+            let time = ev.time.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            writeln!(
+                out,
+                "{:<24} {:<16} {:<16} {}",
+                time,
+                ev.service.as_deref().unwrap_or("-"),
+                ev.reason,
+                ev.message
+            )?;
+        }
+        Output::Json | Output::Yaml => writeln!(out, "{}", serde_json::to_string(ev)?)?,
+    }
+    Ok(())
+}

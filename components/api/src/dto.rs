@@ -1,0 +1,295 @@
+//! The JSON contract of the cloudlet API: request and response bodies, stream items and query
+//! parameters.
+//!
+//! These types are the wire format and nothing else. The core's own types are never `Serialize`;
+//! `cmd/cloudlet` converts them to these by hand. Keys are camelCase, timestamps are RFC 3339
+//! strings, and an absent optional value is `null` (never a missing key), so clients can rely on
+//! every key being there. Unknown keys are ignored, so a newer server can add keys without
+//! breaking older clients. This module never does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where a service is in its life on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Waiting for its dependencies to become ready.
+    Waiting,
+    /// Started, not yet ready.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited; waiting out the restart backoff.
+    Backoff,
+    /// Being stopped.
+    Stopping,
+    /// Stopped on request, or exited and not restarted by policy.
+    Stopped,
+    /// Gave up: cannot be started as specified.
+    Failed,
+}
+
+/// What the operator asked a service to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// Keep it running.
+    Running,
+    /// Keep it stopped.
+    Stopped,
+}
+
+/// How a run of a service ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitInfo {
+    /// The exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that ended it, e.g. `SIGKILL`.
+    pub signal: Option<String>,
+    /// `Completed`, `Error`, `Signaled` (later also `OOMKilled`).
+    pub reason: String,
+    /// When it ended.
+    pub at: Timestamp,
+}
+
+/// The status of one service on one node, one row of `cloudlet ctl get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Node it runs on.
+    pub node: String,
+    /// Where it is in its life.
+    pub state: ServiceState,
+    /// Whether its readiness probe passes.
+    pub ready: bool,
+    /// Its main process, `null` when not running.
+    pub pid: Option<u32>,
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// The number of its current (or last) run.
+    pub run: u64,
+    /// How its last run ended.
+    pub last_exit: Option<ExitInfo>,
+    /// When it entered `state`.
+    pub since: Timestamp,
+    /// Dependencies it is waiting for (in state `waiting`).
+    pub waiting_for: Vec<String>,
+    /// A human explanation of the state, if any.
+    pub message: Option<String>,
+    /// The service's labels.
+    pub labels: BTreeMap<String, String>,
+    /// What the operator asked for.
+    pub desired: DesiredState,
+    /// When the next restart is due (in state `backoff`).
+    pub next_restart_at: Option<Timestamp>,
+    /// Log lines lost (counted, never silently).
+    pub dropped_log_lines: u64,
+}
+
+/// Everything about one service, for `cloudlet ctl describe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDetail {
+    /// Its status.
+    pub status: ServiceStatus,
+    /// The applied manifest, as JSON.
+    pub manifest: serde_json::Value,
+    /// Its recent events, oldest first.
+    pub events: Vec<Event>,
+    /// Where its log files are.
+    pub log_dir: String,
+}
+
+/// Something that happened, to a service or to the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Store revision of the event; events are ordered by it.
+    pub revision: u64,
+    /// When it happened.
+    pub time: Timestamp,
+    /// The service it concerns, `null` for node events.
+    pub service: Option<String>,
+    /// The node it happened on.
+    pub node: String,
+    /// `Started`, `Exited`, `Ready`, `Unready`, `Restarting`, `BackOff`, `Stopping`, `Stopped`,
+    /// `Applied`, `Deleted`, `Adopted`, ...
+    pub reason: String,
+    /// A human explanation.
+    pub message: String,
+    /// How the run ended, for `Exited`.
+    pub exit: Option<ExitInfo>,
+}
+
+/// One manifest file to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyFile {
+    /// File name as the operator gave it, for error messages.
+    pub name: String,
+    /// The file's YAML text.
+    pub content: String,
+}
+
+/// Body of `POST /v1/apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyRequest {
+    /// The files, applied together.
+    pub files: Vec<ApplyFile>,
+}
+
+/// What apply did to one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyAction {
+    /// It is new.
+    Created,
+    /// It existed and changed.
+    Configured,
+    /// It existed and is the same.
+    Unchanged,
+}
+
+/// One service in an [`ApplyResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyItem {
+    /// Service name.
+    pub name: String,
+    /// The file it came from.
+    pub file: String,
+    /// What happened to it.
+    pub action: ApplyAction,
+}
+
+/// Answer to `POST /v1/apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResponse {
+    /// One item per service, in file order.
+    pub items: Vec<ApplyItem>,
+}
+
+/// What to do to a service: `POST /v1/services/{name}/start|stop|restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Start it (desired: running).
+    Start,
+    /// Stop it (desired: stopped).
+    Stop,
+    /// Stop it and start it again.
+    Restart,
+}
+
+impl Action {
+    /// The path segment of the action.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Answer to start, stop, restart and delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResponse {
+    /// Service name.
+    pub name: String,
+    /// What was done, for the operator.
+    pub message: String,
+}
+
+/// One line of a service's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    /// When it was read.
+    pub ts: Timestamp,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The run of the service that wrote it.
+    pub run: u64,
+    /// The line was cut (too long, or the run ended without a newline).
+    pub partial: bool,
+    /// The text, without the newline.
+    pub text: String,
+}
+
+/// Query of `GET /v1/services/{name}/logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LogsQuery {
+    /// Keep the stream open and send new lines as they are written. `?follow` alone means true.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub follow: bool,
+    /// Only the last N lines (before following).
+    pub tail: Option<usize>,
+    /// Only lines at or after this time.
+    pub since: Option<Timestamp>,
+    /// The previous run's lines instead of the current run's. `?previous` alone means true.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub previous: bool,
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventsQuery {
+    /// Keep the stream open and send new events as they happen. `?follow` alone means true.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub follow: bool,
+    /// Only events of this service.
+    pub service: Option<String>,
+    /// Only events with a revision greater than this one.
+    pub since_revision: Option<u64>,
+    /// At most this many (the most recent) events before following.
+    pub limit: Option<usize>,
+}
+
+/// Body of every error answer, and the last line of a stream that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What went wrong, for the operator.
+    pub error: String,
+}
+
+/// A bool that also accepts the query-string forms `""` (a bare `?follow`), `1`, `0`, `yes`, `no`.
+fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a boolean (true, false, 1, 0, or empty for true)")
+        }
+        fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<bool, E> {
+            Ok(value)
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<bool, E> {
+            match value {
+                "" | "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Str(value), &self)),
+            }
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}

@@ -1,0 +1,474 @@
+//! The HTTP side of the API: the routes (`router`) and the local unix-socket listener
+//! (`serve_unix`).
+//!
+//! Handlers parse the request into DTOs, call the [`Backend`] and encode its answer; the status of
+//! an error comes from [`ApiError::status_code`]. The router knows nothing about its listener, so
+//! the same router can be served over mutual TLS. This module never decides anything about
+//! services: it translates.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Json, Path as UrlPath, Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Extension, Router};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, stream};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::dto::{
+    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, LogsQuery,
+    ServiceDetail, ServiceStatus,
+};
+use crate::{ApiError, Backend};
+
+/// Content type of the streaming endpoints: one JSON document per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// How long in-flight requests get to finish after shutdown before their connections are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long to wait for an existing socket to accept a probe connection before calling it live.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The API's routes over `backend`, independent of the listener.
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    Router::new()
+        .route("/v1/healthz", get(healthz))
+        .route("/v1/apply", post(apply::<B>))
+        .route("/v1/services", get(list_services::<B>))
+        .route(
+            "/v1/services/{name}",
+            get(describe_service::<B>).delete(delete_service::<B>),
+        )
+        .route(
+            "/v1/services/{name}/start",
+            action_route::<B>(Action::Start),
+        )
+        .route("/v1/services/{name}/stop", action_route::<B>(Action::Stop))
+        .route(
+            "/v1/services/{name}/restart",
+            action_route::<B>(Action::Restart),
+        )
+        .route("/v1/services/{name}/logs", get(logs::<B>))
+        .route("/v1/events", get(events::<B>))
+        .fallback(no_route)
+        // Must come after the routes: it applies to those registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(backend)
+}
+
+/// An error answer: a status and an [`ErrorBody`].
+#[derive(Debug)]
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        let status = error.status_code();
+        if status.is_server_error() {
+            tracing::warn!(%status, %error, "api request failed");
+        }
+        Self(status, error.to_string())
+    }
+}
+
+impl From<JsonRejection> for Failure {
+    fn from(rejection: JsonRejection) -> Self {
+        Self(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for Failure {
+    fn from(rejection: QueryRejection) -> Self {
+        Self(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for Failure {
+    fn from(rejection: PathRejection) -> Self {
+        Self(rejection.status(), rejection.body_text())
+    }
+}
+
+type Shared<B> = State<Arc<B>>;
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn apply<B: Backend>(
+    State(backend): Shared<B>,
+    request: Result<Json<ApplyRequest>, JsonRejection>,
+) -> Result<Json<ApplyResponse>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.apply(request).await?))
+}
+
+async fn list_services<B: Backend>(
+    State(backend): Shared<B>,
+) -> Result<Json<Vec<ServiceStatus>>, Failure> {
+    Ok(Json(backend.list_services().await?))
+}
+
+async fn describe_service<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<ServiceDetail>, Failure> {
+    let UrlPath(name) = name?;
+    Ok(Json(backend.describe_service(&name).await?))
+}
+
+async fn delete_service<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<ActionResponse>, Failure> {
+    let UrlPath(name) = name?;
+    Ok(Json(backend.delete_service(&name).await?))
+}
+
+fn action_route<B: Backend>(action: Action) -> MethodRouter<Arc<B>> {
+    post(
+        move |State(backend): Shared<B>, name: Result<UrlPath<String>, PathRejection>| async move {
+            let UrlPath(name) = name?;
+            Ok::<_, Failure>(Json(backend.service_action(&name, action).await?))
+        },
+    )
+}
+
+async fn logs<B: Backend>(
+    State(backend): Shared<B>,
+    shutdown: Option<Extension<Shutdown>>,
+    name: Result<UrlPath<String>, PathRejection>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let UrlPath(name) = name?;
+    let Query(query) = query?;
+    let lines = backend.logs(&name, query).await?;
+    Ok(ndjson(lines, shutdown.map(|Extension(s)| s)))
+}
+
+async fn events<B: Backend>(
+    State(backend): Shared<B>,
+    shutdown: Option<Extension<Shutdown>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(query) = query?;
+    let events = backend.events(query).await?;
+    Ok(ndjson(events, shutdown.map(|Extension(s)| s)))
+}
+
+async fn no_route(method: Method, uri: Uri) -> Failure {
+    Failure(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Tells streaming responses that the listener is shutting down. `serve_unix` puts one into every
+/// request; a router served without it streams until the client goes away.
+#[derive(Debug, Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    async fn wait(&mut self) {
+        // An error means the sender is gone, which only happens when the server has stopped.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// A streaming answer: each item becomes one JSON line, sent as soon as the backend yields it.
+/// An error item becomes a final `{"error": ...}` line and ends the stream, as does shutdown.
+/// Dropping the response body (the client went away) drops `items`.
+fn ndjson<T: Serialize + 'static>(
+    items: Pin<Box<dyn Stream<Item = Result<T, ApiError>> + Send>>,
+    shutdown: Option<Shutdown>,
+) -> Response {
+    let lines = stream::unfold(Some((items, shutdown)), |state| async move {
+        let (mut items, mut shutdown) = state?;
+        let next = match &mut shutdown {
+            Some(shutdown) => tokio::select! {
+                item = items.next() => item,
+                () = shutdown.wait() => Some(Err(ApiError::Unavailable(
+                    "the cloudlet server is shutting down".to_owned(),
+                ))),
+            },
+            None => items.next().await,
+        };
+        match next? {
+            Ok(item) => Some((
+                Ok::<_, Infallible>(json_line(&item)),
+                Some((items, shutdown)),
+            )),
+            Err(error) => {
+                tracing::debug!(%error, "api stream ended with an error");
+                let body = ErrorBody {
+                    error: error.to_string(),
+                };
+                Some((Ok(json_line(&body)), None))
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response()
+}
+
+fn json_line<T: Serialize>(value: &T) -> Bytes {
+    let mut line = serde_json::to_vec(value).unwrap_or_else(|error| {
+        // Our DTOs always serialize; should one ever not, the client still gets a parseable line.
+        let body = ErrorBody {
+            error: format!("cannot encode a stream item: {error}"),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    });
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Serves the API on the unix socket `path` (mode 0600) until `shutdown` completes:
+/// [`UnixServer::bind`] then [`UnixServer::serve`].
+pub async fn serve_unix<B: Backend>(
+    path: &Path,
+    backend: Arc<B>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    UnixServer::bind(path).await?.serve(backend, shutdown).await
+}
+
+/// The API's unix socket, bound and not yet serving. Binding first lets the caller fail early and
+/// know when clients can connect. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct UnixServer {
+    listener: UnixListener,
+    path: PathBuf,
+    /// (device, inode) of the socket file this server placed, so it never removes another's.
+    identity: (u64, u64),
+}
+
+impl UnixServer {
+    /// Binds `path` with mode 0600.
+    ///
+    /// A stale socket file at `path` is replaced; a live one is [`ApiError::SocketInUse`], and
+    /// anything that is not a socket is [`ApiError::NotASocket`] (left alone).
+    ///
+    /// There is no moment in which the socket is reachable with looser permissions. Not through
+    /// umask, which is process-wide while other threads create files: the socket is bound inside
+    /// a fresh private directory (0700) next to `path`, chmod-ed to 0600 there, and only then
+    /// hard-linked to `path`. The link also refuses to replace a file that appeared at `path` in
+    /// the meantime (another server starting at the same moment).
+    pub async fn bind(path: &Path) -> Result<Self, ApiError> {
+        let listen_error = |source| ApiError::Listen {
+            path: path.to_owned(),
+            source,
+        };
+        clear_stale_socket(path).await?;
+        let file_name = path.file_name().ok_or_else(|| {
+            listen_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a file path",
+            ))
+        })?;
+        let mut private_name = std::ffi::OsString::from(".");
+        private_name.push(file_name);
+        private_name.push(format!(".{}.bind", std::process::id()));
+        let private_dir = path.with_file_name(private_name);
+        let bound = bind_private(&private_dir, path);
+        if let Err(error) = std::fs::remove_dir_all(&private_dir)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            let private_dir = private_dir.display();
+            tracing::warn!(path = %private_dir, %error, "cannot remove a temporary directory");
+        }
+        let listener = bound?;
+        let metadata = std::fs::symlink_metadata(path).map_err(listen_error)?;
+        tracing::info!(path = %path.display(), "api listening");
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+            identity: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves HTTP/1.1 until `shutdown` completes. Then it stops accepting and removes the socket
+    /// file; in-flight requests get a few seconds to finish, and follow streams end at once with a
+    /// final error line (dropping the backend's stream).
+    pub async fn serve<B: Backend>(
+        self,
+        backend: Arc<B>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let (stop, stopping) = watch::channel(false);
+        let app = router(backend).layer(Extension(Shutdown(stopping.clone())));
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let service = TowerToHyperService::new(app.clone());
+                        let shutdown = Shutdown(stopping.clone());
+                        connections.spawn(serve_connection(stream, service, shutdown));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: say so, and don't spin on it.
+                        tracing::warn!(%error, "api accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(error) = joined {
+                        tracing::warn!(%error, "api connection task failed");
+                    }
+                }
+            }
+        }
+        let path = self.path.clone();
+        // Closes the listener and removes the socket file.
+        drop(self);
+        stop.send_replace(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "api connections still busy at shutdown; cutting them"
+            );
+            connections.abort_all();
+        }
+        tracing::info!(path = %path.display(), "api stopped");
+        Ok(())
+    }
+}
+
+impl Drop for UnixServer {
+    /// Removes the socket file, if it is still the one this server placed there.
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
+        if !ours {
+            return;
+        }
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove the api socket");
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    service: TowerToHyperService<Router>,
+    mut shutdown: Shutdown,
+) {
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.wait() => {
+            // Idle connections close now; a request in flight finishes first.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "api connection ended with an error");
+    }
+}
+
+fn bind_private(private_dir: &Path, path: &Path) -> Result<UnixListener, ApiError> {
+    let at = |at: &Path| {
+        let path = at.to_owned();
+        move |source| ApiError::Listen { path, source }
+    };
+    // A leftover from a crashed start that had the same pid.
+    match std::fs::remove_dir_all(private_dir) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            return Err(at(private_dir)(error));
+        }
+        _ => {}
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(private_dir)
+        .map_err(at(private_dir))?;
+    let temporary = private_dir.join("sock");
+    let listener = UnixListener::bind(&temporary).map_err(at(&temporary))?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .map_err(at(&temporary))?;
+    std::fs::hard_link(&temporary, path).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            ApiError::SocketInUse {
+                path: path.to_owned(),
+            }
+        } else {
+            at(path)(source)
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Makes way for a new socket at `path`: nothing there is fine, a socket nobody listens on is
+/// removed, a live socket or a non-socket is an error.
+async fn clear_stale_socket(path: &Path) -> Result<(), ApiError> {
+    let listen_error = |source| ApiError::Listen {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(listen_error(error)),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(ApiError::NotASocket {
+            path: path.to_owned(),
+        });
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(path)).await {
+        // Accepted, or so busy that its backlog is full: either way, alive.
+        Ok(Ok(_)) | Err(_) => Err(ApiError::SocketInUse {
+            path: path.to_owned(),
+        }),
+        Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing a stale api socket");
+            match std::fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(listen_error(error)),
+                _ => Ok(()),
+            }
+        }
+        Ok(Err(error)) => Err(listen_error(error)),
+    }
+}

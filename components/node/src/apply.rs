@@ -1,0 +1,198 @@
+//! Operator writes: apply manifests (all or nothing), delete, and the desired state of a service.
+//!
+//! Every write is a compare-and-swap transaction against the revisions read just before, so two
+//! operators applying at once cannot silently overwrite each other: the loser gets a conflict and
+//! retries. Nothing invalid reaches the store: all files are parsed and validated together first.
+
+use std::collections::BTreeMap;
+
+use cloudlet_spec::{Manifest, ServiceManifest, Source};
+use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
+
+use crate::NodeError;
+use crate::records::{DesiredRecord, SERVICES, ServiceRecord, service_key};
+
+/// What apply did with one manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It was new.
+    Created,
+    /// It replaced a different manifest.
+    Configured,
+    /// It was already stored as is.
+    Unchanged,
+}
+
+/// The outcome for one manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Service name.
+    pub name: String,
+    /// Source file.
+    pub file: String,
+    /// What happened.
+    pub applied: Applied,
+}
+
+/// Parses, validates and stores `files` (name, content) in one transaction.
+pub async fn apply<S: Store>(
+    store: &S,
+    files: &[(String, String)],
+) -> Result<Vec<ApplyOutcome>, NodeError> {
+    let mut manifests: Vec<Manifest> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    for (name, text) in files {
+        match cloudlet_spec::parse_file(name, text) {
+            Ok(found) => manifests.extend(found),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(NodeError::Invalid(errors.join("\n")));
+    }
+    if manifests.is_empty() {
+        return Err(NodeError::Invalid(
+            "no manifests found in the given files".into(),
+        ));
+    }
+    let (kvs, _) = store.list(SERVICES).await?;
+    let mut stored: BTreeMap<String, (ServiceRecord, u64)> = BTreeMap::new();
+    for kv in &kvs {
+        let record = ServiceRecord::decode(&kv.key, &kv.value)?;
+        stored.insert(
+            record.manifest.metadata.name.clone(),
+            (record, kv.mod_revision),
+        );
+    }
+    let existing: Vec<ServiceManifest> = stored.values().map(|(r, _)| r.manifest.clone()).collect();
+    cloudlet_spec::validate_set(&manifests, &existing)
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+
+    let now = jiff::Timestamp::now();
+    let mut compares = Vec::new();
+    let mut ops = Vec::new();
+    let mut outcomes = Vec::new();
+    for manifest in manifests {
+        let Some(service) = manifest.as_service().cloned() else {
+            continue;
+        };
+        let source = service.source().cloned().unwrap_or(Source {
+            file: String::new(),
+            document: 0,
+        });
+        let name = service.metadata.name.clone();
+        let key = service_key(&name);
+        let (applied, desired) = match stored.get(&name) {
+            None => {
+                compares.push(Compare::absent(key.clone()));
+                (Applied::Created, DesiredRecord::Running)
+            }
+            Some((record, rev)) => {
+                compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
+                if record.manifest == service {
+                    (Applied::Unchanged, record.desired)
+                } else {
+                    (Applied::Configured, record.desired)
+                }
+            }
+        };
+        if applied != Applied::Unchanged {
+            let record = ServiceRecord {
+                manifest: service,
+                desired,
+                file: source.file.clone(),
+                document: source.document,
+                applied_at: now,
+            };
+            ops.push(Op::put(key, record.encode()?));
+        }
+        outcomes.push(ApplyOutcome {
+            name,
+            file: source.file,
+            applied,
+        });
+    }
+    if !ops.is_empty() {
+        let response = store
+            .txn(Txn {
+                compares,
+                success: ops,
+                failure: Vec::new(),
+            })
+            .await?;
+        if !response.succeeded {
+            return Err(NodeError::Conflict(
+                "the services changed while this apply was validated; apply again".into(),
+            ));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Deletes a service; refused while other services depend on it.
+pub async fn delete<S: Store>(store: &S, name: &str) -> Result<(), NodeError> {
+    let (kvs, _) = store.list(SERVICES).await?;
+    let mut found = None;
+    let mut dependants = Vec::new();
+    for kv in &kvs {
+        let record = ServiceRecord::decode(&kv.key, &kv.value)?;
+        if record.manifest.metadata.name == name {
+            found = Some(kv.mod_revision);
+        } else if record.manifest.spec.depends_on.iter().any(|d| d == name) {
+            dependants.push(record.manifest.metadata.name.clone());
+        }
+    }
+    let Some(rev) = found else {
+        return Err(NodeError::NotFound(name.to_owned()));
+    };
+    if !dependants.is_empty() {
+        return Err(NodeError::Conflict(format!(
+            "service {name} is a dependency of {}: delete or change those first",
+            dependants.join(", ")
+        )));
+    }
+    let key = service_key(name);
+    let txn = Txn {
+        compares: vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)],
+        success: vec![Op::delete(key)],
+        failure: Vec::new(),
+    };
+    if !store.txn(txn).await?.succeeded {
+        return Err(NodeError::Conflict(format!(
+            "service {name} changed meanwhile; try again"
+        )));
+    }
+    Ok(())
+}
+
+/// Sets whether `name` should run; returns false when it already was so.
+pub async fn set_desired<S: Store>(
+    store: &S,
+    name: &str,
+    desired: DesiredRecord,
+) -> Result<bool, NodeError> {
+    let key = service_key(name);
+    let Some(kv) = store.get(&key).await? else {
+        return Err(NodeError::NotFound(name.to_owned()));
+    };
+    let mut record = ServiceRecord::decode(&key, &kv.value)?;
+    if record.desired == desired {
+        return Ok(false);
+    }
+    record.desired = desired;
+    let txn = Txn {
+        compares: vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            kv.mod_revision,
+        )],
+        success: vec![Op::put(key, record.encode()?)],
+        failure: Vec::new(),
+    };
+    if !store.txn(txn).await?.succeeded {
+        return Err(NodeError::Conflict(format!(
+            "service {name} changed meanwhile; try again"
+        )));
+    }
+    Ok(true)
+}

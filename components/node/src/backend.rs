@@ -1,0 +1,355 @@
+//! The node as seen by the API: `cloudlet_api::Backend` implemented on [`Node`].
+//!
+//! This is the edge where core types become API DTOs: every conversion is written out here by
+//! hand, so neither the supervisor nor the store knows the wire format. It holds no logic of its
+//! own beyond mapping verbs to the node's operations and errors to `ApiError` kinds.
+
+use cloudlet_api::dto::{
+    self, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DesiredState, Event,
+    EventsQuery, ExitInfo, LogLine, LogsQuery, ServiceDetail, ServiceState, ServiceStatus,
+};
+use cloudlet_api::{ApiError, Backend, EventStream, LogStream};
+use cloudlet_logs::{LogQuery, LogRecord, RunSelect};
+use cloudlet_store::{EventKind, KeyValue, Store};
+use cloudlet_supervisor::{Action, Desired, ExitView, ServiceView, State};
+use futures_util::StreamExt;
+
+use crate::apply::{self, Applied};
+use crate::records::{DesiredRecord, EVENTS, EventRecord, ExitRecord, ServiceRecord, service_key};
+use crate::{Node, NodeError};
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Invalid(m) => ApiError::Invalid(m),
+            NodeError::NotFound(n) => ApiError::NotFound(format!("service {n:?} not found")),
+            NodeError::Conflict(m) => ApiError::Conflict(m),
+            NodeError::Store(s @ cloudlet_store::StoreError::DiskFull { .. }) => {
+                ApiError::Unavailable(s.to_string())
+            }
+            NodeError::Supervisor(cloudlet_supervisor::SupervisorError::NotFound(n)) => {
+                ApiError::NotFound(format!("service {n:?} not found"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn state_dto(s: State) -> ServiceState {
+    match s {
+        State::Waiting => ServiceState::Waiting,
+        State::Starting => ServiceState::Starting,
+        State::Running => ServiceState::Running,
+        State::Backoff => ServiceState::Backoff,
+        State::Stopping => ServiceState::Stopping,
+        State::Stopped => ServiceState::Stopped,
+        State::Failed => ServiceState::Failed,
+    }
+}
+
+fn exit_dto(e: &ExitView) -> ExitInfo {
+    ExitInfo {
+        code: e.code,
+        signal: e.signal.clone(),
+        reason: e.reason.clone(),
+        at: e.at,
+    }
+}
+
+fn exit_record_dto(e: &ExitRecord) -> ExitInfo {
+    ExitInfo {
+        code: e.code,
+        signal: e.signal.clone(),
+        reason: e.reason.clone(),
+        at: e.at,
+    }
+}
+
+fn event_dto(kv: &KeyValue) -> Result<Event, NodeError> {
+    let r = EventRecord::decode(&kv.key, &kv.value)?;
+    Ok(Event {
+        revision: kv.mod_revision,
+        time: r.time,
+        service: r.service,
+        node: r.node,
+        reason: r.reason,
+        message: r.message,
+        exit: r.exit.as_ref().map(exit_record_dto),
+    })
+}
+
+fn log_dto(r: LogRecord) -> LogLine {
+    LogLine {
+        ts: r.ts,
+        stream: r.stream.as_str().to_owned(),
+        run: r.run,
+        partial: r.partial,
+        text: r.text,
+    }
+}
+
+impl<S: Store> Node<S> {
+    fn status_dto(&self, v: ServiceView) -> ServiceStatus {
+        ServiceStatus {
+            name: v.name,
+            node: self.options.node_name.clone(),
+            state: state_dto(v.state),
+            ready: v.ready,
+            pid: v.pid,
+            restarts: v.restarts,
+            run: v.run,
+            last_exit: v.last_exit.as_ref().map(exit_dto),
+            since: v.since,
+            waiting_for: v.waiting_for,
+            message: v.message,
+            labels: v.labels,
+            desired: match v.desired {
+                Desired::Running => DesiredState::Running,
+                Desired::Stopped => DesiredState::Stopped,
+            },
+            next_restart_at: v.next_restart_at,
+            dropped_log_lines: v.dropped_log_lines,
+        }
+    }
+
+    async fn view(&self, name: &str) -> Result<ServiceView, NodeError> {
+        self.supervisor
+            .snapshot()
+            .await?
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| NodeError::NotFound(name.to_owned()))
+    }
+
+    async fn record(&self, name: &str) -> Result<ServiceRecord, NodeError> {
+        let key = service_key(name);
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(name.to_owned()))?;
+        ServiceRecord::decode(&key, &kv.value)
+    }
+
+    async fn events_of(
+        &self,
+        service: Option<&str>,
+        since: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<Event>, u64), NodeError> {
+        let (kvs, revision) = self.store.list(EVENTS).await?;
+        let mut out = Vec::new();
+        for kv in &kvs {
+            if since.is_some_and(|s| kv.mod_revision < s) {
+                continue;
+            }
+            let ev = event_dto(kv)?;
+            if service.is_some_and(|s| ev.service.as_deref() != Some(s)) {
+                continue;
+            }
+            out.push(ev);
+        }
+        if let Some(limit) = limit
+            && out.len() > limit
+        {
+            out.drain(..out.len() - limit);
+        }
+        Ok((out, revision))
+    }
+}
+
+impl<S: Store> Backend for Node<S> {
+    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ApiError> {
+        let files: Vec<(String, String)> = request
+            .files
+            .into_iter()
+            .map(|f| (f.name, f.content))
+            .collect();
+        let outcomes = apply::apply(&self.store, &files).await?;
+        let items = outcomes
+            .into_iter()
+            .map(|o| {
+                let action = match o.applied {
+                    Applied::Created => ApplyAction::Created,
+                    Applied::Configured => ApplyAction::Configured,
+                    Applied::Unchanged => ApplyAction::Unchanged,
+                };
+                if action != ApplyAction::Unchanged {
+                    self.event(
+                        Some(&o.name),
+                        "Applied",
+                        format!("{:?} from {}", action, o.file).to_lowercase(),
+                    );
+                }
+                ApplyItem {
+                    name: o.name,
+                    file: o.file,
+                    action,
+                }
+            })
+            .collect();
+        Ok(ApplyResponse { items })
+    }
+
+    async fn list_services(&self) -> Result<Vec<ServiceStatus>, ApiError> {
+        let views = self.supervisor.snapshot().await.map_err(NodeError::from)?;
+        Ok(views.into_iter().map(|v| self.status_dto(v)).collect())
+    }
+
+    async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
+        let record = self.record(name).await?;
+        let view = self.view(name).await?;
+        let (events, _) = self.events_of(Some(name), None, Some(20)).await?;
+        let manifest = serde_json::to_value(&record.manifest)
+            .map_err(|e| ApiError::Internal(format!("encode manifest: {e}")))?;
+        Ok(ServiceDetail {
+            status: self.status_dto(view),
+            manifest,
+            events,
+            log_dir: self
+                .options
+                .data_dir
+                .join("logs")
+                .join(name)
+                .display()
+                .to_string(),
+        })
+    }
+
+    async fn delete_service(&self, name: &str) -> Result<ActionResponse, ApiError> {
+        apply::delete(&self.store, name).await?;
+        self.event(Some(name), "Deleting", "deleted by an operator".into());
+        Ok(ActionResponse {
+            name: name.to_owned(),
+            message: format!("service {name} deleted; its logs are kept"),
+        })
+    }
+
+    async fn service_action(
+        &self,
+        name: &str,
+        action: dto::Action,
+    ) -> Result<ActionResponse, ApiError> {
+        let message = match action {
+            dto::Action::Stop => {
+                if apply::set_desired(&self.store, name, DesiredRecord::Stopped).await? {
+                    self.event(Some(name), "StopRequested", "stopped by an operator".into());
+                    format!("service {name} is stopping and stays stopped until `ctl start {name}`")
+                } else {
+                    format!("service {name} was already stopped")
+                }
+            }
+            dto::Action::Start => {
+                apply::set_desired(&self.store, name, DesiredRecord::Running).await?;
+                self.supervisor
+                    .action(name, Action::Start)
+                    .await
+                    .map_err(NodeError::from)?;
+                self.event(
+                    Some(name),
+                    "StartRequested",
+                    "started by an operator".into(),
+                );
+                format!("service {name} is starting")
+            }
+            dto::Action::Restart => {
+                self.record(name).await?;
+                self.supervisor
+                    .action(name, Action::Restart)
+                    .await
+                    .map_err(NodeError::from)?;
+                self.event(
+                    Some(name),
+                    "RestartRequested",
+                    "restarted by an operator".into(),
+                );
+                format!("service {name} is restarting")
+            }
+        };
+        Ok(ActionResponse {
+            name: name.to_owned(),
+            message,
+        })
+    }
+
+    async fn logs(&self, name: &str, query: LogsQuery) -> Result<LogStream, ApiError> {
+        let dir = self.options.data_dir.join("logs").join(name);
+        if self.record(name).await.is_err() && !dir.is_dir() {
+            return Err(ApiError::NotFound(format!(
+                "service {name:?} not found and no logs of it are kept"
+            )));
+        }
+        let q = LogQuery {
+            tail: query.tail,
+            since: query.since,
+            run: if query.previous {
+                RunSelect::Previous
+            } else {
+                RunSelect::All
+            },
+        };
+        if query.follow {
+            let follower = cloudlet_logs::follow(&dir, &q)
+                .await
+                .map_err(NodeError::from)?;
+            let stream = futures_util::stream::unfold(follower, |mut f| async move {
+                let item = f.next().await?;
+                Some((
+                    item.map(log_dto)
+                        .map_err(|e| ApiError::Internal(e.to_string())),
+                    f,
+                ))
+            });
+            Ok(Box::pin(stream))
+        } else {
+            let records = tokio::task::spawn_blocking(move || cloudlet_logs::read(&dir, &q))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(NodeError::from)?;
+            Ok(Box::pin(futures_util::stream::iter(
+                records.into_iter().map(|r| Ok(log_dto(r))),
+            )))
+        }
+    }
+
+    async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {
+        let (past, revision) = self
+            .events_of(query.service.as_deref(), query.since_revision, query.limit)
+            .await?;
+        let head = futures_util::stream::iter(past.into_iter().map(Ok));
+        if !query.follow {
+            return Ok(Box::pin(head));
+        }
+        let watcher = self
+            .store
+            .watch(EVENTS, Some(revision + 1))
+            .await
+            .map_err(NodeError::from)?;
+        let service = query.service;
+        let live = futures_util::stream::unfold(watcher, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        })
+        .filter_map(move |item| {
+            let service = service.clone();
+            async move {
+                match item {
+                    Ok(ev) if ev.kind == EventKind::Put => match event_dto(&ev.kv) {
+                        Ok(e)
+                            if service
+                                .as_ref()
+                                .is_none_or(|s| e.service.as_ref() == Some(s)) =>
+                        {
+                            Some(Ok(e))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(ApiError::from(e))),
+                    },
+                    Ok(_) => None,
+                    Err(e) => Some(Err(ApiError::Internal(e.to_string()))),
+                }
+            }
+        });
+        Ok(Box::pin(head.chain(live)))
+    }
+}

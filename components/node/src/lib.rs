@@ -1,0 +1,277 @@
+//! One node's server process between the API and the components: it applies manifests into the
+//! store (all or nothing), feeds the supervisor the desired set from the store (watching it), writes
+//! the supervisor's events into the store, keeps log retention, and answers the API's queries
+//! ([`backend`] implements `cloudlet_api::Backend`).
+//!
+//! It owns the node's *policy* glue: which store keys mean what, and how an operator's verb maps to
+//! store writes and supervisor actions. It never runs processes itself (the supervisor does), never
+//! parses YAML itself (the spec crate does), never knows HTTP (the api crate does), and never stops
+//! a service on its own initiative.
+//! When the cluster arrives, the apply/placement half moves to the control plane and this crate
+//! keeps the agent half (watch assignments, run them, report).
+#![warn(missing_docs)]
+
+pub mod apply;
+pub mod backend;
+pub mod events;
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloudlet_store::{EventKind, Store, StoreError};
+use cloudlet_supervisor::{
+    Desired, DesiredService, Reaper, ServiceConfig, Supervisor, SupervisorEvent, SupervisorOptions,
+};
+use tokio::sync::mpsc;
+
+use crate::events::EventSink;
+use crate::records::{DesiredRecord, EventRecord, ExitRecord, SERVICES, ServiceRecord};
+
+/// Errors of the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The supervisor failed.
+    #[error(transparent)]
+    Supervisor(#[from] cloudlet_supervisor::SupervisorError),
+    /// A manifest was rejected; the message names file, document and field.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such service.
+    #[error("service {0:?} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored record cannot be read.
+    #[error("store key {key}: unreadable record: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// Reading logs failed.
+    #[error(transparent)]
+    Logs(#[from] cloudlet_logs::LogsError),
+    /// Anything else that should not happen.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's name.
+    pub node_name: String,
+    /// The data directory (`run/` and `logs/` live under it).
+    pub data_dir: PathBuf,
+    /// The `cloudlet` executable, for shims.
+    pub exe: PathBuf,
+    /// Keep logs of deleted services this long.
+    pub log_retention: Duration,
+    /// Keep at most this many events.
+    pub max_events: usize,
+}
+
+/// A running node: the store, the supervisor and the tasks that connect them.
+#[derive(Debug, Clone)]
+pub struct Node<S> {
+    store: S,
+    supervisor: Supervisor,
+    events: EventSink,
+    options: NodeOptions,
+}
+
+impl<S: Store> Node<S> {
+    /// Starts the supervisor on the services stored in `store` (adopting the shims an earlier
+    /// server left), then follows the store. Call inside a tokio runtime.
+    pub async fn start(store: S, options: NodeOptions) -> Result<Node<S>, NodeError> {
+        let reaper = Reaper::start()?;
+        let events = events::spawn_writer(store.clone(), options.max_events).await?;
+        let (records, revision) = load_services(&store).await?;
+        let sup_options = SupervisorOptions {
+            exe: options.exe.clone(),
+            run_root: options.data_dir.join("run"),
+            log_root: options.data_dir.join("logs"),
+        };
+        let (supervisor, sup_events) =
+            Supervisor::start(sup_options, reaper, desired_set(&records)).await?;
+        let node = Node {
+            store,
+            supervisor,
+            events,
+            options,
+        };
+        tokio::spawn(forward_events(
+            sup_events,
+            node.events.clone(),
+            node.options.node_name.clone(),
+        ));
+        tokio::spawn(follow_services(
+            node.store.clone(),
+            node.supervisor.clone(),
+            records,
+            revision,
+        ));
+        tokio::spawn(log_retention(node.clone()));
+        Ok(node)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Lets go of the shims; services keep running.
+    pub async fn shutdown(&self) {
+        self.supervisor.shutdown().await;
+    }
+
+    /// Records an event that did not come from the supervisor (apply, delete, ...).
+    pub(crate) fn event(&self, service: Option<&str>, reason: &str, message: String) {
+        self.events.send(EventRecord {
+            time: jiff::Timestamp::now(),
+            service: service.map(str::to_owned),
+            node: self.options.node_name.clone(),
+            reason: reason.to_owned(),
+            message,
+            exit: None,
+        });
+    }
+}
+
+type Records = BTreeMap<String, ServiceRecord>;
+
+async fn load_services<S: Store>(store: &S) -> Result<(Records, u64), NodeError> {
+    let (kvs, revision) = store.list(SERVICES).await?;
+    let mut records = BTreeMap::new();
+    for kv in kvs {
+        let record = ServiceRecord::decode(&kv.key, &kv.value)?;
+        records.insert(record.manifest.metadata.name.clone(), record);
+    }
+    Ok((records, revision))
+}
+
+fn desired_set(records: &Records) -> Vec<DesiredService> {
+    records
+        .values()
+        .map(|r| DesiredService {
+            config: ServiceConfig::from_manifest(&r.manifest),
+            desired: match r.desired {
+                DesiredRecord::Running => Desired::Running,
+                DesiredRecord::Stopped => Desired::Stopped,
+            },
+        })
+        .collect()
+}
+
+/// Watches `/services/` and hands every change of the desired set to the supervisor.
+async fn follow_services<S: Store>(
+    store: S,
+    supervisor: Supervisor,
+    mut records: Records,
+    mut revision: u64,
+) {
+    loop {
+        let mut watcher = match store.watch(SERVICES, Some(revision + 1)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("watch services: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(item) = watcher.next().await {
+            match item {
+                Ok(ev) => {
+                    revision = ev.revision();
+                    let name = ev.kv.key.trim_start_matches(SERVICES).to_owned();
+                    match ev.kind {
+                        EventKind::Put => match ServiceRecord::decode(&ev.kv.key, &ev.kv.value) {
+                            Ok(r) => {
+                                records.insert(name, r);
+                            }
+                            Err(e) => tracing::warn!("{e}"),
+                        },
+                        EventKind::Delete => {
+                            records.remove(&name);
+                        }
+                    }
+                    supervisor.set_desired(desired_set(&records));
+                }
+                Err(e) => {
+                    tracing::warn!("services watch ended: {e}; listing again");
+                    break;
+                }
+            }
+        }
+        // The watcher ended (overflow or compaction): start over from a fresh list.
+        match load_services(&store).await {
+            Ok((r, rev)) => {
+                records = r;
+                revision = rev;
+                supervisor.set_desired(desired_set(&records));
+            }
+            Err(e) => {
+                tracing::warn!("list services: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn forward_events(
+    mut rx: mpsc::UnboundedReceiver<SupervisorEvent>,
+    sink: EventSink,
+    node: String,
+) {
+    while let Some(ev) = rx.recv().await {
+        sink.send(EventRecord {
+            time: ev.time,
+            service: Some(ev.service),
+            node: node.clone(),
+            reason: ev.reason.to_owned(),
+            message: ev.message,
+            exit: ev.exit.map(|e| ExitRecord {
+                code: e.code,
+                signal: e.signal,
+                reason: e.reason,
+                at: e.at,
+            }),
+        });
+    }
+}
+
+/// Removes log directories of services that no longer exist once they are older than retention.
+async fn log_retention<S: Store>(node: Node<S>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let Ok((records, _)) = load_services(&node.store).await else {
+            continue;
+        };
+        let root = node.options.data_dir.join("logs");
+        let retention = node.options.log_retention;
+        let keep = move |name: &str| records.contains_key(name);
+        let result =
+            tokio::task::spawn_blocking(move || cloudlet_logs::prune(&root, &keep, retention))
+                .await;
+        match result {
+            Ok(Ok(report)) => {
+                for name in &report.removed {
+                    tracing::info!("log retention: removed the logs of deleted service {name}");
+                }
+                for e in &report.failed {
+                    tracing::warn!("log retention: {e}");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("log retention: {e}"),
+            Err(e) => tracing::warn!("log retention task: {e}"),
+        }
+    }
+}

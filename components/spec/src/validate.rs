@@ -1,0 +1,347 @@
+//! Semantic validation of one manifest after it deserialised: ranges, names, exactly one probe,
+//! limits at least requests. Every finding carries its field path. Checks that need other
+//! manifests (missing dependencies, cycles, duplicate names) live in `set`, not here.
+
+use std::collections::BTreeSet;
+
+use crate::effective::{DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX};
+use crate::error::{Problem, SpecError};
+use crate::manifest::{
+    HttpProbeSpec, LogsSpec, ReadinessSpec, ResourcesSpec, RestartSpec, ServiceManifest,
+};
+
+/// Smallest `spec.logs.maxSize` in bytes (4Ki).
+pub const MIN_LOG_MAX_SIZE: u64 = 4 << 10;
+/// Largest `spec.logs.maxFiles`.
+pub const MAX_LOG_MAX_FILES: u32 = 100;
+
+impl ServiceManifest {
+    /// Checks everything that can be checked on this manifest alone; problems name its source.
+    ///
+    /// [`crate::parse_file`] already calls this; call it for manifests built or read otherwise.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let findings = check_service(self);
+        if findings.is_empty() {
+            return Ok(());
+        }
+        Err(SpecError::Invalid(
+            findings
+                .into_iter()
+                .map(|(path, message)| Problem::at(self.source(), Some(path), message))
+                .collect(),
+        ))
+    }
+}
+
+/// Checks a service name: `[a-z][a-z0-9-]{0,62}`, not ending with `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {name:?}: expected 1 to 63 lowercase letters, digits and '-', \
+             starting with a letter and not ending with '-'"
+        ))
+    }
+}
+
+/// Collects `(path, message)` findings.
+#[derive(Default)]
+struct Findings(Vec<(String, String)>);
+
+impl Findings {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push((path.into(), message.into()));
+    }
+
+    /// Records a command-like list: not empty, and no empty or NUL-containing item.
+    fn command(&mut self, path: &str, command: &[String]) {
+        if command.is_empty() {
+            self.add(path, "must not be empty");
+        }
+        for (i, arg) in command.iter().enumerate() {
+            if arg.is_empty() {
+                self.add(format!("{path}[{i}]"), "must not be empty");
+            } else if arg.contains('\0') {
+                self.add(format!("{path}[{i}]"), "must not contain a NUL character");
+            }
+        }
+    }
+
+    fn at_least_one(&mut self, path: &str, value: Option<u32>) {
+        if value == Some(0) {
+            self.add(path, "must be at least 1");
+        }
+    }
+
+    fn port(&mut self, path: &str, port: u16) {
+        if port == 0 {
+            self.add(path, "must be between 1 and 65535");
+        }
+    }
+
+    fn host(&mut self, path: &str, host: Option<&str>) {
+        if let Some(host) = host
+            && (host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/'))
+        {
+            self.add(path, format!("invalid host {host:?}"));
+        }
+    }
+}
+
+/// Every finding about `manifest`, as `(field path, message)`, in document order.
+pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)> {
+    let mut f = Findings::default();
+    let name = &manifest.metadata.name;
+    if let Err(message) = check_name(name) {
+        f.add("metadata.name", message);
+    }
+    if manifest.metadata.labels.keys().any(String::is_empty) {
+        f.add("metadata.labels", "label names must not be empty");
+    }
+
+    let spec = &manifest.spec;
+    f.command("spec.command", &spec.command);
+    for (key, value) in &spec.env {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            f.add(
+                "spec.env",
+                format!("invalid variable name {key:?}: must not be empty or contain '=' or NUL"),
+            );
+        } else if value.contains('\0') {
+            f.add(
+                format!("spec.env.{key}"),
+                "must not contain a NUL character",
+            );
+        }
+    }
+    if let Some(dir) = &spec.working_dir
+        && !dir.is_absolute()
+    {
+        f.add(
+            "spec.workingDir",
+            format!(
+                "must be an absolute path, got {:?}",
+                dir.display().to_string()
+            ),
+        );
+    }
+    if let Some(user) = &spec.user {
+        if user.is_empty() || user.contains(['\0', ':']) || user.contains(char::is_whitespace) {
+            f.add("spec.user", format!("invalid user {user:?}"));
+        } else if user.bytes().all(|b| b.is_ascii_digit()) && user.parse::<u32>().is_err() {
+            f.add("spec.user", format!("uid {user} is out of range"));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, dep) in spec.depends_on.iter().enumerate() {
+        let path = format!("spec.dependsOn[{i}]");
+        if let Err(message) = check_name(dep) {
+            f.add(path, message);
+        } else if dep == name {
+            f.add(path, format!("service {name:?} cannot depend on itself"));
+        } else if !seen.insert(dep) {
+            f.add(path, format!("{dep:?} is listed twice"));
+        }
+    }
+    if let Some(readiness) = &spec.readiness {
+        check_readiness(&mut f, readiness);
+    }
+    if let Some(restart) = &spec.restart {
+        check_restart(&mut f, restart);
+    }
+    if let Some(logs) = &spec.logs {
+        check_logs(&mut f, logs);
+    }
+    if let Some(resources) = &spec.resources {
+        check_resources(&mut f, resources);
+    }
+    f.0
+}
+
+fn check_readiness(f: &mut Findings, readiness: &ReadinessSpec) {
+    let set: Vec<&str> = [
+        ("http", readiness.http.is_some()),
+        ("tcp", readiness.tcp.is_some()),
+        ("exec", readiness.exec.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if set.len() != 1 {
+        let found = if set.is_empty() {
+            "none".to_owned()
+        } else {
+            set.join(" and ")
+        };
+        f.add(
+            "spec.readiness",
+            format!("exactly one of http, tcp, exec must be set, found {found}"),
+        );
+    }
+    if let Some(http) = &readiness.http {
+        check_http(f, http);
+    }
+    if let Some(tcp) = &readiness.tcp {
+        f.port("spec.readiness.tcp.port", tcp.port);
+        f.host("spec.readiness.tcp.host", tcp.host.as_deref());
+    }
+    if let Some(exec) = &readiness.exec {
+        f.command("spec.readiness.exec.command", &exec.command);
+    }
+    f.at_least_one("spec.readiness.periodSeconds", readiness.period_seconds);
+    f.at_least_one("spec.readiness.timeoutSeconds", readiness.timeout_seconds);
+    f.at_least_one(
+        "spec.readiness.failureThreshold",
+        readiness.failure_threshold,
+    );
+    f.at_least_one(
+        "spec.readiness.successThreshold",
+        readiness.success_threshold,
+    );
+}
+
+fn check_http(f: &mut Findings, http: &HttpProbeSpec) {
+    f.port("spec.readiness.http.port", http.port);
+    f.host("spec.readiness.http.host", http.host.as_deref());
+    if let Some(path) = &http.path
+        && (!path.starts_with('/') || path.contains(char::is_control) || path.contains(' '))
+    {
+        f.add(
+            "spec.readiness.http.path",
+            format!("invalid path {path:?}: expected an absolute URL path such as /healthz"),
+        );
+    }
+    for (name, value) in &http.headers {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            f.add(
+                "spec.readiness.http.headers",
+                format!("invalid header name {name:?}"),
+            );
+        } else if value.contains(['\r', '\n', '\0']) {
+            f.add(
+                format!("spec.readiness.http.headers.{name}"),
+                "must not contain line breaks or NUL",
+            );
+        }
+    }
+}
+
+fn check_restart(f: &mut Findings, restart: &RestartSpec) {
+    let Some(backoff) = &restart.backoff else {
+        return;
+    };
+    let initial = backoff.initial.as_ref().map(|d| d.get());
+    if initial.is_some_and(|d| d.is_zero()) {
+        f.add("spec.restart.backoff.initial", "must be more than 0");
+        return;
+    }
+    let (initial, max) = (
+        initial.unwrap_or(DEFAULT_BACKOFF_INITIAL),
+        backoff
+            .max
+            .as_ref()
+            .map_or(DEFAULT_BACKOFF_MAX, |d| d.get()),
+    );
+    if initial > max {
+        let shown = |d: &Option<crate::Duration>, default: std::time::Duration| {
+            d.as_ref()
+                .map_or_else(|| format!("{default:?} by default"), ToString::to_string)
+        };
+        let path = if backoff.initial.is_some() {
+            "spec.restart.backoff.initial"
+        } else {
+            "spec.restart.backoff.max"
+        };
+        f.add(
+            path,
+            format!(
+                "initial ({}) must not be more than max ({})",
+                shown(&backoff.initial, DEFAULT_BACKOFF_INITIAL),
+                shown(&backoff.max, DEFAULT_BACKOFF_MAX)
+            ),
+        );
+    }
+}
+
+fn check_logs(f: &mut Findings, logs: &LogsSpec) {
+    if let Some(size) = &logs.max_size
+        && size.bytes() < MIN_LOG_MAX_SIZE
+    {
+        f.add(
+            "spec.logs.maxSize",
+            format!("must be at least 4Ki ({MIN_LOG_MAX_SIZE} bytes), got {size}"),
+        );
+    }
+    if let Some(files) = logs.max_files
+        && !(1..=MAX_LOG_MAX_FILES).contains(&files)
+    {
+        f.add(
+            "spec.logs.maxFiles",
+            format!("must be between 1 and {MAX_LOG_MAX_FILES}, got {files}"),
+        );
+    }
+}
+
+fn check_resources(f: &mut Findings, resources: &ResourcesSpec) {
+    let requests = resources.requests.clone().unwrap_or_default();
+    let limits = resources.limits.clone().unwrap_or_default();
+    for (path, memory) in [
+        ("spec.resources.requests.memory", &requests.memory),
+        ("spec.resources.limits.memory", &limits.memory),
+    ] {
+        if memory.as_ref().is_some_and(|m| m.bytes() == 0) {
+            f.add(path, "must be more than 0");
+        }
+    }
+    if limits.pids == Some(0) {
+        f.add("spec.resources.limits.pids", "must be more than 0");
+    }
+    if let (Some(request), Some(limit)) = (&requests.cpu, &limits.cpu)
+        && limit.millicores() < request.millicores()
+    {
+        f.add(
+            "spec.resources.limits.cpu",
+            format!("limit {limit} is below the request {request}"),
+        );
+    }
+    if let (Some(request), Some(limit)) = (&requests.memory, &limits.memory)
+        && limit.bytes() < request.bytes()
+    {
+        f.add(
+            "spec.resources.limits.memory",
+            format!("limit {limit} is below the request {request}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "web", "db-1", "a1", &"a".repeat(63)] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "Web",
+            "1web",
+            "-web",
+            "web-",
+            "we_b",
+            "we.b",
+            &"a".repeat(64),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

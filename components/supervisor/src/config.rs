@@ -1,0 +1,132 @@
+//! What the supervisor runs: [`ServiceConfig`], the runtime form of a Service manifest, resolved
+//! once at the edge (defaults applied, durations parsed) so the state machine never reads YAML
+//! types.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cloudlet_spec::ServiceManifest;
+
+use crate::probe::{ProbeCheck, ProbeSpec};
+use crate::shim::proto::ProcessSpec;
+
+/// When an exited service is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// After every exit.
+    Always,
+    /// After an exit with a non-zero code or by a signal.
+    OnFailure,
+    /// Never: the exit is final until an operator starts it.
+    Never,
+}
+
+/// Restart policy and backoff bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartSpec {
+    /// The policy.
+    pub policy: RestartPolicy,
+    /// First backoff delay.
+    pub initial: Duration,
+    /// Largest backoff delay.
+    pub max: Duration,
+    /// A run at least this long resets the backoff; the restart after it is immediate.
+    pub reset_after: Duration,
+}
+
+/// How a run is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSpec {
+    /// Signal number sent first.
+    pub signal: i32,
+    /// Time before SIGKILL of the process group.
+    pub grace: Duration,
+}
+
+/// One service as the supervisor runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Unique name on the node.
+    pub name: String,
+    /// Labels, shown in status.
+    pub labels: BTreeMap<String, String>,
+    /// The process and its logs.
+    pub process: ProcessSpec,
+    /// Services that must be ready before this one starts.
+    pub depends_on: Vec<String>,
+    /// Readiness probe; none means ready once running.
+    pub readiness: Option<ProbeSpec>,
+    /// Restart policy.
+    pub restart: RestartSpec,
+    /// Stop signal and grace period.
+    pub stop: StopSpec,
+}
+
+/// The PATH a service gets unless its manifest sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ServiceConfig {
+    /// Resolves a validated manifest.
+    pub fn from_manifest(m: &ServiceManifest) -> ServiceConfig {
+        let spec = &m.spec;
+        let mut env: BTreeMap<String, String> = spec.env.clone().into_iter().collect();
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
+        let effective = spec.effective();
+        let (logs, restart, stop) = (effective.logs, effective.restart, effective.stop);
+        ServiceConfig {
+            name: m.metadata.name.clone(),
+            labels: m.metadata.labels.clone().into_iter().collect(),
+            process: ProcessSpec {
+                argv: spec.command.clone(),
+                env,
+                cwd: spec.working_dir.clone(),
+                user: spec.user.clone(),
+                log_max_size: logs.max_size,
+                log_max_files: logs.max_files,
+            },
+            depends_on: spec.depends_on.clone(),
+            readiness: effective.readiness.map(probe_from_readiness),
+            restart: RestartSpec {
+                policy: match restart.policy {
+                    cloudlet_spec::RestartPolicy::Always => RestartPolicy::Always,
+                    cloudlet_spec::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+                    cloudlet_spec::RestartPolicy::Never => RestartPolicy::Never,
+                },
+                initial: restart.backoff_initial,
+                max: restart.backoff_max,
+                reset_after: restart.reset_after,
+            },
+            stop: StopSpec {
+                signal: stop.signal.number(),
+                grace: stop.grace_period,
+            },
+        }
+    }
+}
+
+fn probe_from_readiness(e: cloudlet_spec::Readiness) -> ProbeSpec {
+    let check = match e.probe {
+        cloudlet_spec::Probe::Http {
+            host,
+            port,
+            path,
+            headers,
+        } => ProbeCheck::Http {
+            host,
+            port,
+            path,
+            headers,
+        },
+        cloudlet_spec::Probe::Tcp { host, port } => ProbeCheck::Tcp { host, port },
+        cloudlet_spec::Probe::Exec { command } => ProbeCheck::Exec { argv: command },
+    };
+    ProbeSpec {
+        check,
+        period: e.period,
+        timeout: e.timeout,
+        failure_threshold: e.failure_threshold,
+        success_threshold: e.success_threshold,
+        initial_delay: e.initial_delay,
+    }
+}

@@ -1,0 +1,1180 @@
+//! The supervisor: one task that owns every service's state on this node and decides what to do.
+//!
+//! It is driven by a closed set of inputs ([`Input`]): the desired set of services (from the store),
+//! operator actions, shim events (a run exited, a shim was lost), results of the operations it
+//! started, probe results and timers. After each input it *reconciles* the service concerned: from
+//! the facts (desired state, config, is a run alive, backoff deadline, are the dependencies ready)
+//! it picks the one next step. Steps that talk to a shim run as separate tasks and report back as
+//! [`Input::OpDone`], so the loop never blocks and independent services start in parallel.
+//!
+//! It must never stop a service on its own initiative (no eviction, no cascade when a dependency
+//! becomes unready); it stops a run only when an operator asked for it (stop, restart, delete, a
+//! changed command). It never talks to the network beyond the probes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::SupervisorError;
+use crate::backoff;
+use crate::config::{RestartPolicy, ServiceConfig};
+use crate::probe::{self, ProbeSpec};
+use crate::reaper::Reaper;
+use crate::shim::client::{ShimClient, ShimEvent, ShimPaths, spawn_shim};
+use crate::shim::process::PID_FILE_NAME;
+use crate::shim::proto::{ExitStatus, Op, ShimStatus};
+
+/// Whether the operator wants a service to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    /// Keep it running (per its restart policy).
+    Running,
+    /// Keep it stopped.
+    Stopped,
+}
+
+/// One entry of the desired set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredService {
+    /// What to run.
+    pub config: ServiceConfig,
+    /// Whether to run it.
+    pub desired: Desired,
+}
+
+/// What an operator can ask of one service directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start now: clears a final failure and any backoff wait.
+    Start,
+    /// Stop the alive run, then start a new one (not counted as a restart).
+    Restart,
+}
+
+/// The state shown for a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not started: a dependency is not ready.
+    Waiting,
+    /// Running, its readiness not yet passed in this run.
+    Starting,
+    /// Running and passed readiness in this run (see `ready` for now).
+    Running,
+    /// Exited; will be restarted at `next_restart_at`.
+    Backoff,
+    /// A stop was sent; waiting for the exit.
+    Stopping,
+    /// Not running, as wanted (stopped by an operator, or exited 0 with no restart due).
+    Stopped,
+    /// Exited with an error and the policy does not restart it.
+    Failed,
+}
+
+/// How a run ended, for status and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitView {
+    /// Run number that ended.
+    pub run: u64,
+    /// Exit code.
+    pub code: Option<i32>,
+    /// Signal name, e.g. `SIGKILL`.
+    pub signal: Option<String>,
+    /// `Completed`, `Error`, `Signaled`, `StartError`, `ShimLost`.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A service's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceView {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Desired state.
+    pub desired: Desired,
+    /// Shown state.
+    pub state: State,
+    /// Ready now.
+    pub ready: bool,
+    /// PID of the alive run's main process.
+    pub pid: Option<u32>,
+    /// Automatic restarts.
+    pub restarts: u64,
+    /// Current or last run number.
+    pub run: u64,
+    /// How the last run ended.
+    pub last_exit: Option<ExitView>,
+    /// When the state last changed.
+    pub since: Timestamp,
+    /// Dependencies not ready yet, with why (`db (not ready)`).
+    pub waiting_for: Vec<String>,
+    /// Last probe failure or start error.
+    pub message: Option<String>,
+    /// When a backoff ends.
+    pub next_restart_at: Option<Timestamp>,
+    /// Log lines the shim could not write.
+    pub dropped_log_lines: u64,
+}
+
+/// Something that happened to a service; the server stores these as events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorEvent {
+    /// When.
+    pub time: Timestamp,
+    /// Which service.
+    pub service: String,
+    /// Short CamelCase reason: Started, Ready, Unready, Exited, BackOff, Stopping, Stopped,
+    /// Failed, StartFailed, Adopted, ShimLost, Waiting, Deleted.
+    pub reason: &'static str,
+    /// Human text.
+    pub message: String,
+    /// The exit, for Exited.
+    pub exit: Option<ExitView>,
+}
+
+/// Where the supervisor keeps shims and logs.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// The `cloudlet` executable, run as `cloudlet shim`.
+    pub exe: PathBuf,
+    /// Parent of every shim's run directory (`DIR/run`).
+    pub run_root: PathBuf,
+    /// Parent of every service's log directory (`DIR/logs`).
+    pub log_root: PathBuf,
+}
+
+#[derive(Debug)]
+enum OpResult {
+    Started(Arc<ShimClient>, ShimStatus),
+    StartFailed(Option<Arc<ShimClient>>, String),
+    StopSent(ShimStatus),
+    StopFailed(String),
+    ShimExited,
+}
+
+#[derive(Debug)]
+enum Input {
+    Desired(Vec<DesiredService>),
+    Action(String, Action, oneshot::Sender<Result<(), SupervisorError>>),
+    Shim(ShimEvent),
+    OpDone(String, OpResult),
+    Probe {
+        name: String,
+        run: u64,
+        result: Result<(), String>,
+    },
+    Timer {
+        name: String,
+        token: u64,
+    },
+    Snapshot(oneshot::Sender<Vec<ServiceView>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to the supervisor task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+impl Supervisor {
+    /// Adopts the shims found under `run_root`, then supervises `initial`.
+    /// Returns the handle and the stream of events.
+    pub async fn start(
+        options: SupervisorOptions,
+        reaper: Reaper,
+        initial: Vec<DesiredService>,
+    ) -> Result<(Supervisor, mpsc::UnboundedReceiver<SupervisorEvent>), SupervisorError> {
+        std::fs::create_dir_all(&options.run_root)
+            .map_err(|e| SupervisorError::io("create", &options.run_root, e))?;
+        std::fs::create_dir_all(&options.log_root)
+            .map_err(|e| SupervisorError::io("create", &options.log_root, e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (shim_tx, mut shim_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let mut core = Core {
+            options,
+            reaper,
+            services: HashMap::new(),
+            tx: tx.clone(),
+            shim_tx,
+            events: event_tx,
+            rng: rand::SeedableRng::from_os_rng(),
+            next_token: 1,
+        };
+        core.adopt().await;
+        core.set_desired(initial);
+        // Shim events enter the same inbox as everything else.
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = shim_rx.recv().await {
+                if forward.send(Input::Shim(ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(core.run(rx));
+        Ok((Supervisor { tx }, event_rx))
+    }
+
+    /// Replaces the desired set (a service missing from it is stopped and removed).
+    pub fn set_desired(&self, services: Vec<DesiredService>) {
+        let _ = self.tx.send(Input::Desired(services));
+    }
+
+    /// Asks for `action` on `name`.
+    pub async fn action(&self, name: &str, action: Action) -> Result<(), SupervisorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Action(name.to_owned(), action, tx))
+            .map_err(|_| SupervisorError::Gone)?;
+        rx.await.map_err(|_| SupervisorError::Gone)?
+    }
+
+    /// The status of every service, sorted by name.
+    pub async fn snapshot(&self) -> Result<Vec<ServiceView>, SupervisorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Snapshot(tx))
+            .map_err(|_| SupervisorError::Gone)?;
+        rx.await.map_err(|_| SupervisorError::Gone)
+    }
+
+    /// Lets go of every shim without stopping anything: services keep running.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Input::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// What to do once the alive run has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Nothing,
+    Start,
+}
+
+#[derive(Debug)]
+struct Svc {
+    config: Arc<ServiceConfig>,
+    /// `None`: deleted from the desired set; remove once stopped.
+    desired: Option<Desired>,
+    state: State,
+    since: Timestamp,
+    ready: bool,
+    shim: Option<Arc<ShimClient>>,
+    /// An operation for this service is in flight; reconcile waits for its result.
+    busy: bool,
+    pid: Option<u32>,
+    run: u64,
+    run_started: Option<Instant>,
+    stopping: bool,
+    after_stop: AfterStop,
+    restarts: u64,
+    attempt: u32,
+    /// The policy said no more restarts; only an operator action starts it again.
+    done: bool,
+    backoff_until: Option<(Instant, Timestamp)>,
+    /// The next start counts as an automatic restart.
+    count_restart: bool,
+    timer_token: u64,
+    last_exit: Option<ExitView>,
+    waiting_for: Vec<String>,
+    message: Option<String>,
+    probe: Option<JoinHandle<()>>,
+    probe_ok: u32,
+    probe_fail: u32,
+    dropped: u64,
+    /// An exit notice of a run whose start answer has not arrived yet.
+    early_exit: Option<(u64, ExitStatus)>,
+}
+
+impl Svc {
+    fn new(config: Arc<ServiceConfig>, desired: Option<Desired>) -> Svc {
+        Svc {
+            config,
+            desired,
+            state: State::Waiting,
+            since: Timestamp::now(),
+            ready: false,
+            shim: None,
+            busy: false,
+            pid: None,
+            run: 0,
+            run_started: None,
+            stopping: false,
+            after_stop: AfterStop::Nothing,
+            restarts: 0,
+            attempt: 0,
+            done: false,
+            backoff_until: None,
+            count_restart: false,
+            timer_token: 0,
+            last_exit: None,
+            waiting_for: Vec::new(),
+            message: None,
+            probe: None,
+            probe_ok: 0,
+            probe_fail: 0,
+            dropped: 0,
+            early_exit: None,
+        }
+    }
+
+    fn set_state(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            self.since = Timestamp::now();
+        }
+    }
+
+    fn view(&self) -> ServiceView {
+        ServiceView {
+            name: self.config.name.clone(),
+            labels: self.config.labels.clone(),
+            desired: self.desired.unwrap_or(Desired::Stopped),
+            state: self.state,
+            ready: self.ready,
+            pid: self.pid,
+            restarts: self.restarts,
+            run: self.run,
+            last_exit: self.last_exit.clone(),
+            since: self.since,
+            waiting_for: self.waiting_for.clone(),
+            message: self.message.clone(),
+            next_restart_at: self.backoff_until.map(|(_, t)| t),
+            dropped_log_lines: self.dropped,
+        }
+    }
+
+    fn stop_probe(&mut self) {
+        if let Some(p) = self.probe.take() {
+            p.abort();
+        }
+        self.probe_ok = 0;
+        self.probe_fail = 0;
+    }
+
+    /// Takes the facts of a shim's status (adoption, or the answer to a start).
+    fn absorb(&mut self, status: &ShimStatus) {
+        self.restarts = status.restarts;
+        self.dropped = status.dropped_log_lines;
+        self.run = status.last_run;
+        match &status.running {
+            Some(r) => {
+                self.pid = Some(r.pid);
+                self.stopping = r.stopping;
+            }
+            None => self.pid = None,
+        }
+    }
+}
+
+struct Core {
+    options: SupervisorOptions,
+    reaper: Reaper,
+    services: HashMap<String, Svc>,
+    tx: mpsc::UnboundedSender<Input>,
+    shim_tx: mpsc::UnboundedSender<ShimEvent>,
+    events: mpsc::UnboundedSender<SupervisorEvent>,
+    rng: rand::rngs::StdRng,
+    next_token: u64,
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+fn exit_view(run: u64, status: &ExitStatus) -> ExitView {
+    let (reason, signal) = match (status.code, status.signal) {
+        (Some(0), _) => ("Completed", None),
+        (Some(_), _) => ("Error", None),
+        (None, Some(s)) => ("Signaled", Some(signal_name(s))),
+        (None, None) => ("Error", None),
+    };
+    ExitView {
+        run,
+        code: status.code,
+        signal,
+        reason: reason.into(),
+        at: Timestamp::from_millisecond(status.at_ms).unwrap_or_else(|_| Timestamp::now()),
+    }
+}
+
+fn describe_exit(e: &ExitView) -> String {
+    match (&e.code, &e.signal) {
+        (Some(c), _) => format!("run {} exited with code {c}", e.run),
+        (None, Some(s)) => format!("run {} was killed by {s}", e.run),
+        _ => format!("run {} ended: {}", e.run, e.reason),
+    }
+}
+
+impl Core {
+    fn paths(&self, name: &str) -> ShimPaths {
+        ShimPaths {
+            exe: self.options.exe.clone(),
+            run_dir: self.options.run_root.join(name),
+            log_dir: self.options.log_root.join(name),
+        }
+    }
+
+    fn emit(&self, service: &str, reason: &'static str, message: String, exit: Option<ExitView>) {
+        tracing::info!(service, reason, "{message}");
+        let _ = self.events.send(SupervisorEvent {
+            time: Timestamp::now(),
+            service: service.to_owned(),
+            reason,
+            message,
+            exit,
+        });
+    }
+
+    /// Connects to every shim left by an earlier server; kills what a dead shim left behind.
+    async fn adopt(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.options.run_root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let run_dir = entry.path();
+            let client = match ShimClient::connect(&name, &run_dir, self.shim_tx.clone()).await {
+                Ok(c) => Arc::new(c),
+                Err(_) => {
+                    self.clean_dead_shim(&name, &run_dir);
+                    continue;
+                }
+            };
+            let status = match client.call(Op::Status).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(service = %name, "shim did not answer: {e}");
+                    continue;
+                }
+            };
+            // A placeholder config until the desired set arrives; an adopted service that is no
+            // longer desired is stopped and removed by reconcile.
+            let config = Arc::new(placeholder_config(&name));
+            let mut svc = Svc::new(config, None);
+            svc.absorb(&status);
+            svc.shim = Some(client);
+            let mut message = format!("adopted shim pid {}", status.shim_pid);
+            if let Some(r) = &status.running {
+                svc.run_started = Some(Instant::now());
+                svc.set_state(State::Starting);
+                message.push_str(&format!(", run {} pid {} still running", r.run, r.pid));
+            } else if let Some((run, exit)) = &status.last_exit {
+                let view = exit_view(*run, exit);
+                message.push_str(&format!(
+                    ", {} while cloudlet was away",
+                    describe_exit(&view)
+                ));
+                svc.last_exit = Some(view);
+                svc.set_state(State::Stopped);
+                // Decide by policy once the config is known (see set_desired).
+                svc.count_restart = true;
+            }
+            self.emit(&name, "Adopted", message, None);
+            self.services.insert(name, svc);
+        }
+    }
+
+    fn clean_dead_shim(&self, name: &str, run_dir: &std::path::Path) {
+        // A shim that died left its run's process group without a keeper: end it rather than
+        // run a second copy next to it.
+        if let Ok(text) = std::fs::read_to_string(run_dir.join(PID_FILE_NAME))
+            && let Ok(pid) = text.trim().parse::<i32>()
+            && pid > 1
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            self.emit(
+                name,
+                "ShimLost",
+                format!("shim was gone; killed its orphaned process group {pid}"),
+                None,
+            );
+        }
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = rx.recv().await {
+            match input {
+                Input::Desired(set) => self.set_desired(set),
+                Input::Action(name, action, reply) => {
+                    let _ = reply.send(self.action(&name, action));
+                }
+                Input::Shim(ev) => self.shim_event(ev),
+                Input::OpDone(name, result) => self.op_done(&name, result),
+                Input::Probe { name, run, result } => self.probe_result(&name, run, result),
+                Input::Timer { name, token } => {
+                    if let Some(svc) = self.services.get_mut(&name)
+                        && svc.timer_token == token
+                    {
+                        svc.backoff_until = None;
+                        self.reconcile(&name);
+                    }
+                }
+                Input::Snapshot(reply) => {
+                    let mut views: Vec<_> = self
+                        .services
+                        .values()
+                        .filter(|s| s.desired.is_some() || s.pid.is_some())
+                        .map(Svc::view)
+                        .collect();
+                    views.sort_by(|a, b| a.name.cmp(&b.name));
+                    let _ = reply.send(views);
+                }
+                Input::Shutdown(reply) => {
+                    for svc in self.services.values_mut() {
+                        svc.stop_probe();
+                        svc.shim = None;
+                    }
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn set_desired(&mut self, set: Vec<DesiredService>) {
+        let mut seen = Vec::with_capacity(set.len());
+        for d in set {
+            let name = d.config.name.clone();
+            seen.push(name.clone());
+            let config = Arc::new(d.config);
+            match self.services.get_mut(&name) {
+                None => {
+                    self.services
+                        .insert(name.clone(), Svc::new(config, Some(d.desired)));
+                }
+                Some(svc) => {
+                    let first_config = svc.desired.is_none();
+                    let process_changed = svc.config.process != config.process;
+                    let probe_changed = svc.config.readiness != config.readiness;
+                    svc.desired = Some(d.desired);
+                    svc.config = config;
+                    if first_config {
+                        // An adopted service meets its config: a run that exited while we
+                        // were away is handled by its policy now.
+                        if svc.pid.is_none()
+                            && let Some(exit) = svc.last_exit.clone()
+                        {
+                            self.decide_after_exit(&name, &exit, false);
+                        } else if svc.pid.is_some() {
+                            self.arm_probe(&name);
+                        }
+                    } else if process_changed && svc.pid.is_some() {
+                        svc.after_stop = AfterStop::Start;
+                        svc.done = false;
+                    } else if process_changed {
+                        svc.done = false;
+                    } else if probe_changed && svc.pid.is_some() {
+                        self.arm_probe(&name);
+                    }
+                }
+            }
+        }
+        // Services no longer desired: stop and remove.
+        let gone: Vec<String> = self
+            .services
+            .keys()
+            .filter(|n| !seen.contains(n))
+            .cloned()
+            .collect();
+        for name in &gone {
+            if let Some(svc) = self.services.get_mut(name) {
+                svc.desired = None;
+            }
+        }
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            self.reconcile(&name);
+        }
+    }
+
+    fn action(&mut self, name: &str, action: Action) -> Result<(), SupervisorError> {
+        let svc = match self.services.get_mut(name) {
+            Some(s) if s.desired.is_some() => s,
+            _ => return Err(SupervisorError::NotFound(name.to_owned())),
+        };
+        svc.done = false;
+        svc.backoff_until = None;
+        svc.timer_token = 0;
+        svc.attempt = 0;
+        svc.count_restart = false;
+        if action == Action::Restart && svc.pid.is_some() {
+            svc.after_stop = AfterStop::Start;
+        }
+        self.reconcile(name);
+        Ok(())
+    }
+
+    /// Picks the next step for `name` from its facts. Does nothing while an operation is in flight.
+    fn reconcile(&mut self, name: &str) {
+        let Some(svc) = self.services.get(name) else {
+            return;
+        };
+        if svc.busy {
+            return;
+        }
+        let wants_run = svc.desired == Some(Desired::Running);
+        if svc.pid.is_some() {
+            let must_stop = !wants_run || svc.after_stop == AfterStop::Start;
+            if must_stop && !svc.stopping {
+                self.stop(name);
+            }
+            return;
+        }
+        // Not running.
+        if svc.desired.is_none() {
+            self.remove(name);
+            return;
+        }
+        if !wants_run {
+            let Some(s) = self.services.get_mut(name) else { return };
+            s.backoff_until = None;
+            s.waiting_for.clear();
+            if s.state != State::Stopped {
+                s.set_state(State::Stopped);
+                self.emit(name, "Stopped", "stopped as desired".into(), None);
+            }
+            return;
+        }
+        if svc.done && svc.after_stop == AfterStop::Nothing {
+            return;
+        }
+        if let Some((until, _)) = svc.backoff_until
+            && until > Instant::now()
+        {
+            return;
+        }
+        let waiting: Vec<String> = svc
+            .config
+            .depends_on
+            .iter()
+            .filter_map(|dep| match self.services.get(dep) {
+                Some(d) if d.desired.is_some() && d.ready => None,
+                Some(d) if d.desired == Some(Desired::Stopped) => Some(format!("{dep} (stopped)")),
+                Some(d) if d.desired.is_some() => Some(format!("{dep} (not ready)")),
+                _ => Some(format!("{dep} (not found)")),
+            })
+            .collect();
+        if !waiting.is_empty() {
+            let svc = self.services.get_mut(name).map(|s| {
+                let changed = s.waiting_for != waiting || s.state != State::Waiting;
+                s.set_state(State::Waiting);
+                s.waiting_for = waiting.clone();
+                changed
+            });
+            if svc == Some(true) {
+                self.emit(
+                    name,
+                    "Waiting",
+                    format!("waiting for {}", waiting.join(", ")),
+                    None,
+                );
+            }
+            return;
+        }
+        self.start(name);
+    }
+
+    fn start(&mut self, name: &str) {
+        let paths = self.paths(name);
+        let reaper = self.reaper.clone();
+        let shim_tx = self.shim_tx.clone();
+        let tx = self.tx.clone();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.busy = true;
+        svc.waiting_for.clear();
+        svc.after_stop = AfterStop::Nothing;
+        svc.set_state(State::Starting);
+        let shim = svc.shim.clone();
+        let op = Op::Start {
+            spec: svc.config.process.clone(),
+            count_restart: svc.count_restart,
+        };
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let result = async {
+                let client = match shim {
+                    Some(c) => c,
+                    None => {
+                        spawn_shim(&reaper, &name, &paths)
+                            .await
+                            .map_err(|e| (None, e.to_string()))?;
+                        let c = ShimClient::connect(&name, &paths.run_dir, shim_tx)
+                            .await
+                            .map_err(|e| (None, e.to_string()))?;
+                        Arc::new(c)
+                    }
+                };
+                match client.call(op).await {
+                    Ok(status) => Ok(OpResult::Started(client, status)),
+                    Err(e) => Err((Some(client), e.to_string())),
+                }
+            }
+            .await;
+            let result = result.unwrap_or_else(|(c, e)| OpResult::StartFailed(c, e));
+            let _ = tx.send(Input::OpDone(name, result));
+        });
+    }
+
+    fn stop(&mut self, name: &str) {
+        let tx = self.tx.clone();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let Some(shim) = svc.shim.clone() else { return };
+        svc.busy = true;
+        svc.stopping = true;
+        svc.set_state(State::Stopping);
+        let op = Op::Stop {
+            signal: svc.config.stop.signal,
+            grace_ms: u64::try_from(svc.config.stop.grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        let message = format!(
+            "sending {} to pid {}, SIGKILL after {:?}",
+            signal_name(svc.config.stop.signal),
+            svc.pid.unwrap_or_default(),
+            svc.config.stop.grace
+        );
+        self.emit(name, "Stopping", message, None);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let result = match shim.call(op).await {
+                Ok(s) => OpResult::StopSent(s),
+                Err(e) => OpResult::StopFailed(e.to_string()),
+            };
+            let _ = tx.send(Input::OpDone(name, result));
+        });
+    }
+
+    /// Tells the shim to exit, then forgets the service. Its logs stay for retention to remove.
+    fn remove(&mut self, name: &str) {
+        let tx = self.tx.clone();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.stop_probe();
+        match svc.shim.take() {
+            Some(shim) => {
+                svc.busy = true;
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    let _ = shim.call(Op::Exit).await;
+                    let _ = tx.send(Input::OpDone(name, OpResult::ShimExited));
+                });
+            }
+            None => {
+                self.services.remove(name);
+                let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
+                self.emit(
+                    name,
+                    "Deleted",
+                    "service removed; its logs are kept".into(),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn op_done(&mut self, name: &str, result: OpResult) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.busy = false;
+        match result {
+            OpResult::Started(client, status) => {
+                svc.shim = Some(client);
+                svc.count_restart = false;
+                svc.absorb(&status);
+                let early = svc.early_exit.take().filter(|(run, _)| *run == svc.run);
+                svc.run_started = Some(Instant::now());
+                svc.ready = false;
+                svc.message = None;
+                let pid = svc.pid.unwrap_or_default();
+                let run = svc.run;
+                self.emit(
+                    name,
+                    "Started",
+                    format!("run {run} started, pid {pid}"),
+                    None,
+                );
+                if let Some((run, status)) = early {
+                    // The run ended before we heard it had started; handle its exit now.
+                    let generation = self
+                        .services
+                        .get(name)
+                        .and_then(|s| s.shim.as_ref())
+                        .map(|c| c.generation());
+                    if let Some(generation) = generation {
+                        self.shim_event(ShimEvent::Exited {
+                            name: name.to_owned(),
+                            generation,
+                            run,
+                            status,
+                        });
+                    }
+                    return;
+                }
+                self.arm_probe(name);
+            }
+            OpResult::StartFailed(client, error) => {
+                if client.is_some() {
+                    svc.shim = client;
+                }
+                svc.message = Some(error.clone());
+                let run = svc.run;
+                self.emit(name, "StartFailed", error.clone(), None);
+                let exit = ExitView {
+                    run,
+                    code: None,
+                    signal: None,
+                    reason: "StartError".into(),
+                    at: Timestamp::now(),
+                };
+                if let Some(svc) = self.services.get_mut(name) {
+                    svc.last_exit = Some(exit.clone());
+                }
+                self.decide_after_exit(name, &exit, false);
+            }
+            OpResult::StopSent(status) => {
+                // Only counters: whether the run is alive is the exit notice's to say (it may
+                // have overtaken this answer).
+                svc.restarts = status.restarts;
+                svc.dropped = status.dropped_log_lines;
+            }
+            OpResult::StopFailed(error) => {
+                svc.stopping = false;
+                svc.message = Some(format!("stop failed: {error}"));
+                self.emit(name, "StopFailed", error, None);
+            }
+            OpResult::ShimExited => {
+                self.services.remove(name);
+                let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
+                self.emit(
+                    name,
+                    "Deleted",
+                    "service removed; its logs are kept".into(),
+                    None,
+                );
+                return;
+            }
+        }
+        self.reconcile(name);
+    }
+
+    fn shim_event(&mut self, ev: ShimEvent) {
+        match ev {
+            ShimEvent::Exited {
+                name,
+                generation,
+                run,
+                status,
+            } => {
+                let Some(svc) = self.services.get_mut(&name) else {
+                    return;
+                };
+                if svc.busy && run > svc.run {
+                    // The notice overtook the answer to our start: keep it for op_done.
+                    svc.early_exit = Some((run, status));
+                    return;
+                }
+                if svc.shim.as_ref().map(|c| c.generation()) != Some(generation) || svc.run != run {
+                    return;
+                }
+                let view = exit_view(run, &status);
+                let asked = svc.stopping;
+                svc.pid = None;
+                svc.stopping = false;
+                svc.ready = false;
+                svc.stop_probe();
+                svc.last_exit = Some(view.clone());
+                self.emit(&name, "Exited", describe_exit(&view), Some(view.clone()));
+                // Readiness of dependants' dependencies changed: nothing stops (no cascades).
+                self.decide_after_exit(&name, &view, asked);
+                self.reconcile(&name);
+            }
+            ShimEvent::Lost { name, generation } => {
+                let Some(svc) = self.services.get_mut(&name) else {
+                    return;
+                };
+                if svc.shim.as_ref().map(|c| c.generation()) != Some(generation) {
+                    return;
+                }
+                svc.shim = None;
+                svc.stop_probe();
+                svc.busy = false;
+                let run_dir = self.options.run_root.join(&name);
+                if let Some(pid) = svc.pid.take() {
+                    let view = ExitView {
+                        run: svc.run,
+                        code: None,
+                        signal: None,
+                        reason: "ShimLost".into(),
+                        at: Timestamp::now(),
+                    };
+                    svc.last_exit = Some(view.clone());
+                    svc.ready = false;
+                    if let Ok(raw) = i32::try_from(pid) {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(raw),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    self.emit(
+                        &name,
+                        "ShimLost",
+                        format!("the shim died; killed the orphaned run (pid {pid})"),
+                        Some(view.clone()),
+                    );
+                    self.decide_after_exit(&name, &view, false);
+                }
+                let _ = std::fs::remove_file(run_dir.join(PID_FILE_NAME));
+                self.reconcile(&name);
+            }
+        }
+    }
+
+    /// Applies the restart policy to an exit. `asked`: the exit followed a stop we sent.
+    fn decide_after_exit(&mut self, name: &str, exit: &ExitView, asked: bool) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        if asked || svc.desired != Some(Desired::Running) || svc.after_stop == AfterStop::Start {
+            // An operator's stop, restart or delete: no policy, no backoff; reconcile goes on.
+            return;
+        }
+        let failed = exit.code != Some(0);
+        let restart = match svc.config.restart.policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            svc.done = true;
+            svc.set_state(if failed {
+                State::Failed
+            } else {
+                State::Stopped
+            });
+            let reason = if failed { "Failed" } else { "Stopped" };
+            let msg = format!(
+                "{}; restart policy {:?} does not restart it",
+                describe_exit(exit),
+                svc.config.restart.policy
+            );
+            self.emit(name, reason, msg, None);
+            return;
+        }
+        svc.count_restart = true;
+        let healthy = svc
+            .run_started
+            .is_some_and(|t| t.elapsed() >= svc.config.restart.reset_after);
+        let delay = if healthy {
+            svc.attempt = 0;
+            Duration::ZERO
+        } else {
+            let d = backoff::delay(
+                svc.attempt,
+                svc.config.restart.initial,
+                svc.config.restart.max,
+                &mut self.rng,
+            );
+            svc.attempt = svc.attempt.saturating_add(1);
+            d
+        };
+        if delay.is_zero() {
+            svc.backoff_until = None;
+            return;
+        }
+        let until = Instant::now() + delay;
+        let at = Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+            .unwrap_or_else(|_| Timestamp::now());
+        svc.backoff_until = Some((until, at));
+        svc.timer_token = token;
+        svc.set_state(State::Backoff);
+        self.emit(
+            name,
+            "BackOff",
+            format!("restarting in {}ms", delay.as_millis()),
+            None,
+        );
+        let tx = self.tx.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            let _ = tx.send(Input::Timer { name, token });
+        });
+    }
+
+    fn arm_probe(&mut self, name: &str) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.stop_probe();
+        let Some(probe) = svc.config.readiness.clone() else {
+            let first = !svc.ready;
+            svc.ready = true;
+            svc.set_state(State::Running);
+            if first {
+                self.emit(name, "Ready", "running (no readiness probe)".into(), None);
+            }
+            self.reconcile_all_waiting();
+            return;
+        };
+        let run = svc.run;
+        let tx = self.tx.clone();
+        let reaper = self.reaper.clone();
+        let name_owned = name.to_owned();
+        svc.probe = Some(tokio::spawn(probe_loop(name_owned, run, probe, reaper, tx)));
+    }
+
+    fn probe_result(&mut self, name: &str, run: u64, result: Result<(), String>) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        if svc.run != run || svc.pid.is_none() {
+            return;
+        }
+        let Some(probe) = svc.config.readiness.as_ref() else {
+            return;
+        };
+        let (success_threshold, failure_threshold) =
+            (probe.success_threshold, probe.failure_threshold);
+        match result {
+            Ok(()) => {
+                svc.probe_fail = 0;
+                svc.probe_ok = svc.probe_ok.saturating_add(1);
+                if !svc.ready && svc.probe_ok >= success_threshold {
+                    svc.ready = true;
+                    svc.message = None;
+                    svc.set_state(State::Running);
+                    self.emit(
+                        name,
+                        "Ready",
+                        format!("run {run} passed its readiness probe"),
+                        None,
+                    );
+                    self.reconcile_all_waiting();
+                }
+            }
+            Err(e) => {
+                svc.probe_ok = 0;
+                svc.probe_fail = svc.probe_fail.saturating_add(1);
+                svc.message = Some(e.clone());
+                if svc.ready && svc.probe_fail >= failure_threshold {
+                    // Only a report: nothing is stopped, dependants keep running.
+                    svc.ready = false;
+                    let fails = svc.probe_fail;
+                    self.emit(
+                        name,
+                        "Unready",
+                        format!("readiness probe failed {fails} times: {e}"),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn reconcile_all_waiting(&mut self) {
+        let waiting: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.state == State::Waiting && !s.busy)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in waiting {
+            self.reconcile(&name);
+        }
+    }
+}
+
+/// How often a run that has not passed its probe yet is probed.
+const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+async fn probe_loop(
+    name: String,
+    run: u64,
+    probe: ProbeSpec,
+    reaper: Reaper,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    tokio::time::sleep(probe.initial_delay).await;
+    // Until the first success of a run, probe every STARTUP_PROBE_INTERVAL (or the period, if
+    // shorter): dependants should not wait a whole period for a service that came up at once.
+    let mut passed = false;
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = probe::check(&probe.check, probe.timeout, &reaper).await;
+        passed |= result.is_ok();
+        if tx
+            .send(Input::Probe {
+                name: name.clone(),
+                run,
+                result,
+            })
+            .is_err()
+        {
+            return;
+        }
+        let every = if passed {
+            probe.period
+        } else {
+            probe.period.min(STARTUP_PROBE_INTERVAL)
+        };
+        tokio::time::sleep_until(started + every).await;
+    }
+}
+
+fn placeholder_config(name: &str) -> ServiceConfig {
+    use crate::config::{RestartSpec, StopSpec};
+    use crate::shim::proto::ProcessSpec;
+    ServiceConfig {
+        name: name.to_owned(),
+        labels: BTreeMap::new(),
+        process: ProcessSpec {
+            argv: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            user: None,
+            log_max_size: 10 << 20,
+            log_max_files: 5,
+        },
+        depends_on: Vec::new(),
+        readiness: None,
+        restart: RestartSpec {
+            policy: RestartPolicy::Never,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        },
+        stop: StopSpec {
+            signal: nix::sys::signal::Signal::SIGTERM as i32,
+            grace: Duration::from_secs(10),
+        },
+    }
+}

@@ -1,0 +1,281 @@
+//! End to end: services outlive cloudlet (SIGKILL and SIGTERM of the server), adoption keeps PIDs,
+//! restart counts and logs, orphans are reaped, acknowledged writes survive a crash.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "tests; PIDs fit in u32")]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cloudlet_tests::{Cluster, alive};
+
+const T: Duration = Duration::from_secs(60);
+
+/// Lines `line <i> pid <pid>` in the text, per pid, in order.
+fn numbered_lines(text: &str) -> BTreeMap<u64, Vec<u64>> {
+    let mut by_pid: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if let [.., "line", i, "pid", p] = w.as_slice()
+            && let (Ok(i), Ok(p)) = (i.parse(), p.parse())
+        {
+            by_pid.entry(p).or_default().push(i);
+        }
+    }
+    by_pid
+}
+
+#[test]
+fn sigkill_of_the_server_leaves_ten_services_running_and_they_are_adopted() {
+    let mut c = Cluster::start();
+    let mut events = c.events();
+    let mut docs = Vec::new();
+    for i in 0..10 {
+        docs.push(Cluster::workload_manifest(
+            &format!("s{i}"),
+            &["--print", "0", "--interval", "20ms"],
+            "",
+        ));
+    }
+    c.apply_ok("ten.yaml", &docs.join("---\n"));
+    for i in 0..10 {
+        events.wait_for(&format!("s{i}"), "Ready", T);
+    }
+    // One crash first, so that a restart count is there to keep.
+    let s0 = c.service("s0");
+    cloudlet_tests::signal(
+        s0["pid"].as_u64().unwrap() as u32,
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    events.wait("s0 run 2", T, |e| {
+        e["service"] == "s0"
+            && e["reason"] == "Started"
+            && e["message"].as_str().unwrap().contains("run 2")
+    });
+    drop(events);
+    let before: BTreeMap<String, (u64, u64)> = c
+        .services()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                (s["pid"].as_u64().unwrap(), s["restarts"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(before["s0"].1, 1);
+
+    let log0 = c.data_dir().join("logs/s5/current.log");
+    let size_at_kill = std::fs::metadata(&log0).unwrap().len();
+    c.kill_server();
+    // Lines go on being written while no server runs.
+    let deadline = Instant::now() + T;
+    while std::fs::metadata(&log0).unwrap().len() < size_at_kill + 2000 {
+        assert!(
+            Instant::now() < deadline,
+            "no log lines while the server was down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, (pid, _)) in &before {
+        assert!(alive(*pid as u32), "{name} died with the server");
+    }
+    c.start_server();
+    let after: BTreeMap<String, (u64, u64)> = c
+        .services()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                (s["pid"].as_u64().unwrap(), s["restarts"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(before, after, "same PIDs and restart counts after adoption");
+    let adopted = c
+        .all_events()
+        .iter()
+        .filter(|e| e["reason"] == "Adopted")
+        .count();
+    assert_eq!(adopted, 10);
+
+    // The log of the current run has every line, before, during and after the server's absence.
+    let log = c.ctl_ok(&["logs", "s5"]);
+    let lines = numbered_lines(&log);
+    let pid = before["s5"].0;
+    let seq = &lines[&pid];
+    assert!(seq.len() > 30, "{} lines", seq.len());
+    for (k, w) in seq.windows(2).enumerate() {
+        assert_eq!(w[1], w[0] + 1, "gap in the log at line {k}");
+    }
+}
+
+#[test]
+fn sigterm_stops_cloudlet_and_never_the_services() {
+    let mut c = Cluster::start();
+    let mut events = c.events();
+    c.apply_ok("a.yaml", &Cluster::workload_manifest("a", &[], ""));
+    events.wait_for("a", "Ready", T);
+    drop(events);
+    let pid = c.service("a")["pid"].as_u64().unwrap() as u32;
+    let status = c.stop_server();
+    assert!(status.success(), "server exit: {status}");
+    assert!(alive(pid));
+    assert!(
+        !c.data_dir().join("cloudlet.sock").exists(),
+        "socket removed"
+    );
+    c.start_server();
+    assert_eq!(c.service("a")["pid"].as_u64().unwrap() as u32, pid);
+}
+
+#[test]
+fn an_exit_while_the_server_is_down_is_handled_by_policy_on_adoption() {
+    let mut c = Cluster::start();
+    let mut events = c.events();
+    c.apply_ok(
+        "a.yaml",
+        &Cluster::workload_manifest(
+            "a",
+            &[],
+            "  restart: {policy: always, backoff: {initial: 100ms, max: 1s}}\n",
+        ),
+    );
+    events.wait_for("a", "Ready", T);
+    drop(events);
+    let pid = c.service("a")["pid"].as_u64().unwrap() as u32;
+    c.kill_server();
+    cloudlet_tests::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    // The shim reaps it and keeps the exit for the next server.
+    let deadline = Instant::now() + T;
+    while alive(pid) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.start_server();
+    let mut events = c.events();
+    let adopted = events.wait_for("a", "Adopted", T);
+    assert!(
+        adopted["message"]
+            .as_str()
+            .unwrap()
+            .contains("while cloudlet was away"),
+        "{adopted}"
+    );
+    events.wait("run 2", T, |e| {
+        e["service"] == "a"
+            && e["reason"] == "Started"
+            && e["message"].as_str().unwrap().contains("run 2")
+    });
+    let s = c.service("a");
+    assert_eq!(s["restarts"], 1, "{s}");
+    assert_eq!(s["lastExit"]["signal"], "SIGKILL");
+}
+
+#[test]
+fn fifty_orphans_are_reaped_and_no_zombie_remains() {
+    let c = Cluster::start();
+    let mut events = c.events();
+    c.apply_ok(
+        "o.yaml",
+        &Cluster::workload_manifest("orphaner", &["orphans", "50", "--linger", "1500ms"], ""),
+    );
+    events.wait_for("orphaner", "Ready", T);
+    // Wait for the line that lists the orphans, then until they have all exited.
+    let deadline = Instant::now() + T;
+    let pids: Vec<u32> = loop {
+        let log = c.ctl_ok(&["logs", "orphaner"]);
+        if let Some(line) = log.lines().find(|l| l.contains("orphaned 50 pids:")) {
+            break line
+                .split("pids:")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no orphans reported: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(pids.len(), 50);
+    let shim_pids = shims_of(&c);
+    assert!(!shim_pids.is_empty());
+    // While they linger, the orphans belong to the shim (a child subreaper), not to init.
+    let adopted = children_of(&shim_pids)
+        .iter()
+        .filter(|(p, _)| pids.contains(p))
+        .count();
+    assert!(adopted > 0, "no orphan was re-parented to the shim");
+    let deadline = Instant::now() + T;
+    loop {
+        let zombies = children_of(&shim_pids)
+            .iter()
+            .filter(|(_, state)| state == "Z")
+            .count();
+        let left = pids
+            .iter()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .count();
+        if zombies == 0 && left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{zombies} zombies, {left} orphans not reaped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The service itself is still running.
+    assert_eq!(c.service("orphaner")["state"], "running");
+}
+
+fn shims_of(c: &Cluster) -> Vec<u32> {
+    let needle = c.data_dir().join("run").display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(&needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// (pid, state letter) of every process whose parent is one of `parents`.
+fn children_of(parents: &[u32]) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        if let [state, ppid, ..] = rest.as_slice()
+            && let Ok(ppid) = ppid.parse::<u32>()
+            && parents.contains(&ppid)
+        {
+            out.push((pid, (*state).to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_acknowledged_apply_survives_sigkill_of_the_server() {
+    let mut c = Cluster::start();
+    c.apply_ok(
+        "a.yaml",
+        &Cluster::workload_manifest("durable", &[], "  restart: {policy: never}\n"),
+    );
+    c.kill_server();
+    c.start_server();
+    let s = c.service("durable");
+    assert_eq!(s["name"], "durable");
+}
