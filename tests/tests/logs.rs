@@ -1,6 +1,10 @@
 //! End to end: service logs through the shim — rotation, `--tail`, `--previous`, `-f`, and the
 //! line-level timestamps and streams.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "tests; PIDs fit in u32")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "tests; PIDs fit in u32"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,6 +1,10 @@
 //! End to end: `ctl apply` rejects bad manifests with the file, document and field path, and
 //! nothing of a rejected apply reaches the store.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "tests; PIDs fit in u32")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "tests; PIDs fit in u32"
+)]
 
 use cloudlet_tests::Cluster;
 

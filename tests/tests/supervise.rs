@@ -1,5 +1,9 @@
 //! End to end: start order, restarts and backoff, stop escalation, operator verbs, no cascades.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "tests; PIDs fit in u32")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "tests; PIDs fit in u32"
+)]
 
 use std::time::Duration;
 

@@ -1,6 +1,10 @@
 //! End to end: services outlive cloudlet (SIGKILL and SIGTERM of the server), adoption keeps PIDs,
 //! restart counts and logs, orphans are reaped, acknowledged writes survive a crash.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, reason = "tests; PIDs fit in u32")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "tests; PIDs fit in u32"
+)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -278,4 +282,40 @@ fn an_acknowledged_apply_survives_sigkill_of_the_server() {
     c.start_server();
     let s = c.service("durable");
     assert_eq!(s["name"], "durable");
+}
+
+#[test]
+fn a_killed_shim_takes_its_run_with_it_and_the_service_comes_back() {
+    let c = Cluster::start();
+    let mut events = c.events();
+    c.apply_ok("a.yaml", &Cluster::workload_manifest("a", &[], ""));
+    events.wait_for("a", "Ready", T);
+    let pid = c.service("a")["pid"].as_u64().unwrap() as u32;
+    let shims = shims_of(&c);
+    assert_eq!(shims.len(), 1);
+    cloudlet_tests::signal(shims[0], nix::sys::signal::Signal::SIGKILL);
+    let lost = events.wait_for("a", "ShimLost", T);
+    assert!(
+        lost["message"].as_str().unwrap().contains(&pid.to_string()),
+        "{lost}"
+    );
+    events.wait("run 2 under a new shim", T, |e| {
+        e["service"] == "a"
+            && e["reason"] == "Started"
+            && e["message"].as_str().unwrap().starts_with("run 2 ")
+    });
+    // Never two copies: the orphaned run was killed before the new one started.
+    let deadline = Instant::now() + T;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the old run {pid} is still alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = c.service("a");
+    assert_eq!(s["state"], "running", "{s}");
+    assert_ne!(s["pid"].as_u64().unwrap() as u32, pid);
+    assert_eq!(s["lastExit"]["reason"], "ShimLost");
+    assert_eq!(s["restarts"], 1, "the new shim continues the count: {s}");
 }

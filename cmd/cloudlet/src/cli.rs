@@ -205,7 +205,8 @@ pub enum Verb {
         /// Only this service's events.
         #[arg(long)]
         service: Option<String>,
-        /// Output format (yaml prints JSON lines).
+        /// Output format: a table, or one JSON object per line (json and yaml alike, so that
+        /// `-f` output can be read line by line).
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },

@@ -24,6 +24,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--log {:?} is not a valid filter", args.log))?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let dir = &args.data_dir;
     std::fs::DirBuilder::new()

@@ -472,8 +472,19 @@ impl Core {
             svc.shim = Some(client);
             let mut message = format!("adopted shim pid {}", status.shim_pid);
             if let Some(r) = &status.running {
-                svc.run_started = Some(Instant::now());
-                svc.set_state(State::Starting);
+                // The run has been going since it started, not since we came back: that counts
+                // for resetAfter and for `since`. Readiness is probed again from scratch.
+                let age_ms = Timestamp::now()
+                    .as_millisecond()
+                    .saturating_sub(r.started_ms)
+                    .max(0);
+                let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+                svc.run_started =
+                    Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
+                svc.set_state(State::Running);
+                if let Ok(t) = Timestamp::from_millisecond(r.started_ms) {
+                    svc.since = t;
+                }
                 message.push_str(&format!(", run {} pid {} still running", r.run, r.pid));
             } else if let Some((run, exit)) = &status.last_exit {
                 let view = exit_view(*run, exit);
@@ -647,7 +658,9 @@ impl Core {
             return;
         }
         if !wants_run {
-            let Some(s) = self.services.get_mut(name) else { return };
+            let Some(s) = self.services.get_mut(name) else {
+                return;
+            };
             s.backoff_until = None;
             s.waiting_for.clear();
             if s.state != State::Stopped {
@@ -708,16 +721,18 @@ impl Core {
         svc.after_stop = AfterStop::Nothing;
         svc.set_state(State::Starting);
         let shim = svc.shim.clone();
-        let op = Op::Start {
-            spec: svc.config.process.clone(),
-            count_restart: svc.count_restart,
-        };
+        let spec = svc.config.process.clone();
+        let mut run = svc.run + 1;
+        let restarts = svc.restarts + u64::from(svc.count_restart);
         let name = name.to_owned();
         tokio::spawn(async move {
             let result = async {
                 let client = match shim {
                     Some(c) => c,
                     None => {
+                        // A new shim continues the run numbers found in the service's logs, so
+                        // that `logs --previous` never mixes two histories.
+                        run = run.max(last_logged_run(&paths.log_dir).await + 1);
                         spawn_shim(&reaper, &name, &paths)
                             .await
                             .map_err(|e| (None, e.to_string()))?;
@@ -727,7 +742,14 @@ impl Core {
                         Arc::new(c)
                     }
                 };
-                match client.call(op).await {
+                match client
+                    .call(Op::Start {
+                        spec,
+                        run,
+                        restarts,
+                    })
+                    .await
+                {
                     Ok(status) => Ok(OpResult::Started(client, status)),
                     Err(e) => Err((Some(client), e.to_string())),
                 }
@@ -843,6 +865,8 @@ impl Core {
                     svc.shim = client;
                 }
                 svc.message = Some(error.clone());
+                // The attempt counts, even though no run came of it.
+                svc.restarts += u64::from(std::mem::take(&mut svc.count_restart));
                 let run = svc.run;
                 self.emit(name, "StartFailed", error.clone(), None);
                 let exit = ExitView {
@@ -1111,6 +1135,21 @@ impl Core {
             self.reconcile(&name);
         }
     }
+}
+
+/// The highest run number in a service's logs (0 when there are none).
+async fn last_logged_run(dir: &std::path::Path) -> u64 {
+    let dir = dir.to_owned();
+    let query = cloudlet_logs::LogQuery {
+        tail: Some(1),
+        ..Default::default()
+    };
+    tokio::task::spawn_blocking(move || cloudlet_logs::read(&dir, &query))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|records| records.last().map(|r| r.run))
+        .unwrap_or(0)
 }
 
 /// How often a run that has not passed its probe yet is probed.

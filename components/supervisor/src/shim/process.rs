@@ -358,7 +358,8 @@ impl Shim {
             Op::Status => Reply::Ok(self.status()),
             Op::Start {
                 spec,
-                count_restart,
+                run,
+                restarts,
             } => {
                 if let Some(a) = &self.alive {
                     return Reply::Err(format!(
@@ -366,10 +367,8 @@ impl Shim {
                         a.info.run, a.info.pid
                     ));
                 }
-                if count_restart {
-                    self.restarts += 1;
-                }
-                match self.start(&spec) {
+                self.restarts = restarts;
+                match self.start(&spec, run.max(self.last_run + 1)) {
                     Ok(()) => Reply::Ok(self.status()),
                     Err(e) => {
                         let msg = format!("cannot start {:?}: {e}", spec.argv.first());
@@ -430,7 +429,7 @@ impl Shim {
         }
     }
 
-    fn start(&mut self, spec: &ProcessSpec) -> Result<(), SupervisorError> {
+    fn start(&mut self, spec: &ProcessSpec, run: u64) -> Result<(), SupervisorError> {
         let Some(program) = spec.argv.first() else {
             return Err(SupervisorError::Spawn("empty command".into()));
         };
@@ -474,7 +473,6 @@ impl Shim {
             .spawn()
             .map_err(|e| SupervisorError::Spawn(e.to_string()))?;
         let pid = child.id();
-        let run = self.last_run + 1;
         self.last_run = run;
         let info = RunInfo {
             run,

@@ -19,11 +19,16 @@ pub enum Op {
     /// Report [`ShimStatus`].
     Status,
     /// Start a new run of the service. Refused while a run is alive.
+    ///
+    /// The server numbers runs and counts restarts (a new shim for an old service continues its
+    /// history); the shim keeps the numbers so that the next server can adopt them.
     Start {
         /// How to run it.
         spec: ProcessSpec,
-        /// Whether this start is an automatic restart (counted in `restarts`).
-        count_restart: bool,
+        /// The number of this run; the shim uses one above its last run if this is not higher.
+        run: u64,
+        /// Automatic restarts so far, this start included.
+        restarts: u64,
     },
     /// Send `signal` to the service's process group; SIGKILL the group after `grace_ms` if the
     /// main process has not exited by then. The shim keeps the deadline itself, so a stop completes
@@ -109,7 +114,7 @@ pub struct ShimStatus {
     pub last_run: u64,
     /// How the last finished run ended, with its run number.
     pub last_exit: Option<(u64, ExitStatus)>,
-    /// Automatic restarts so far (starts with `count_restart`).
+    /// Automatic restarts so far, as the server last said.
     pub restarts: u64,
     /// Log lines that could not be written, over the shim's life.
     pub dropped_log_lines: u64,

@@ -1,0 +1,85 @@
+//! Repository policy, checked on every test run: every Rust file says what it owns in a `//!`
+//! module doc, every script fails fast, and the README's two commands are the ones CI runs.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path
+                .file_name()
+                .is_some_and(|n| n != "target" && n != ".git")
+            {
+                files(&path, ext, out);
+            }
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let mut rs = Vec::new();
+    for dir in ["cmd", "components", "tests"] {
+        files(&root().join(dir), "rs", &mut rs);
+    }
+    assert!(rs.len() > 20, "found only {} files", rs.len());
+    let missing: Vec<_> = rs
+        .iter()
+        .filter(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a //! module doc: {missing:#?}"
+    );
+}
+
+#[test]
+fn every_script_fails_fast() {
+    let mut sh = Vec::new();
+    files(&root().join("scripts"), "sh", &mut sh);
+    sh.push(root().join(".ci/run"));
+    for script in sh {
+        let text = std::fs::read_to_string(&script).unwrap();
+        assert!(
+            text.contains("set -euo pipefail"),
+            "{} lacks `set -euo pipefail`",
+            script.display()
+        );
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let first_block: Vec<&str> = readme.split("```").nth(1).unwrap().lines().collect();
+    assert!(
+        first_block
+            .iter()
+            .any(|l| l.starts_with("./scripts/run.sh")),
+        "{first_block:?}"
+    );
+    assert!(
+        first_block
+            .iter()
+            .any(|l| l.starts_with("./scripts/test.sh")),
+        "{first_block:?}"
+    );
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.contains("exec ./scripts/test.sh"), "{ci}");
+}
