@@ -382,3 +382,33 @@ fn a_missing_program_backs_off_and_says_why() {
     assert_eq!(s["lastExit"]["reason"], "StartError", "{s}");
     let _ = workload_bin();
 }
+
+#[test]
+fn a_changed_command_restarts_the_service_with_it_and_an_unchanged_apply_does_not() {
+    let c = Cluster::start();
+    let mut events = c.events();
+    c.apply_ok("v.yaml", &svc("v", &["--print", "1"], ""));
+    events.wait_for("v", "Ready", T);
+    let pid1 = c.service("v")["pid"].as_u64().unwrap();
+    c.apply_ok("v.yaml", &svc("v", &["--print", "1"], ""));
+    assert_eq!(
+        c.service("v")["pid"].as_u64().unwrap(),
+        pid1,
+        "unchanged apply kept the run"
+    );
+
+    c.apply_ok("v.yaml", &svc("v", &["--print", "2"], ""));
+    events.wait("run 2 with the new command", T, |e| {
+        e["service"] == "v"
+            && e["reason"] == "Started"
+            && e["message"].as_str().unwrap().starts_with("run 2 ")
+    });
+    let log = c.ctl_ok(&["logs", "v", "--details"]);
+    assert!(
+        log.contains(" event 2 started pid ") && log.contains("--print 2"),
+        "{log}"
+    );
+    let s = c.service("v");
+    assert_ne!(s["pid"].as_u64().unwrap(), pid1);
+    assert_eq!(s["restarts"], 0, "a new version is not a crash: {s}");
+}

@@ -198,7 +198,10 @@ impl<S: Store> Backend for Node<S> {
 
     async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
         let record = self.record(name).await?;
-        let view = self.view(name).await?;
+        let mut view = self.view(name).await?;
+        if let Ok(Some(live)) = self.supervisor.live_status(name).await {
+            view.dropped_log_lines = live.dropped_log_lines;
+        }
         let (events, _) = self.events_of(Some(name), None, Some(20)).await?;
         let manifest = serde_json::to_value(&record.manifest)
             .map_err(|e| ApiError::Internal(format!("encode manifest: {e}")))?;

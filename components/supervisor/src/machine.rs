@@ -175,6 +175,7 @@ enum Input {
         token: u64,
     },
     Snapshot(oneshot::Sender<Vec<ServiceView>>),
+    ShimOf(String, oneshot::Sender<Option<Arc<ShimClient>>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -245,6 +246,20 @@ impl Supervisor {
             .send(Input::Snapshot(tx))
             .map_err(|_| SupervisorError::Gone)?;
         rx.await.map_err(|_| SupervisorError::Gone)
+    }
+
+    /// Asks the service's shim for its current status (log drop counts change between runs,
+    /// which the supervisor's own view only learns at the next start or stop). `None` when the
+    /// service has no shim.
+    pub async fn live_status(&self, name: &str) -> Result<Option<ShimStatus>, SupervisorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::ShimOf(name.to_owned(), tx))
+            .map_err(|_| SupervisorError::Gone)?;
+        match rx.await.map_err(|_| SupervisorError::Gone)? {
+            Some(shim) => shim.call(Op::Status).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Lets go of every shim without stopping anything: services keep running.
@@ -550,6 +565,9 @@ impl Core {
                         .collect();
                     views.sort_by(|a, b| a.name.cmp(&b.name));
                     let _ = reply.send(views);
+                }
+                Input::ShimOf(name, reply) => {
+                    let _ = reply.send(self.services.get(&name).and_then(|s| s.shim.clone()));
                 }
                 Input::Shutdown(reply) => {
                     for svc in self.services.values_mut() {

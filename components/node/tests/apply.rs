@@ -1,0 +1,85 @@
+//! `node::apply` against a real redb store: all or nothing, idempotent, CAS-guarded deletes.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use cloudlet_node::apply::{Applied, apply, delete};
+use cloudlet_store::{RedbOptions, RedbStore};
+
+const A: &str = "apiVersion: cloudlet/v1
+kind: Service
+metadata: {name: a}
+spec:
+  command: [/bin/sleep, '100']
+  restart: {policy: always, backoff: {initial: 100ms, max: 30s}, resetAfter: 60s}
+  logs: {maxSize: 10Mi, maxFiles: 5}
+  resources: {requests: {cpu: 100m, memory: 64Mi}}
+";
+const B: &str = "apiVersion: cloudlet/v1
+kind: Service
+metadata: {name: b}
+spec:
+  command: [/bin/sleep, '100']
+  dependsOn: [a]
+";
+
+fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_is_idempotent_and_reports_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb"), RedbOptions::default()).unwrap();
+    let first = apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]))
+        .await
+        .unwrap();
+    assert!(
+        first.iter().all(|o| o.applied == Applied::Created),
+        "{first:?}"
+    );
+    let again = apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]))
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|o| o.applied == Applied::Unchanged),
+        "{again:?}"
+    );
+    let changed = apply(&store, &files(&[("a.yaml", &A.replace("'100'", "'200'"))]))
+        .await
+        .unwrap();
+    assert_eq!(changed[0].applied, Applied::Configured);
+}
+
+#[tokio::test]
+async fn a_bad_document_applies_nothing_and_deps_guard_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb"), RedbOptions::default()).unwrap();
+    let bad = format!(
+        "{A}---\napiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: c}}\nspec: {{command: []}}\n"
+    );
+    let err = apply(&store, &files(&[("x.yaml", &bad)]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("x.yaml: document 2: spec.command"),
+        "{err}"
+    );
+    use cloudlet_store::Store;
+    assert!(store.list("/services/").await.unwrap().0.is_empty());
+
+    apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]))
+        .await
+        .unwrap();
+    let err = delete(&store, "a").await.unwrap_err();
+    assert!(err.to_string().contains("dependency of b"), "{err}");
+    delete(&store, "b").await.unwrap();
+    delete(&store, "a").await.unwrap();
+    assert!(
+        delete(&store, "a")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not found")
+    );
+}
