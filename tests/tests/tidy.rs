@@ -51,8 +51,14 @@ fn every_rust_file_starts_with_a_module_doc() {
 
 #[test]
 fn every_script_fails_fast() {
-    let mut sh = Vec::new();
-    files(&root().join("scripts"), "sh", &mut sh);
+    // The scripts a person or CI runs; scripts/vm/ holds busybox scenarios that run inside the
+    // test VM and must go on after a failed check to report the next one.
+    let mut sh: Vec<PathBuf> = std::fs::read_dir(root().join("scripts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
     sh.push(root().join(".ci/run"));
     for script in sh {
         let text = std::fs::read_to_string(&script).unwrap();

@@ -81,6 +81,10 @@ pub struct CtlArgs {
     /// Data directory of the server to talk to (its socket is DIR/cloudlet.sock).
     #[arg(long, global = true, env = "CLOUDLET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Talk to this socket instead of DIR/cloudlet.sock — e.g. the executor socket a service
+    /// finds in $CLOUDLET_EXECUTOR.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// The verb.
     #[command(subcommand)]
     pub verb: Verb,
@@ -194,6 +198,62 @@ pub enum Verb {
         #[arg(long)]
         details: bool,
     },
+    /// Start a transient service: a daemon in its own cgroup, with its own shim and logs, that
+    /// outlives the service that asked for it and is stopped only explicitly.
+    #[command(after_help = "Examples:\n  \
+        cloudlet ctl run --name vm-1 --group vms --memory 2Gi --cpu 2 --restart never -- qemu-system-x86_64 ...\n  \
+        cloudlet ctl --socket \"$CLOUDLET_EXECUTOR\" run --name helper -- /usr/sbin/dnsmasq -k\n\n\
+        Listed by `get services` with its owner; stop it with `ctl stop NAME`, remove it with\n\
+        `ctl delete service NAME`.")]
+    Run {
+        /// Name of the transient service.
+        #[arg(long)]
+        name: String,
+        /// Its group (cgroup groups/GROUP/NAME).
+        #[arg(long)]
+        group: Option<String>,
+        /// Memory limit (e.g. 2Gi).
+        #[arg(long)]
+        memory: Option<String>,
+        /// CPU limit in cores or millicores (e.g. 2, 500m).
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Process limit.
+        #[arg(long)]
+        pids: Option<u64>,
+        /// Restart policy: always, on-failure or never.
+        #[arg(long, default_value = "never")]
+        restart: String,
+        /// Environment variable KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        env: Vec<(String, String)>,
+        /// Working directory.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a command on the host to completion; its output streams back and its exit code
+    /// becomes ctl's.
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl exec -- modprobe openvswitch\n  \
+        cloudlet ctl exec --timeout 30s -- ovs-vsctl show"
+    )]
+    Exec {
+        /// Kill the command after this long (default 10m).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Environment variable KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        env: Vec<(String, String)>,
+        /// Working directory.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print events: starts, exits, restarts, readiness changes.
     #[command(
         after_help = "Examples:\n  cloudlet ctl events\n  cloudlet ctl events -f --service web"
@@ -210,6 +270,14 @@ pub enum Verb {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// Parses `30s`, `10m`, `1h30m` with the manifest's duration rules.

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use cloudlet_api::Client;
 use cloudlet_api::dto::{
-    Action, ApplyFile, ApplyRequest, Event, EventsQuery, LogsQuery, ServiceDetail, ServiceStatus,
+    Action, ApplyFile, ApplyRequest, Event, EventsQuery, ExecRequest, LogsQuery, RunRequest,
+    ServiceDetail, ServiceStatus,
 };
 use futures_util::StreamExt;
 use jiff::Timestamp;
@@ -29,7 +30,10 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let client = Client::unix(args.data_dir.join("cloudlet.sock"));
+    let socket = args
+        .socket
+        .unwrap_or_else(|| args.data_dir.join("cloudlet.sock"));
+    let client = Client::unix(socket);
     runtime.block_on(verb(&client, args.verb))
 }
 
@@ -93,6 +97,74 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Verb::Run {
+            name,
+            group,
+            memory,
+            cpu,
+            pids,
+            restart,
+            env,
+            workdir,
+            command,
+        } => {
+            let request = RunRequest {
+                name,
+                group,
+                command,
+                env: env.into_iter().collect(),
+                working_dir: workdir,
+                memory,
+                cpu,
+                pids,
+                restart: Some(restart),
+            };
+            let r = client.run(&request).await.map_err(api)?;
+            println!("{}", r.message);
+            Ok(())
+        }
+        Verb::Exec {
+            timeout,
+            env,
+            workdir,
+            command,
+        } => {
+            let request = ExecRequest {
+                command,
+                env: env.into_iter().collect(),
+                working_dir: workdir,
+                timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            };
+            let mut stream = client.exec(&request).await.map_err(api)?;
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            while let Some(item) = stream.next().await {
+                let item = item.map_err(api)?;
+                match (item.stream.as_deref(), item.data) {
+                    (Some("stderr"), Some(data)) => {
+                        err.write_all(data.as_bytes())?;
+                        err.flush()?;
+                    }
+                    (Some(_), Some(data)) => {
+                        out.write_all(data.as_bytes())?;
+                        out.flush()?;
+                    }
+                    _ => {
+                        if item.timed_out == Some(true) {
+                            bail!("the command did not finish within its timeout and was killed");
+                        }
+                        if let Some(signal) = item.signal {
+                            bail!("the command was killed by {signal}");
+                        }
+                        let code = item.exit_code.unwrap_or(1);
+                        if code != 0 {
+                            return Err(ExitCode(code).into());
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            bail!("the server ended the exec without the command's exit")
         }
         Verb::Events {
             follow,
@@ -378,3 +450,15 @@ fn print_event(out: &mut impl Write, ev: &Event, output: Output) -> anyhow::Resu
     }
     Ok(())
 }
+
+/// A command's non-zero exit code, passed through `ctl exec` as ctl's own exit code.
+#[derive(Debug)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the command exited with code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}

@@ -31,6 +31,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // `ctl exec` hands the command's own exit code on, without a message.
+            if let Some(ctl::ExitCode(code)) = e.downcast_ref::<ctl::ExitCode>() {
+                return ExitCode::from(u8::try_from(*code).unwrap_or(1));
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

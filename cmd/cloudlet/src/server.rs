@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use cloudlet_api::{Socket, UnixServer};
 use cloudlet_node::{Node, NodeOptions};
 use cloudlet_store::{RedbOptions, RedbStore};
 use nix::fcntl::{Flock, FlockArg};
@@ -106,11 +107,33 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let socket = dir.join("cloudlet.sock");
-    tracing::info!("serving the API on {}", socket.display());
+    let executor = dir.join(cloudlet_node::EXECUTOR_SOCKET);
     let node = Arc::new(node);
-    cloudlet_api::serve_unix(&socket, node.clone(), shutdown)
+    let api = UnixServer::bind(&socket)
         .await
-        .with_context(|| format!("serve {}", socket.display()))?;
+        .with_context(|| format!("listen on {}", socket.display()))?;
+    let exec = UnixServer::bind(&executor)
+        .await
+        .with_context(|| format!("listen on {}", executor.display()))?;
+    tracing::info!(
+        "serving the API on {} and the executor on {}",
+        socket.display(),
+        executor.display()
+    );
+    // One shutdown signal ends both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(api.serve_as(Socket::Api, node.clone(), until(stopped.clone())));
+    let exec = tokio::spawn(exec.serve_as(Socket::Executor, node.clone(), until(stopped)));
+    shutdown.await;
+    stop.send_replace(true);
+    for (task, path) in [(api, &socket), (exec, &executor)] {
+        task.await
+            .context("the API task panicked")?
+            .with_context(|| format!("serve {}", path.display()))?;
+    }
     node.shutdown().await;
     // The socket is gone with the server; keep the dir private whatever umask created it.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok();

@@ -11,8 +11,8 @@ use futures_util::Stream;
 
 use crate::ApiError;
 use crate::dto::{
-    Action, ActionResponse, ApplyRequest, ApplyResponse, Event, EventsQuery, LogLine, LogsQuery,
-    ServiceDetail, ServiceStatus,
+    Action, ActionResponse, ApplyRequest, ApplyResponse, Event, EventsQuery, ExecOutput,
+    ExecRequest, LogLine, LogsQuery, RunRequest, ServiceDetail, ServiceStatus,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -22,6 +22,29 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, ApiError>> + Send
 /// A stream of events. A follow stream runs until it is dropped, which happens when the client goes
 /// away; an error item ends the stream.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, ApiError>> + Send>>;
+
+/// Output of a command run with `exec`, ending with an item that carries the exit.
+pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, ApiError>> + Send>>;
+
+/// Who is calling: the peer of the unix socket (from `SO_PEERCRED`), and which socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The calling process, when the kernel said.
+    pub pid: Option<u32>,
+    /// Its user id.
+    pub uid: Option<u32>,
+    /// Which socket the call came in on.
+    pub socket: Socket,
+}
+
+/// The sockets the API is served on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// `DIR/cloudlet.sock`, the operator's.
+    Api,
+    /// `DIR/executor.sock`, given to services with `spec.executor: true`.
+    Executor,
+}
 
 /// The core, as the API sees it. Errors use the server-side variants of [`ApiError`]
 /// (`NotFound`, `Invalid`, `Conflict`, `Unavailable`, `Internal`); each becomes one HTTP status.
@@ -61,6 +84,20 @@ pub trait Backend: Send + Sync + 'static {
         name: &str,
         query: LogsQuery,
     ) -> impl Future<Output = Result<LogStream, ApiError>> + Send;
+
+    /// Start a transient service for `caller`.
+    fn run(
+        &self,
+        caller: Caller,
+        request: RunRequest,
+    ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send;
+
+    /// Run a command on the host to completion for `caller`.
+    fn exec(
+        &self,
+        caller: Caller,
+        request: ExecRequest,
+    ) -> impl Future<Output = Result<ExecStream, ApiError>> + Send;
 
     /// Events, oldest first.
     fn events(

@@ -20,10 +20,10 @@ use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
 use crate::dto::{
-    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, LogsQuery,
-    ServiceDetail, ServiceStatus,
+    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, ExecRequest,
+    LogsQuery, RunRequest, ServiceDetail, ServiceStatus,
 };
-use crate::{ApiError, EventStream, LogStream};
+use crate::{ApiError, EventStream, ExecStream, LogStream};
 
 /// A client of one cloudlet server.
 #[derive(Debug, Clone)]
@@ -111,6 +111,24 @@ impl Client {
         Ok(Box::pin(self.stream(target).await?))
     }
 
+    /// Starts a transient service: `POST /v1/run`.
+    pub async fn run(&self, request: &RunRequest) -> Result<ActionResponse, ApiError> {
+        self.call(Method::POST, "/v1/run".to_owned(), Some(request))
+            .await
+    }
+
+    /// Runs a command on the host: `POST /v1/exec`, answered by its output as it comes, then
+    /// an item with its exit.
+    pub async fn exec(&self, request: &ExecRequest) -> Result<ExecStream, ApiError> {
+        let body = serde_json::to_vec(request).map_err(|error| {
+            ApiError::Invalid(format!("cannot encode the body of POST /v1/exec: {error}"))
+        })?;
+        Ok(Box::pin(
+            self.stream_with(Method::POST, "/v1/exec".to_owned(), Some(body))
+                .await?,
+        ))
+    }
+
     /// One request with an optional JSON body, answered by one JSON document.
     async fn call<T: DeserializeOwned>(
         &self,
@@ -136,7 +154,17 @@ impl Client {
         &self,
         target: String,
     ) -> Result<impl Stream<Item = Result<T, ApiError>> + Send + 'static, ApiError> {
-        let mut reply = self.send(Method::GET, &target, None).await?;
+        self.stream_with(Method::GET, target, None).await
+    }
+
+    /// A request answered by an NDJSON stream of `T`.
+    async fn stream_with<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: Method,
+        target: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<impl Stream<Item = Result<T, ApiError>> + Send + 'static, ApiError> {
+        let mut reply = self.send(method.clone(), &target, body).await?;
         let status = reply.response.status();
         if !status.is_success() {
             let body = reply.read_all().await?;
@@ -145,7 +173,7 @@ impl Client {
         let lines = Lines {
             reply,
             buffer: Vec::new(),
-            request: format!("GET {target}"),
+            request: format!("{method} {target}"),
         };
         Ok(stream::unfold(Some(lines), |lines| async move {
             let mut lines = lines?;

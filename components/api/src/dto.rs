@@ -91,6 +91,12 @@ pub struct ServiceStatus {
     pub next_restart_at: Option<Timestamp>,
     /// Log lines lost (counted, never silently).
     pub dropped_log_lines: u64,
+    /// Who started it, for a transient service (`ctl run`): a service name or `operator`.
+    pub owner: Option<String>,
+    /// Its group, for a transient service.
+    pub group: Option<String>,
+    /// `enforced`, or `not enforced (<reason>)` when this host cannot apply cgroup limits.
+    pub limits: Option<String>,
 }
 
 /// Everything about one service, for `cloudlet ctl describe`.
@@ -292,4 +298,61 @@ fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::E
         }
     }
     deserializer.deserialize_any(Visitor)
+}
+
+/// `POST /v1/run`: start a transient service — a daemon in a cgroup of its own that outlives the
+/// service that asked for it, stopped and removed only explicitly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequest {
+    /// Service name (unique on the node).
+    pub name: String,
+    /// Group of transient services it belongs to (its cgroup is `groups/<group>/<name>`).
+    pub group: Option<String>,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Memory limit as a quantity (`2Gi`).
+    pub memory: Option<String>,
+    /// CPU limit as a quantity (`2`, `500m`).
+    pub cpu: Option<String>,
+    /// Process limit.
+    pub pids: Option<u64>,
+    /// Restart policy: `always`, `on-failure` or `never` (the default for a transient service).
+    pub restart: Option<String>,
+}
+
+/// `POST /v1/exec`: run a command on the host to completion, streaming its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecRequest {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Kill the command (its process group) after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// One item of an exec stream: a chunk of output, or (last) how the command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecOutput {
+    /// `stdout` or `stderr` for output; `None` for the final item.
+    pub stream: Option<String>,
+    /// Output text (lossy UTF-8).
+    pub data: Option<String>,
+    /// Exit code, in the final item.
+    pub exit_code: Option<i32>,
+    /// Signal name, in the final item, when the command was killed.
+    pub signal: Option<String>,
+    /// Whether the timeout killed it, in the final item.
+    pub timed_out: Option<bool>,
 }

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The server cannot do it right now, e.g. the store's disk is full (503).
     #[error("{0}")]
     Unavailable(String),
@@ -102,6 +105,7 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Internal(_)
             | Self::SocketInUse { .. }
             | Self::NotASocket { .. }

@@ -8,7 +8,8 @@
 //!
 //! Routes, all under `/v1`: `POST /apply`; `GET /services`; `GET|DELETE /services/{name}`;
 //! `POST /services/{name}/start|stop|restart`; `GET /services/{name}/logs` and `GET /events`
-//! (NDJSON streams); `GET /healthz`. Errors are `{"error": "..."}` with the status of the error.
+//! (NDJSON streams); `POST /run` (a transient service); `POST /exec` (NDJSON stream of the
+//! command's output); `GET /healthz`. Errors are `{"error": "..."}` with the status of the error.
 
 #![warn(missing_docs)]
 
@@ -18,7 +19,7 @@ pub mod dto;
 mod error;
 mod server;
 
-pub use backend::{Backend, EventStream, LogStream};
+pub use backend::{Backend, Caller, EventStream, ExecStream, LogStream, Socket};
 pub use client::Client;
 pub use error::ApiError;
 pub use server::{NDJSON, UnixServer, router, serve_unix};

@@ -31,10 +31,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dto::{
-    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, LogsQuery,
-    ServiceDetail, ServiceStatus,
+    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, ExecRequest,
+    LogsQuery, RunRequest, ServiceDetail, ServiceStatus,
 };
-use crate::{ApiError, Backend};
+use crate::{ApiError, Backend, Caller, Socket};
 
 /// Content type of the streaming endpoints: one JSON document per line.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -66,6 +66,8 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         )
         .route("/v1/services/{name}/logs", get(logs::<B>))
         .route("/v1/events", get(events::<B>))
+        .route("/v1/run", post(run::<B>))
+        .route("/v1/exec", post(exec::<B>))
         .fallback(no_route)
         // Must come after the routes: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)
@@ -175,6 +177,39 @@ async fn events<B: Backend>(
     let Query(query) = query?;
     let events = backend.events(query).await?;
     Ok(ndjson(events, shutdown.map(|Extension(s)| s)))
+}
+
+/// The caller of a request: put in by the listener per connection; a router served without it
+/// (tests) sees an unknown caller on the API socket.
+fn caller(ext: Option<Extension<Caller>>) -> Caller {
+    ext.map_or(
+        Caller {
+            pid: None,
+            uid: None,
+            socket: Socket::Api,
+        },
+        |Extension(c)| c,
+    )
+}
+
+async fn run<B: Backend>(
+    State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
+    request: Result<Json<RunRequest>, JsonRejection>,
+) -> Result<Json<ActionResponse>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.run(caller(who), request).await?))
+}
+
+async fn exec<B: Backend>(
+    State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
+    shutdown: Option<Extension<Shutdown>>,
+    request: Result<Json<ExecRequest>, JsonRejection>,
+) -> Result<Response, Failure> {
+    let Json(request) = request?;
+    let output = backend.exec(caller(who), request).await?;
+    Ok(ndjson(output, shutdown.map(|Extension(s)| s)))
 }
 
 async fn no_route(method: Method, uri: Uri) -> Failure {
@@ -327,6 +362,16 @@ impl UnixServer {
         backend: Arc<B>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ApiError> {
+        self.serve_as(Socket::Api, backend, shutdown).await
+    }
+
+    /// [`UnixServer::serve`], telling the backend which socket each call came in on.
+    pub async fn serve_as<B: Backend>(
+        self,
+        socket: Socket,
+        backend: Arc<B>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
         let (stop, stopping) = watch::channel(false);
         let app = router(backend).layer(Extension(Shutdown(stopping.clone())));
         let mut connections = JoinSet::new();
@@ -336,7 +381,13 @@ impl UnixServer {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let service = TowerToHyperService::new(app.clone());
+                        let cred = stream.peer_cred().ok();
+                        let who = Caller {
+                            pid: cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok()),
+                            uid: cred.map(|c| c.uid()),
+                            socket,
+                        };
+                        let service = TowerToHyperService::new(app.clone().layer(Extension(who)));
                         let shutdown = Shutdown(stopping.clone());
                         connections.spawn(serve_connection(stream, service, shutdown));
                     }

@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use cloudlet_api::dto::{
     Action, ActionResponse, ApplyAction, ApplyFile, ApplyItem, ApplyRequest, ApplyResponse,
-    DesiredState, Event, EventsQuery, ExitInfo, LogLine, LogsQuery, ServiceDetail, ServiceState,
-    ServiceStatus,
+    DesiredState, Event, EventsQuery, ExecOutput, ExecRequest, ExitInfo, LogLine, LogsQuery,
+    RunRequest, ServiceDetail, ServiceState, ServiceStatus,
 };
-use cloudlet_api::{ApiError, Backend, Client, EventStream, LogStream, UnixServer};
+use cloudlet_api::{
+    ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream, UnixServer,
+};
 use futures_util::{Stream, StreamExt, stream};
 use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +63,9 @@ fn status(name: &str) -> ServiceStatus {
         desired: DesiredState::Running,
         next_restart_at: None,
         dropped_log_lines: 0,
+        owner: None,
+        group: None,
+        limits: None,
     }
 }
 
@@ -210,6 +215,39 @@ impl Backend for Fake {
         }
         let events = vec![Ok(event(1, None)), Ok(event(2, Some("web")))];
         Ok(Box::pin(stream::iter(events)))
+    }
+
+    async fn run(&self, caller: Caller, request: RunRequest) -> Result<ActionResponse, ApiError> {
+        // Echo who asked, so the test can check the peer credentials arrived.
+        Ok(ActionResponse {
+            name: request.name,
+            message: format!(
+                "pid={:?} uid={:?} socket={:?}",
+                caller.pid, caller.uid, caller.socket
+            ),
+        })
+    }
+
+    async fn exec(&self, _caller: Caller, request: ExecRequest) -> Result<ExecStream, ApiError> {
+        let out = |stream: &str, data: &str| ExecOutput {
+            stream: Some(stream.to_owned()),
+            data: Some(data.to_owned()),
+            exit_code: None,
+            signal: None,
+            timed_out: None,
+        };
+        let items = vec![
+            Ok(out("stdout", &request.command.join(" "))),
+            Ok(out("stderr", "warning\n")),
+            Ok(ExecOutput {
+                stream: None,
+                data: None,
+                exit_code: Some(3),
+                signal: None,
+                timed_out: Some(false),
+            }),
+        ];
+        Ok(Box::pin(stream::iter(items)))
     }
 }
 
@@ -621,4 +659,43 @@ async fn shutdown_ends_follow_streams_and_removes_the_socket() {
     assert!(!path.exists());
     let error = client.healthz().await.unwrap_err();
     assert!(matches!(error, ApiError::Connect { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn run_sees_the_callers_pid_and_exec_streams_output_then_the_exit() {
+    let server = Server::start().await;
+    let client = server.client();
+    let request = RunRequest {
+        name: "vm-1".into(),
+        group: Some("vms".into()),
+        command: vec!["qemu".into()],
+        env: Default::default(),
+        working_dir: None,
+        memory: Some("2Gi".into()),
+        cpu: Some("2".into()),
+        pids: None,
+        restart: None,
+    };
+    let answer = client.run(&request).await.unwrap();
+    assert_eq!(answer.name, "vm-1");
+    let me = format!("pid=Some({})", std::process::id());
+    assert!(answer.message.contains(&me), "{}", answer.message);
+    assert!(answer.message.contains("uid=Some(0)") || answer.message.contains("uid=Some("));
+
+    let exec = ExecRequest {
+        command: vec!["echo".into(), "hi".into()],
+        env: Default::default(),
+        working_dir: None,
+        timeout_ms: Some(1000),
+    };
+    let items: Vec<ExecOutput> = client
+        .exec(&exec)
+        .await
+        .unwrap()
+        .map(|i| i.unwrap())
+        .collect()
+        .await;
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].data.as_deref(), Some("echo hi"));
+    assert_eq!(items[2].exit_code, Some(3));
 }

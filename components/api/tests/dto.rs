@@ -33,6 +33,9 @@ fn status() -> ServiceStatus {
         desired: DesiredState::Stopped,
         next_restart_at: None,
         dropped_log_lines: 0,
+        owner: None,
+        group: None,
+        limits: None,
     }
 }
 
@@ -73,6 +76,9 @@ fn service_status_has_exactly_the_documented_keys_and_null_pid() {
             "desired",
             "nextRestartAt",
             "droppedLogLines",
+            "owner",
+            "group",
+            "limits",
         ])
     );
     assert_eq!(value["pid"], Value::Null);

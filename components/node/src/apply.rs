@@ -87,6 +87,12 @@ pub async fn apply<S: Store>(
                 compares.push(Compare::absent(key.clone()));
                 (Applied::Created, DesiredRecord::Running)
             }
+            Some((record, _)) if record.transient.is_some() => {
+                return Err(NodeError::Conflict(format!(
+                    "{}: service {name} is a transient service (started with `run`): delete it first",
+                    source
+                )));
+            }
             Some((record, rev)) => {
                 compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
                 if record.manifest == service {
@@ -103,6 +109,7 @@ pub async fn apply<S: Store>(
                 file: source.file.clone(),
                 document: source.document,
                 applied_at: now,
+                transient: None,
             };
             ops.push(Op::put(key, record.encode()?));
         }

@@ -6,15 +6,17 @@
 
 use cloudlet_api::dto::{
     self, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DesiredState, Event,
-    EventsQuery, ExitInfo, LogLine, LogsQuery, ServiceDetail, ServiceState, ServiceStatus,
+    EventsQuery, ExecOutput, ExecRequest, ExitInfo, LogLine, LogsQuery, RunRequest, ServiceDetail,
+    ServiceState, ServiceStatus,
 };
-use cloudlet_api::{ApiError, Backend, EventStream, LogStream};
+use cloudlet_api::{ApiError, Backend, Caller, EventStream, ExecStream, LogStream};
 use cloudlet_logs::{LogQuery, LogRecord, RunSelect};
 use cloudlet_store::{EventKind, KeyValue, Store};
 use cloudlet_supervisor::{Action, Desired, ExitView, ServiceView, State};
 use futures_util::StreamExt;
 
 use crate::apply::{self, Applied};
+use crate::executor;
 use crate::records::{DesiredRecord, EVENTS, EventRecord, ExitRecord, ServiceRecord, service_key};
 use crate::{Node, NodeError};
 
@@ -89,7 +91,8 @@ fn log_dto(r: LogRecord) -> LogLine {
 }
 
 impl<S: Store> Node<S> {
-    fn status_dto(&self, v: ServiceView) -> ServiceStatus {
+    fn status_dto(&self, v: ServiceView, record: Option<&ServiceRecord>) -> ServiceStatus {
+        let transient = record.and_then(|r| r.transient.as_ref());
         ServiceStatus {
             name: v.name,
             node: self.options.node_name.clone(),
@@ -109,6 +112,9 @@ impl<S: Store> Node<S> {
             },
             next_restart_at: v.next_restart_at,
             dropped_log_lines: v.dropped_log_lines,
+            owner: transient.map(|t| t.owner.clone()),
+            group: transient.map(|t| t.group.clone()),
+            limits: None,
         }
     }
 
@@ -193,7 +199,14 @@ impl<S: Store> Backend for Node<S> {
 
     async fn list_services(&self) -> Result<Vec<ServiceStatus>, ApiError> {
         let views = self.supervisor.snapshot().await.map_err(NodeError::from)?;
-        Ok(views.into_iter().map(|v| self.status_dto(v)).collect())
+        let (records, _) = crate::load_services(&self.store).await?;
+        Ok(views
+            .into_iter()
+            .map(|v| {
+                let record = records.get(&v.name);
+                self.status_dto(v, record)
+            })
+            .collect())
     }
 
     async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
@@ -206,7 +219,7 @@ impl<S: Store> Backend for Node<S> {
         let manifest = serde_json::to_value(&record.manifest)
             .map_err(|e| ApiError::Internal(format!("encode manifest: {e}")))?;
         Ok(ServiceDetail {
-            status: self.status_dto(view),
+            status: self.status_dto(view, Some(&record)),
             manifest,
             events,
             log_dir: self
@@ -313,6 +326,67 @@ impl<S: Store> Backend for Node<S> {
                 records.into_iter().map(|r| Ok(log_dto(r))),
             )))
         }
+    }
+
+    async fn run(&self, caller: Caller, request: RunRequest) -> Result<ActionResponse, ApiError> {
+        let owner = executor::caller_name(&caller);
+        let record = executor::run(&self.store, &owner, &request).await?;
+        let group = record
+            .transient
+            .as_ref()
+            .map_or("", |t| t.group.as_str())
+            .to_owned();
+        self.event(
+            Some(&request.name),
+            "Run",
+            format!(
+                "started for {owner} in group {group}: {}",
+                request.command.join(" ")
+            ),
+        );
+        Ok(ActionResponse {
+            name: request.name.clone(),
+            message: format!(
+                "transient service {} started (group {group}, owner {owner}); it runs until \
+                 `ctl stop {}` or `ctl delete service {}`",
+                request.name, request.name, request.name
+            ),
+        })
+    }
+
+    async fn exec(&self, caller: Caller, request: ExecRequest) -> Result<ExecStream, ApiError> {
+        let owner = executor::caller_name(&caller);
+        let what = request.command.join(" ");
+        let events = self.events.clone();
+        let node = self.options.node_name.clone();
+        let rx = executor::exec(&self.reaper, &request, move |end| {
+            let how = match (end.exit, end.timed_out) {
+                (_, true) => "killed after its timeout".to_owned(),
+                (Some(cloudlet_supervisor::reaper::ChildExit::Code(c)), _) => {
+                    format!("exit code {c}")
+                }
+                (Some(cloudlet_supervisor::reaper::ChildExit::Signal(s)), _) => {
+                    format!("killed by signal {s}")
+                }
+                (None, false) => "lost".to_owned(),
+            };
+            events.send(EventRecord {
+                time: jiff::Timestamp::now(),
+                service: None,
+                node,
+                reason: "Exec".into(),
+                message: format!(
+                    "{owner} ran `{what}`: {how} after {} ms",
+                    end.elapsed.as_millis()
+                ),
+                exit: None,
+            });
+        })?;
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let item: ExecOutput = rx.recv().await?;
+            Some((Ok(item), rx))
+        });
+        Ok(Box::pin(stream))
     }
 
     async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {

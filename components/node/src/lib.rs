@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod backend;
 pub mod events;
+pub mod executor;
 pub mod records;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,7 @@ pub struct NodeOptions {
 pub struct Node<S> {
     store: S,
     supervisor: Supervisor,
+    reaper: Reaper,
     events: EventSink,
     options: NodeOptions,
 }
@@ -99,11 +101,14 @@ impl<S: Store> Node<S> {
             run_root: options.data_dir.join("run"),
             log_root: options.data_dir.join("logs"),
         };
+        let executor_socket = options.data_dir.join(EXECUTOR_SOCKET);
+        let initial = desired_set(&records, &executor_socket);
         let (supervisor, sup_events) =
-            Supervisor::start(sup_options, reaper, desired_set(&records)).await?;
+            Supervisor::start(sup_options, reaper.clone(), initial).await?;
         let node = Node {
             store,
             supervisor,
+            reaper,
             events,
             options,
         };
@@ -117,6 +122,7 @@ impl<S: Store> Node<S> {
             node.supervisor.clone(),
             records,
             revision,
+            executor_socket,
         ));
         tokio::spawn(log_retention(node.clone()));
         Ok(node)
@@ -147,7 +153,7 @@ impl<S: Store> Node<S> {
 
 type Records = BTreeMap<String, ServiceRecord>;
 
-async fn load_services<S: Store>(store: &S) -> Result<(Records, u64), NodeError> {
+pub(crate) async fn load_services<S: Store>(store: &S) -> Result<(Records, u64), NodeError> {
     let (kvs, revision) = store.list(SERVICES).await?;
     let mut records = BTreeMap::new();
     for kv in kvs {
@@ -157,11 +163,23 @@ async fn load_services<S: Store>(store: &S) -> Result<(Records, u64), NodeError>
     Ok((records, revision))
 }
 
-fn desired_set(records: &Records) -> Vec<DesiredService> {
+/// The executor's socket, in the data dir.
+pub const EXECUTOR_SOCKET: &str = "executor.sock";
+
+fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<DesiredService> {
     records
         .values()
         .map(|r| DesiredService {
-            config: ServiceConfig::from_manifest(&r.manifest),
+            config: {
+                let mut config = ServiceConfig::from_manifest(&r.manifest);
+                if r.manifest.spec.executor {
+                    config.process.env.insert(
+                        "CLOUDLET_EXECUTOR".into(),
+                        executor_socket.display().to_string(),
+                    );
+                }
+                config
+            },
             desired: match r.desired {
                 DesiredRecord::Running => Desired::Running,
                 DesiredRecord::Stopped => Desired::Stopped,
@@ -176,6 +194,7 @@ async fn follow_services<S: Store>(
     supervisor: Supervisor,
     mut records: Records,
     mut revision: u64,
+    executor_socket: PathBuf,
 ) {
     loop {
         let mut watcher = match store.watch(SERVICES, Some(revision + 1)).await {
@@ -202,7 +221,7 @@ async fn follow_services<S: Store>(
                             records.remove(&name);
                         }
                     }
-                    supervisor.set_desired(desired_set(&records));
+                    supervisor.set_desired(desired_set(&records, &executor_socket));
                 }
                 Err(e) => {
                     tracing::warn!("services watch ended: {e}; listing again");
@@ -215,7 +234,7 @@ async fn follow_services<S: Store>(
             Ok((r, rev)) => {
                 records = r;
                 revision = rev;
-                supervisor.set_desired(desired_set(&records));
+                supervisor.set_desired(desired_set(&records, &executor_socket));
             }
             Err(e) => {
                 tracing::warn!("list services: {e}; retrying");

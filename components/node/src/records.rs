@@ -55,6 +55,19 @@ pub struct ServiceRecord {
     pub document: usize,
     /// When it was last applied.
     pub applied_at: jiff::Timestamp,
+    /// Set for a transient service (started through the executor with `run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transient: Option<TransientRecord>,
+}
+
+/// What makes a service transient: who started it, and its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransientRecord {
+    /// Its group (cgroup `groups/<group>/<name>`).
+    pub group: String,
+    /// The service (or `operator`) that started it.
+    pub owner: String,
 }
 
 impl ServiceRecord {

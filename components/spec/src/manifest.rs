@@ -211,6 +211,10 @@ pub struct ServiceSpec {
     /// Resource requests (for placement) and limits (enforced by cgroups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// Give the service the node's executor socket (path in `CLOUDLET_EXECUTOR`), through which
+    /// it may run host commands and start daemons that outlive it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executor: bool,
 }
 
 impl ServiceSpec {
@@ -227,6 +231,7 @@ impl ServiceSpec {
             stop: None,
             logs: None,
             resources: None,
+            executor: false,
         }
     }
 }
