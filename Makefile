@@ -1,5 +1,5 @@
 # Convenience targets; the scripts they call are the source of truth.
-.PHONY: build run test check bench
+.PHONY: build run test check bench test-vm
 
 build:
 	cargo build --release --bin cloudlet
@@ -16,3 +16,6 @@ check:
 
 bench:
 	./scripts/bench.sh
+
+test-vm:
+	./scripts/vm-test.sh

@@ -63,6 +63,30 @@ impl Cluster {
         c
     }
 
+    /// The test's own cgroup subtree (relative to the cgroup v2 mount), named after its data
+    /// dir so that parallel tests never share one.
+    pub fn cgroup_root(&self) -> PathBuf {
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        PathBuf::from(format!("/{name}"))
+    }
+
+    /// The absolute path of a cgroup of this test's server (`services/web`), if cgroup v2 exists.
+    pub fn cgroup_path(&self, rel: &str) -> Option<PathBuf> {
+        let detected = cloudlet_cgroups::detect().ok()?;
+        let root = self.cgroup_root();
+        Some(
+            detected
+                .mount
+                .join(root.strip_prefix("/").unwrap_or(&root))
+                .join(rel),
+        )
+    }
+
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
@@ -85,6 +109,8 @@ impl Cluster {
             .args(["server", "--data-dir"])
             .arg(self.data_dir())
             .args(["--node-name", "test-node", "--log", "info"])
+            .arg("--cgroup-root")
+            .arg(self.cgroup_root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -230,6 +256,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_server();
         kill_everything_under(self.data_dir());
+        if let Some(base) = self.cgroup_path("") {
+            remove_cgroup_tree(&base);
+        }
     }
 }
 
@@ -400,4 +429,22 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// Kills everything in a cgroup subtree the test made and removes it, leaves first.
+fn remove_cgroup_tree(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let cg = cloudlet_cgroups::ServiceCgroup::at(dir);
+    let _ = cg.kill();
+    let _ = cg.wait_empty(Duration::from_secs(5));
+    let _ = cg.remove();
 }

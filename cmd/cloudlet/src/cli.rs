@@ -36,6 +36,14 @@ pub enum Command {
     /// Operate a running server: apply manifests, list, inspect, stop, start, read logs.
     #[command(subcommand_required = true, arg_required_else_help = true)]
     Ctl(CtlArgs),
+    /// Is this host fit to run cloudlet: kernel, cgroup v2 and its controllers and delegation,
+    /// cgroup.kill, the child subreaper, the data dir's free space, the clock, Open vSwitch.
+    #[command(
+        after_help = "Example:\n  cloudlet check-config --data-dir /var/lib/cloudlet\n\n\
+        Each line is OK, WARN or FAIL, with the fix for anything not OK. The exit code is 1 when\n\
+        any check FAILs (WARN alone exits 0: cloudlet runs, and says what it cannot do)."
+    )]
+    CheckConfig(CheckConfigArgs),
     /// Internal: the per-service keeper process started by the server.
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -56,9 +64,24 @@ pub struct ServerArgs {
     /// Keep at most this many events.
     #[arg(long, default_value_t = 10_000)]
     pub max_events: usize,
+    /// cloudlet's cgroup, relative to the cgroup v2 mount (default: the cgroup it was started
+    /// in, as systemd delegates it with Delegate=yes; `/cloudlet` when started at the root).
+    #[arg(long, value_name = "CGROUP")]
+    pub cgroup_root: Option<PathBuf>,
     /// Log filter for cloudlet's own messages (e.g. info, debug, cloudlet_supervisor=debug).
     #[arg(long, env = "CLOUDLET_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `cloudlet check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The data dir to check (free space, writable).
+    #[arg(long, env = "CLOUDLET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Output format (yaml prints JSON too).
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `cloudlet shim` (internal).

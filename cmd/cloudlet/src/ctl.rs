@@ -413,6 +413,46 @@ fn print_detail(d: &ServiceDetail) -> anyhow::Result<()> {
         println!("Dropped log lines: {}", s.dropped_log_lines);
     }
     println!("Logs:        {}", d.log_dir);
+    if let Some(limits) = &s.limits {
+        println!("Limits:      {limits}");
+    }
+    if let Some(u) = &d.usage {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        println!("Cgroup:      {}", u.cgroup);
+        println!(
+            "  memory:    {} of {}",
+            or_dash(u.memory_current.map(|b| format!("{b} bytes"))),
+            or_dash(u.memory_max.clone())
+        );
+        println!(
+            "  pids:      {} of {}",
+            or_dash(u.pids_current.map(|p| p.to_string())),
+            or_dash(u.pids_max.clone())
+        );
+        println!(
+            "  cpu:       {} used, throttled {} times ({})",
+            or_dash(
+                u.cpu_usage_usec
+                    .map(|us| format!("{:.2}s", us as f64 / 1e6))
+            ),
+            or_dash(u.cpu_nr_throttled.map(|n| n.to_string())),
+            or_dash(
+                u.cpu_throttled_usec
+                    .map(|us| format!("{:.2}s", us as f64 / 1e6))
+            )
+        );
+        println!(
+            "  events:    {} OOM kills, {} forks refused by pids.max",
+            or_dash(u.oom_kills.map(|n| n.to_string())),
+            or_dash(u.pids_max_hits.map(|n| n.to_string()))
+        );
+        for (resource, p) in &u.pressure {
+            println!(
+                "  pressure:  {resource} some avg10 {:.2}% avg60 {:.2}%",
+                p.avg10, p.avg60
+            );
+        }
+    }
     if !s.labels.is_empty() {
         let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("Labels:      {}", labels.join(", "));

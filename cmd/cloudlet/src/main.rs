@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 failure (one line on stderr says why), 2 bad usage (clap's).
 
+mod check;
 mod cli;
 mod ctl;
 mod server;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => server::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::CheckConfig(args) => check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -93,6 +93,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             exe,
             log_retention: args.log_retention,
             max_events: args.max_events,
+            cgroup_root: args.cgroup_root.clone(),
         },
     )
     .await

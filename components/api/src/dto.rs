@@ -100,7 +100,7 @@ pub struct ServiceStatus {
 }
 
 /// Everything about one service, for `cloudlet ctl describe`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceDetail {
     /// Its status.
@@ -111,6 +111,8 @@ pub struct ServiceDetail {
     pub events: Vec<Event>,
     /// Where its log files are.
     pub log_dir: String,
+    /// Its cgroup's limits, usage and pressure, when it has a cgroup.
+    pub usage: Option<ServiceUsage>,
 }
 
 /// Something that happened, to a service or to the node.
@@ -355,4 +357,42 @@ pub struct ExecOutput {
     pub signal: Option<String>,
     /// Whether the timeout killed it, in the final item.
     pub timed_out: Option<bool>,
+}
+
+/// A service's cgroup: what it may use, what it uses, and how it is held back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceUsage {
+    /// The cgroup's path.
+    pub cgroup: String,
+    /// `memory.current`, bytes.
+    pub memory_current: Option<u64>,
+    /// `memory.max`: bytes, or `max`.
+    pub memory_max: Option<String>,
+    /// `pids.current`.
+    pub pids_current: Option<u64>,
+    /// `pids.max`: a number, or `max`.
+    pub pids_max: Option<String>,
+    /// `cpu.stat` usage_usec.
+    pub cpu_usage_usec: Option<u64>,
+    /// `cpu.stat` nr_throttled.
+    pub cpu_nr_throttled: Option<u64>,
+    /// `cpu.stat` throttled_usec.
+    pub cpu_throttled_usec: Option<u64>,
+    /// `memory.events` oom_kill: processes the OOM killer ended.
+    pub oom_kills: Option<u64>,
+    /// `pids.events` max: forks refused by `pids.max`.
+    pub pids_max_hits: Option<u64>,
+    /// `cpu|memory|io.pressure`: the `some` averages over 10 and 60 seconds, in percent.
+    pub pressure: BTreeMap<String, PressureAverages>,
+}
+
+/// PSI `some` averages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PressureAverages {
+    /// Over 10 s.
+    pub avg10: f64,
+    /// Over 60 s.
+    pub avg60: f64,
 }

@@ -172,6 +172,7 @@ impl Backend for Fake {
     async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
         check(name)?;
         Ok(ServiceDetail {
+            usage: None,
             status: status(name),
             manifest: serde_json::json!({ "name": name, "command": ["/bin/true"] }),
             events: vec![event(7, Some(name))],

@@ -150,6 +150,7 @@ fn other_documents_have_their_documented_keys() {
     );
 
     let detail = ServiceDetail {
+        usage: None,
         status: status(),
         manifest: json!({}),
         events: vec![],
@@ -158,7 +159,7 @@ fn other_documents_have_their_documented_keys() {
     let detail = serde_json::to_value(&detail).unwrap();
     assert_eq!(
         keys(&detail),
-        sorted(vec!["status", "manifest", "events", "logDir"])
+        sorted(vec!["status", "manifest", "events", "logDir", "usage"])
     );
 
     let line = LogLine {

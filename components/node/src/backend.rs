@@ -80,6 +80,57 @@ fn event_dto(kv: &KeyValue) -> Result<Event, NodeError> {
     })
 }
 
+fn usage_dto(cg: &cloudlet_cgroups::ServiceCgroup) -> dto::ServiceUsage {
+    let stats = cg.stats().ok();
+    let max = |m: &cloudlet_cgroups::Max| match m {
+        cloudlet_cgroups::Max::Unlimited => "max".to_owned(),
+        cloudlet_cgroups::Max::Value(v) => v.to_string(),
+    };
+    let mut pressure = std::collections::BTreeMap::new();
+    if let Some(s) = &stats {
+        for (name, p) in [
+            ("cpu", &s.pressure.cpu),
+            ("memory", &s.pressure.memory),
+            ("io", &s.pressure.io),
+        ] {
+            if let Some(p) = p {
+                pressure.insert(
+                    name.to_owned(),
+                    dto::PressureAverages {
+                        avg10: p.some.avg10,
+                        avg60: p.some.avg60,
+                    },
+                );
+            }
+        }
+    }
+    dto::ServiceUsage {
+        cgroup: cg.path().display().to_string(),
+        memory_current: stats.as_ref().and_then(|s| s.memory_current),
+        memory_max: stats.as_ref().and_then(|s| s.memory_max.as_ref()).map(max),
+        pids_current: stats.as_ref().and_then(|s| s.pids_current),
+        pids_max: stats.as_ref().and_then(|s| s.pids_max.as_ref()).map(max),
+        cpu_usage_usec: stats
+            .as_ref()
+            .and_then(|s| s.cpu.as_ref())
+            .map(|c| c.usage_usec),
+        cpu_nr_throttled: stats
+            .as_ref()
+            .and_then(|s| s.cpu.as_ref())
+            .and_then(|c| c.nr_throttled),
+        cpu_throttled_usec: stats
+            .as_ref()
+            .and_then(|s| s.cpu.as_ref())
+            .and_then(|c| c.throttled_usec),
+        oom_kills: stats
+            .as_ref()
+            .and_then(|s| s.memory_events.as_ref())
+            .map(|e| e.oom_kill),
+        pids_max_hits: stats.as_ref().and_then(|s| s.pids_events_max),
+        pressure,
+    }
+}
+
 fn log_dto(r: LogRecord) -> LogLine {
     LogLine {
         ts: r.ts,
@@ -114,7 +165,11 @@ impl<S: Store> Node<S> {
             dropped_log_lines: v.dropped_log_lines,
             owner: transient.map(|t| t.owner.clone()),
             group: transient.map(|t| t.group.clone()),
-            limits: None,
+            limits: v.limits.or_else(|| {
+                self.limits_unenforced
+                    .as_ref()
+                    .map(|why| format!("not enforced ({why})"))
+            }),
         }
     }
 
@@ -218,7 +273,11 @@ impl<S: Store> Backend for Node<S> {
         let (events, _) = self.events_of(Some(name), None, Some(20)).await?;
         let manifest = serde_json::to_value(&record.manifest)
             .map_err(|e| ApiError::Internal(format!("encode manifest: {e}")))?;
+        let usage =
+            cloudlet_supervisor::machine::service_cgroup(self.cgroups.as_deref(), &view.cgroup)
+                .map(|cg| usage_dto(&cg));
         Ok(ServiceDetail {
+            usage,
             status: self.status_dto(view, Some(&record)),
             manifest,
             events,

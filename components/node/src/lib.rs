@@ -19,7 +19,10 @@ pub mod records;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use cloudlet_cgroups::Hierarchy;
 
 use cloudlet_store::{EventKind, Store, StoreError};
 use cloudlet_supervisor::{
@@ -77,6 +80,9 @@ pub struct NodeOptions {
     pub log_retention: Duration,
     /// Keep at most this many events.
     pub max_events: usize,
+    /// cloudlet's cgroup, relative to the cgroup v2 mount. None: the cgroup cloudlet was started
+    /// in when systemd delegated it, or `/cloudlet` when cloudlet was started at the root.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// A running node: the store, the supervisor and the tasks that connect them.
@@ -85,6 +91,8 @@ pub struct Node<S> {
     store: S,
     supervisor: Supervisor,
     reaper: Reaper,
+    cgroups: Option<Arc<Hierarchy>>,
+    limits_unenforced: Option<String>,
     events: EventSink,
     options: NodeOptions,
 }
@@ -96,10 +104,16 @@ impl<S: Store> Node<S> {
         let reaper = Reaper::start()?;
         let events = events::spawn_writer(store.clone(), options.max_events).await?;
         let (records, revision) = load_services(&store).await?;
+        let (cgroups, limits_unenforced) = setup_cgroups(options.cgroup_root.as_deref());
+        if let Some(why) = &limits_unenforced {
+            tracing::warn!("service limits are not enforced on this host: {why}");
+        }
         let sup_options = SupervisorOptions {
             exe: options.exe.clone(),
             run_root: options.data_dir.join("run"),
             log_root: options.data_dir.join("logs"),
+            cgroups: cgroups.clone(),
+            limits_unenforced: limits_unenforced.clone(),
         };
         let executor_socket = options.data_dir.join(EXECUTOR_SOCKET);
         let initial = desired_set(&records, &executor_socket);
@@ -109,6 +123,8 @@ impl<S: Store> Node<S> {
             store,
             supervisor,
             reaper,
+            cgroups,
+            limits_unenforced,
             events,
             options,
         };
@@ -172,6 +188,14 @@ fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<Desi
         .map(|r| DesiredService {
             config: {
                 let mut config = ServiceConfig::from_manifest(&r.manifest);
+                if let Some(t) = &r.transient {
+                    config.cgroup = format!(
+                        "{}/{}/{}",
+                        cloudlet_cgroups::GROUPS,
+                        t.group,
+                        r.manifest.metadata.name
+                    );
+                }
                 if r.manifest.spec.executor {
                     config.process.env.insert(
                         "CLOUDLET_EXECUTOR".into(),
@@ -293,4 +317,68 @@ async fn log_retention<S: Store>(node: Node<S>) {
             Err(e) => tracing::warn!("log retention task: {e}"),
         }
     }
+}
+
+/// Finds cloudlet's cgroup subtree and sets it up: the server moves into `<base>/server`, the
+/// controllers are enabled for services. On a host where that is impossible, services still run
+/// (without limits) and the reason is returned, never hidden.
+fn setup_cgroups(root: Option<&std::path::Path>) -> (Option<Arc<Hierarchy>>, Option<String>) {
+    let detected = match cloudlet_cgroups::detect() {
+        Ok(d) => d,
+        Err(e) => return (None, Some(format!("no usable cgroup v2 hierarchy: {e}"))),
+    };
+    let at_root = detected.own == std::path::Path::new("/");
+    let base = match root {
+        Some(r) => r.to_owned(),
+        None if at_root => PathBuf::from("/cloudlet"),
+        None => detected.own.clone(),
+    };
+    let hierarchy = match Hierarchy::new(detected.mount.clone(), &base) {
+        Ok(h) => h.with_v1_bound(detected.v1_bound.clone()),
+        Err(e) => return (None, Some(format!("cgroup {}: {e}", base.display()))),
+    };
+    // A base cloudlet makes under the root needs the root to offer it the controllers.
+    if at_root
+        && base.parent() == Some(std::path::Path::new("/"))
+        && let Err(e) = hierarchy.delegate_from_parent()
+    {
+        tracing::warn!("cgroup: offering controllers to {}: {e}", base.display());
+    }
+    let report = match hierarchy.setup("server") {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                None,
+                Some(format!("cgroup setup of {}: {e}", base.display())),
+            );
+        }
+    };
+    if let Err(e) = hierarchy
+        .service("server")
+        .and_then(|cg| cg.add_process(std::process::id()))
+    {
+        tracing::warn!(
+            "cgroup: moving the server into {}/server: {e}",
+            base.display()
+        );
+    }
+    tracing::info!(
+        "cgroup {}: controllers {:?} enabled; cgroup.kill {}",
+        hierarchy.base().display(),
+        report.enabled,
+        if report.kill_supported {
+            "supported"
+        } else {
+            "missing (signals instead)"
+        }
+    );
+    let unenforced = (!report.missing.is_empty()).then(|| {
+        let why: Vec<String> = report
+            .missing
+            .iter()
+            .map(|(c, why)| format!("{c}: {why}"))
+            .collect();
+        why.join("; ")
+    });
+    (Some(Arc::new(hierarchy)), unenforced)
 }

@@ -60,7 +60,15 @@ pub struct ServiceConfig {
     pub restart: RestartSpec,
     /// Stop signal and grace period.
     pub stop: StopSpec,
+    /// Its cgroup, relative to cloudlet's base: `services/<name>`, or `groups/<group>/<name>`
+    /// for a transient service.
+    pub cgroup: String,
+    /// Its cgroup limits (`pids` is always set: 1024 unless the manifest says otherwise).
+    pub limits: cloudlet_cgroups::Limits,
 }
+
+/// `pids.max` of a service whose manifest sets none (the article's fix for leaked processes).
+pub const DEFAULT_PIDS_MAX: u64 = 1024;
 
 /// The PATH a service gets unless its manifest sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -84,6 +92,7 @@ impl ServiceConfig {
                 user: spec.user.clone(),
                 log_max_size: logs.max_size,
                 log_max_files: logs.max_files,
+                cgroup: None,
             },
             depends_on: spec.depends_on.clone(),
             readiness: effective.readiness.map(probe_from_readiness),
@@ -100,6 +109,13 @@ impl ServiceConfig {
             stop: StopSpec {
                 signal: stop.signal.number(),
                 grace: stop.grace_period,
+            },
+            cgroup: format!("{}/{}", cloudlet_cgroups::SERVICES, m.metadata.name),
+            limits: cloudlet_cgroups::Limits {
+                cpu_millis: effective.resources.cpu_limit_millicores,
+                memory_bytes: effective.resources.memory_limit_bytes,
+                pids: Some(effective.resources.pids_limit.unwrap_or(DEFAULT_PIDS_MAX)),
+                io: Vec::new(),
             },
         }
     }

@@ -20,6 +20,8 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use cloudlet_cgroups::{Hierarchy, ServiceCgroup};
+
 use crate::SupervisorError;
 use crate::backoff;
 use crate::config::{RestartPolicy, ServiceConfig};
@@ -121,6 +123,10 @@ pub struct ServiceView {
     pub next_restart_at: Option<Timestamp>,
     /// Log lines the shim could not write.
     pub dropped_log_lines: u64,
+    /// `enforced`, or `not enforced (<why>)`; None before the first start.
+    pub limits: Option<String>,
+    /// Its cgroup, relative to cloudlet's base.
+    pub cgroup: String,
 }
 
 /// Something that happened to a service; the server stores these as events.
@@ -148,6 +154,12 @@ pub struct SupervisorOptions {
     pub run_root: PathBuf,
     /// Parent of every service's log directory (`DIR/logs`).
     pub log_root: PathBuf,
+    /// cloudlet's cgroup subtree; None on hosts without a usable cgroup v2 hierarchy (services
+    /// then run in process groups, without limits).
+    pub cgroups: Option<Arc<Hierarchy>>,
+    /// Why limits cannot be enforced on this host (no cgroup v2, or controllers missing), shown
+    /// as `limits: not enforced (<reason>)` on every service. None when they are.
+    pub limits_unenforced: Option<String>,
 }
 
 #[derive(Debug)]
@@ -311,6 +323,8 @@ struct Svc {
     dropped: u64,
     /// An exit notice of a run whose start answer has not arrived yet.
     early_exit: Option<(u64, ExitStatus)>,
+    /// `enforced`, or `not enforced (<why>)`, from the last start.
+    limits_note: Option<String>,
 }
 
 impl Svc {
@@ -342,6 +356,7 @@ impl Svc {
             probe_fail: 0,
             dropped: 0,
             early_exit: None,
+            limits_note: None,
         }
     }
 
@@ -368,6 +383,8 @@ impl Svc {
             message: self.message.clone(),
             next_restart_at: self.backoff_until.map(|(_, t)| t),
             dropped_log_lines: self.dropped,
+            limits: self.limits_note.clone(),
+            cgroup: self.config.cgroup.clone(),
         }
     }
 
@@ -413,6 +430,8 @@ fn signal_name(sig: i32) -> String {
 
 fn exit_view(run: u64, status: &ExitStatus) -> ExitView {
     let (reason, signal) = match (status.code, status.signal) {
+        (None, Some(s)) if status.oom_killed => ("OOMKilled", Some(signal_name(s))),
+        _ if status.oom_killed => ("OOMKilled", None),
         (Some(0), _) => ("Completed", None),
         (Some(_), _) => ("Error", None),
         (None, Some(s)) => ("Signaled", Some(signal_name(s))),
@@ -428,6 +447,12 @@ fn exit_view(run: u64, status: &ExitStatus) -> ExitView {
 }
 
 fn describe_exit(e: &ExitView) -> String {
+    if e.reason == "OOMKilled" {
+        return format!(
+            "run {} was killed by the kernel's OOM killer (memory.max)",
+            e.run
+        );
+    }
     match (&e.code, &e.signal) {
         (Some(c), _) => format!("run {} exited with code {c}", e.run),
         (None, Some(s)) => format!("run {} was killed by {s}", e.run),
@@ -534,6 +559,17 @@ impl Core {
                 format!("shim was gone; killed its orphaned process group {pid}"),
                 None,
             );
+        }
+        // And whatever still runs in its cgroup (the service's, or a transient one's).
+        let h = self.options.cgroups.as_deref();
+        let mut rels = vec![format!("{}/{name}", cloudlet_cgroups::SERVICES)];
+        if let Some(h) = h
+            && let Ok(groups) = h.list(cloudlet_cgroups::GROUPS)
+        {
+            rels.extend(groups.into_iter().map(|g| format!("{g}/{name}")));
+        }
+        for rel in rels {
+            end_cgroup(h, &rel, false);
         }
         let _ = std::fs::remove_dir_all(run_dir);
     }
@@ -739,7 +775,22 @@ impl Core {
         svc.after_stop = AfterStop::Nothing;
         svc.set_state(State::Starting);
         let shim = svc.shim.clone();
-        let spec = svc.config.process.clone();
+        let mut spec = svc.config.process.clone();
+        match prepare_cgroup(self.options.cgroups.as_deref(), &svc.config) {
+            Ok((path, note)) => {
+                spec.cgroup = path;
+                svc.limits_note = note.or_else(|| self.options.limits_unenforced.clone());
+            }
+            Err(e) => {
+                let error = format!("cgroup {}: {e}", svc.config.cgroup);
+                let _ = self.tx.send(Input::OpDone(
+                    name.to_owned(),
+                    OpResult::StartFailed(None, error),
+                ));
+                return;
+            }
+        }
+        let cgroups = self.options.cgroups.clone();
         let mut run = svc.run + 1;
         let restarts = svc.restarts + u64::from(svc.count_restart);
         let name = name.to_owned();
@@ -751,9 +802,15 @@ impl Core {
                         // A new shim continues the run numbers found in the service's logs, so
                         // that `logs --previous` never mixes two histories.
                         run = run.max(last_logged_run(&paths.log_dir).await + 1);
-                        spawn_shim(&reaper, &name, &paths)
+                        let shim_pid = spawn_shim(&reaper, &name, &paths)
                             .await
                             .map_err(|e| (None, e.to_string()))?;
+                        // Shims live in a cgroup of their own, outside any service's limits.
+                        if let Some(h) = &cgroups
+                            && let Err(e) = place_shim(h, shim_pid)
+                        {
+                            tracing::warn!(service = %name, "shim {shim_pid}: {e}");
+                        }
                         let c = ShimClient::connect(&name, &paths.run_dir, shim_tx)
                             .await
                             .map_err(|e| (None, e.to_string()))?;
@@ -815,16 +872,23 @@ impl Core {
             return;
         };
         svc.stop_probe();
+        let cgroups = self.options.cgroups.clone();
+        let rel = svc.config.cgroup.clone();
         match svc.shim.take() {
             Some(shim) => {
                 svc.busy = true;
                 let name = name.to_owned();
                 tokio::spawn(async move {
                     let _ = shim.call(Op::Exit).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        end_cgroup(cgroups.as_deref(), &rel, true)
+                    })
+                    .await;
                     let _ = tx.send(Input::OpDone(name, OpResult::ShimExited));
                 });
             }
             None => {
+                end_cgroup(cgroups.as_deref(), &rel, true);
                 self.services.remove(name);
                 let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
                 self.emit(
@@ -983,6 +1047,7 @@ impl Core {
                             nix::sys::signal::Signal::SIGKILL,
                         );
                     }
+                    end_cgroup(self.options.cgroups.as_deref(), &svc.config.cgroup, false);
                     self.emit(
                         &name,
                         "ShimLost",
@@ -1220,6 +1285,7 @@ fn placeholder_config(name: &str) -> ServiceConfig {
             user: None,
             log_max_size: 10 << 20,
             log_max_files: 5,
+            cgroup: None,
         },
         depends_on: Vec::new(),
         readiness: None,
@@ -1233,5 +1299,65 @@ fn placeholder_config(name: &str) -> ServiceConfig {
             signal: nix::sys::signal::Signal::SIGTERM as i32,
             grace: Duration::from_secs(10),
         },
+        cgroup: format!("{}/{name}", cloudlet_cgroups::SERVICES),
+        limits: cloudlet_cgroups::Limits::default(),
     }
+}
+
+/// Creates the service's cgroup and applies its limits. Returns the cgroup's path for the shim
+/// and, when some limit could not be applied, `not enforced (<why>)`; `enforced` otherwise.
+fn prepare_cgroup(
+    cgroups: Option<&Hierarchy>,
+    config: &ServiceConfig,
+) -> Result<(Option<PathBuf>, Option<String>), cloudlet_cgroups::CgroupError> {
+    let Some(h) = cgroups else {
+        return Ok((None, None));
+    };
+    let cg = h.service(&config.cgroup)?;
+    cg.create()?;
+    let not_applied = cg.apply_limits(&config.limits)?;
+    let note = if not_applied.is_empty() {
+        "enforced".to_owned()
+    } else {
+        let why: Vec<String> = not_applied.iter().map(ToString::to_string).collect();
+        format!("not enforced ({})", why.join("; "))
+    };
+    Ok((Some(cg.path().to_owned()), Some(note)))
+}
+
+/// The leaf cgroup every shim lives in.
+pub const SHIMS_CGROUP: &str = "shims";
+
+fn place_shim(h: &Hierarchy, pid: u32) -> Result<(), cloudlet_cgroups::CgroupError> {
+    let cg = h.service(SHIMS_CGROUP)?;
+    cg.create()?;
+    cg.add_process(pid)
+}
+
+/// Kills whatever runs in a service's cgroup (a run whose shim is gone) and, when `remove`,
+/// removes the cgroup once it is empty.
+fn end_cgroup(cgroups: Option<&Hierarchy>, rel: &str, remove: bool) {
+    let Some(h) = cgroups else { return };
+    let Ok(cg) = h.service(rel) else { return };
+    if !cg.exists() {
+        return;
+    }
+    if cg.is_populated().unwrap_or(false) {
+        if let Err(e) = cg.kill() {
+            tracing::warn!("kill cgroup {rel}: {e}");
+        }
+        if let Err(e) = cg.wait_empty(Duration::from_secs(5)) {
+            tracing::warn!("cgroup {rel}: {e}");
+        }
+    }
+    if remove && let Err(e) = cg.remove() {
+        tracing::warn!("remove cgroup {rel}: {e}");
+    }
+}
+
+/// Opens a service's cgroup by its relative path, for stats.
+pub fn service_cgroup(cgroups: Option<&Hierarchy>, rel: &str) -> Option<ServiceCgroup> {
+    cgroups
+        .and_then(|h| h.service(rel).ok())
+        .filter(ServiceCgroup::exists)
 }

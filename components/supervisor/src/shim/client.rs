@@ -197,12 +197,12 @@ pub struct ShimPaths {
     pub log_dir: PathBuf,
 }
 
-/// Starts a shim for `name` and waits until its socket accepts connections.
+/// Starts a shim for `name` and waits until its socket accepts connections; returns its pid.
 pub async fn spawn_shim(
     reaper: &Reaper,
     name: &str,
     paths: &ShimPaths,
-) -> Result<(), SupervisorError> {
+) -> Result<u32, SupervisorError> {
     std::fs::create_dir_all(&paths.run_dir)
         .map_err(|e| SupervisorError::io("create", &paths.run_dir, e))?;
     let shim_log = paths.run_dir.join("shim.log");
@@ -236,7 +236,7 @@ pub async fn spawn_shim(
     let mut lines = BufReader::new(pipe).lines();
     let first = tokio::time::timeout(CALL_TIMEOUT, lines.next_line()).await;
     match first {
-        Ok(Ok(Some(line))) if line == READY_LINE => Ok(()),
+        Ok(Ok(Some(line))) if line == READY_LINE => Ok(child.id()),
         Ok(_) => {
             let tail = std::fs::read_to_string(&shim_log).unwrap_or_default();
             let last = tail.lines().last().unwrap_or("no message").to_owned();

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cloudlet_cgroups::ServiceCgroup;
 use cloudlet_logs::{LineSplitter, LogLimits, LogWriter, Stream};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -167,6 +168,8 @@ struct Pipe {
 struct Alive {
     info: RunInfo,
     kill_at: Option<Instant>,
+    /// The run's cgroup and its `oom_kill` count when the run started.
+    cgroup: Option<(ServiceCgroup, u64)>,
 }
 
 #[derive(Debug)]
@@ -444,6 +447,19 @@ impl Shim {
             Some(user) => Some(resolve_user(user, &mut env)?),
             None => None,
         };
+        // The child joins its cgroup before exec, through a file opened here: nothing it forks
+        // can escape, and the child allocates nothing after fork.
+        let cgroup = spec.cgroup.as_deref().map(ServiceCgroup::at);
+        let procs = match &cgroup {
+            Some(cg) => Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(cg.procs_file())
+                    .map_err(|e| SupervisorError::io("open", &cg.procs_file(), e))?,
+            ),
+            None => None,
+        };
+        let oom_before = cgroup.as_ref().map_or(0, oom_kills);
         let mut cmd = Command::new(program);
         cmd.args(&spec.argv[1..])
             .env_clear()
@@ -453,10 +469,14 @@ impl Shim {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setsid, sigprocmask, signal, umask, setgroups,
+        // async-signal-safe system calls (write to the cgroup.procs file opened before the fork,
+        // setsid, sigprocmask, signal, umask, setgroups,
         // setgid, setuid); the groups vector was allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(procs) = &procs {
+                    nix::unistd::write(procs, b"0")?;
+                }
                 setsid()?;
                 SigSet::empty().thread_set_mask()?;
                 signal(Signal::SIGPIPE, SigHandler::SigDfl)?;
@@ -483,6 +503,7 @@ impl Shim {
         self.alive = Some(Alive {
             info,
             kill_at: None,
+            cgroup: cgroup.map(|cg| (cg, oom_before)),
         });
         for (pipe, stream) in [
             (child.stdout.take().map(OwnedFd::from), Stream::Stdout),
@@ -610,6 +631,7 @@ impl Shim {
                             code,
                             signal: sig,
                             at_ms: now_ms(),
+                            oom_killed: false,
                         });
                     }
                 }
@@ -617,16 +639,23 @@ impl Shim {
         }
     }
 
-    fn main_exited(&mut self, status: ExitStatus) {
+    fn main_exited(&mut self, mut status: ExitStatus) {
         let Some(alive) = self.alive.take() else {
             return;
         };
         let run = alive.info.run;
-        // What it left in its process group dies with the run (its cgroup, once it has one).
+        // What it left behind dies with the run: its cgroup, and its process group.
+        if let Some((cgroup, oom_before)) = &alive.cgroup {
+            status.oom_killed = oom_kills(cgroup) > *oom_before;
+            if let Err(e) = cgroup.kill() {
+                eprintln!("shim {}: kill what run {run} left: {e}", self.args.name);
+            }
+        }
         signal_group(alive.info.pid, Signal::SIGKILL);
         self.drain_pipes_of(run);
         let _ = std::fs::remove_file(self.args.run_dir.join(PID_FILE_NAME));
         let how = match (status.code, status.signal) {
+            _ if status.oom_killed => "killed by the kernel's OOM killer (memory.max)".to_owned(),
             (Some(c), _) => format!("exited with code {c}"),
             (None, Some(s)) => {
                 let name = Signal::try_from(s).map(|s| s.as_str()).unwrap_or("?");
@@ -650,6 +679,9 @@ impl Shim {
         }
         alive.kill_at = None;
         let (pid, run) = (alive.info.pid, alive.info.run);
+        if let Some((cgroup, _)) = &alive.cgroup {
+            let _ = cgroup.kill();
+        }
         signal_group(pid, Signal::SIGKILL);
         // The main process may have left its group; it dies too.
         let _ = kill(
@@ -658,6 +690,15 @@ impl Shim {
         );
         self.log_event(run, b"grace period over: sent SIGKILL to the process group");
     }
+}
+
+/// How many times the OOM killer has killed in `cgroup` (0 without the memory controller).
+fn oom_kills(cgroup: &ServiceCgroup) -> u64 {
+    cgroup
+        .stats()
+        .ok()
+        .and_then(|s| s.memory_events)
+        .map_or(0, |e| e.oom_kill)
 }
 
 /// Sends `sig` to the process group led by `pid`; a group that is gone already is fine.

@@ -68,6 +68,10 @@ pub struct ProcessSpec {
     pub log_max_size: u64,
     /// Rotation: number of log files kept, the current one included.
     pub log_max_files: u32,
+    /// The cgroup the process starts in (it joins before exec, so nothing it forks escapes);
+    /// the run ends with the whole cgroup killed. None on hosts without cgroup v2.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// How a run ended, as the kernel reported it.
@@ -79,6 +83,9 @@ pub struct ExitStatus {
     pub signal: Option<i32>,
     /// Unix time in milliseconds when the shim saw the exit.
     pub at_ms: i64,
+    /// The kernel's OOM killer ended the run (its cgroup's `memory.events` `oom_kill` grew).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl ExitStatus {
@@ -202,6 +209,7 @@ mod tests {
                 code: None,
                 signal: Some(9),
                 at_ms: 1,
+                oom_killed: true,
             },
         });
         let line = serde_json::to_string(&notice).unwrap();
