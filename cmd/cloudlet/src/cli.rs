@@ -64,6 +64,23 @@ pub struct ServerArgs {
     /// Keep at most this many events.
     #[arg(long, default_value_t = 10_000)]
     pub max_events: usize,
+    /// What the node keeps for the system, never given to services: cpu=M,memory=Q,pids=N
+    /// (e.g. cpu=500m,memory=1Gi,pids=1000).
+    #[arg(long, value_name = "RESOURCES", default_value = "cpu=0,memory=0,pids=0", value_parser = parse_reserve)]
+    pub reserve: cloudlet_host::Resources,
+    /// Another path whose filesystem the node watches for DiskPressure (repeatable; the data
+    /// dir is always watched).
+    #[arg(long = "disk-path", value_name = "PATH")]
+    pub disk_paths: Vec<PathBuf>,
+    /// DiskPressure warning below this much free space, in percent.
+    #[arg(long, default_value_t = 15.0)]
+    pub disk_warn_pct: f64,
+    /// DiskPressure critical below this much free space, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub disk_critical_pct: f64,
+    /// How often the node reads its usage and pressure.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub monitor_interval: std::time::Duration,
     /// cloudlet's cgroup, relative to the cgroup v2 mount (default: the cgroup it was started
     /// in, as systemd delegates it with Delegate=yes; `/cloudlet` when started at the root).
     #[arg(long, value_name = "CGROUP")]
@@ -130,6 +147,9 @@ pub enum Kind {
     /// Services (also: service, svc).
     #[value(alias = "service", alias = "svc")]
     Services,
+    /// Nodes: capacity, allocatable, pressure conditions (also: node).
+    #[value(alias = "node")]
+    Nodes,
 }
 
 /// `cloudlet ctl` verbs.
@@ -293,6 +313,45 @@ pub enum Verb {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+/// Parses `cpu=500m,memory=1Gi,pids=1000` (any subset) with the manifest's quantity rules.
+pub fn parse_reserve(s: &str) -> Result<cloudlet_host::Resources, String> {
+    let mut r = cloudlet_host::Resources::default();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not KEY=VALUE"))?;
+        match key {
+            "cpu" => {
+                r.cpu_millis = cloudlet_spec::CpuQuantity::parse(value)
+                    .map(|q| q.millicores())
+                    .or_else(|e| {
+                        if value == "0" {
+                            Ok(0)
+                        } else {
+                            Err(e.to_string())
+                        }
+                    })?;
+            }
+            "memory" => {
+                r.memory_bytes = cloudlet_spec::Quantity::parse(value)
+                    .map(|q| q.bytes())
+                    .map_err(|e| e.to_string())?;
+            }
+            "pids" => {
+                r.pids = value
+                    .parse()
+                    .map_err(|_| format!("pids={value}: not a number"))?
+            }
+            other => {
+                return Err(format!(
+                    "unknown resource {other:?}: expected cpu, memory or pids"
+                ));
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Parses `KEY=VALUE`.

@@ -13,7 +13,7 @@ use cloudlet_api::dto::{
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-use crate::cli::{CtlArgs, Output, Verb};
+use crate::cli::{CtlArgs, Kind, Output, Verb};
 
 /// Runs one verb.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -40,6 +40,27 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
 async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
     match verb {
         Verb::Apply { files } => apply(client, &files).await,
+        Verb::Get {
+            kind: Kind::Nodes,
+            output,
+        } => {
+            let nodes = client.nodes().await.map_err(api)?;
+            print_nodes(&nodes, output)
+        }
+        Verb::Describe {
+            kind: Kind::Nodes,
+            name,
+            output,
+        } => {
+            let nodes = client.nodes().await.map_err(api)?;
+            let Some(node) = nodes.into_iter().find(|n| n.name == name) else {
+                bail!("node {name:?} not found (`cloudlet ctl get nodes` lists them)");
+            };
+            match output {
+                Output::Table => print_node(&node),
+                other => print_value(&node, other),
+            }
+        }
         Verb::Get { kind: _, output } => {
             let services = client.list_services().await.map_err(api)?;
             print_services(&services, output)
@@ -54,6 +75,11 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 Output::Table => print_detail(&detail),
                 other => print_value(&detail, other),
             }
+        }
+        Verb::Delete {
+            kind: Kind::Nodes, ..
+        } => {
+            bail!("nodes are not deleted through ctl; a node leaves when its cloudlet stops")
         }
         Verb::Delete { kind: _, name } => {
             let r = client.delete_service(&name).await.map_err(api)?;
@@ -502,3 +528,105 @@ impl std::fmt::Display for ExitCode {
 }
 
 impl std::error::Error for ExitCode {}
+
+fn mib(bytes: u64) -> String {
+    format!("{}Mi", bytes >> 20)
+}
+
+fn print_nodes(nodes: &[cloudlet_api::dto::NodeStatus], output: Output) -> anyhow::Result<()> {
+    if output != Output::Table {
+        return print_value(&nodes, output);
+    }
+    let mut rows = vec![
+        [
+            "NAME",
+            "CPU (REQ/ALLOC)",
+            "MEMORY (REQ/ALLOC)",
+            "PIDS",
+            "CONDITIONS",
+            "LIMITS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for n in nodes {
+        let conditions: Vec<String> = n
+            .conditions
+            .iter()
+            .filter(|c| c.status)
+            .map(|c| format!("{}({})", c.kind, c.severity.as_deref().unwrap_or("warning")))
+            .collect();
+        rows.push(vec![
+            n.name.clone(),
+            format!("{}m/{}m", n.requested.cpu_millis, n.allocatable.cpu_millis),
+            format!(
+                "{}/{}",
+                mib(n.requested.memory_bytes),
+                mib(n.allocatable.memory_bytes)
+            ),
+            format!("{}/{}", n.pids_in_use, n.capacity.pids),
+            if conditions.is_empty() {
+                "none".into()
+            } else {
+                conditions.join(",")
+            },
+            n.limits.clone(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_node(n: &cloudlet_api::dto::NodeStatus) -> anyhow::Result<()> {
+    println!("Name:         {}", n.name);
+    println!("Observed:     {}", n.observed_at);
+    println!("Limits:       {}", n.limits);
+    println!(
+        "              {:>12} {:>12} {:>12} {:>12}",
+        "capacity", "reserve", "allocatable", "requested"
+    );
+    println!(
+        "  cpu         {:>11}m {:>11}m {:>11}m {:>11}m",
+        n.capacity.cpu_millis,
+        n.reserve.cpu_millis,
+        n.allocatable.cpu_millis,
+        n.requested.cpu_millis
+    );
+    println!(
+        "  memory      {:>12} {:>12} {:>12} {:>12}",
+        mib(n.capacity.memory_bytes),
+        mib(n.reserve.memory_bytes),
+        mib(n.allocatable.memory_bytes),
+        mib(n.requested.memory_bytes)
+    );
+    println!(
+        "  pids        {:>12} {:>12} {:>12}",
+        n.capacity.pids, n.reserve.pids, n.allocatable.pids
+    );
+    println!("Memory available: {}", mib(n.memory_available_bytes));
+    println!("Pids in use:      {}", n.pids_in_use);
+    println!("Disks:");
+    for d in &n.disks {
+        println!(
+            "  {} (on {}): {} free of {} ({:.1}%)",
+            d.path,
+            d.mount_point,
+            mib(d.free_bytes),
+            mib(d.total_bytes),
+            d.free_pct
+        );
+    }
+    println!("Conditions (warnings only: cloudlet never evicts):");
+    for c in &n.conditions {
+        let status = if c.status {
+            c.severity.as_deref().unwrap_or("true")
+        } else {
+            "false"
+        };
+        println!(
+            "  {:<15} {:<9} since {}  {}",
+            c.kind, status, c.since, c.reason
+        );
+    }
+    Ok(())
+}

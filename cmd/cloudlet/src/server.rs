@@ -94,6 +94,16 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             log_retention: args.log_retention,
             max_events: args.max_events,
             cgroup_root: args.cgroup_root.clone(),
+            monitor: cloudlet_node::monitor::MonitorOptions {
+                reserve: args.reserve,
+                thresholds: cloudlet_host::Thresholds {
+                    disk_warn_free_pct: args.disk_warn_pct,
+                    disk_critical_free_pct: args.disk_critical_pct,
+                    ..Default::default()
+                },
+                disk_paths: args.disk_paths.clone(),
+                interval: args.monitor_interval,
+            },
         },
     )
     .await

@@ -12,7 +12,7 @@ use futures_util::Stream;
 use crate::ApiError;
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Event, EventsQuery, ExecOutput,
-    ExecRequest, LogLine, LogsQuery, RunRequest, ServiceDetail, ServiceStatus,
+    ExecRequest, LogLine, LogsQuery, NodeStatus, RunRequest, ServiceDetail, ServiceStatus,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -98,6 +98,9 @@ pub trait Backend: Send + Sync + 'static {
         caller: Caller,
         request: ExecRequest,
     ) -> impl Future<Output = Result<ExecStream, ApiError>> + Send;
+
+    /// The nodes (this node, until the cluster arrives).
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeStatus>, ApiError>> + Send;
 
     /// Events, oldest first.
     fn events(

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, ExecRequest,
-    LogsQuery, RunRequest, ServiceDetail, ServiceStatus,
+    LogsQuery, NodeStatus, RunRequest, ServiceDetail, ServiceStatus,
 };
 use crate::{ApiError, EventStream, ExecStream, LogStream};
 
@@ -109,6 +109,12 @@ impl Client {
             ],
         );
         Ok(Box::pin(self.stream(target).await?))
+    }
+
+    /// The nodes: `GET /v1/nodes`.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>, ApiError> {
+        self.call(Method::GET, "/v1/nodes".to_owned(), None::<&()>)
+            .await
     }
 
     /// Starts a transient service: `POST /v1/run`.

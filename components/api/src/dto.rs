@@ -396,3 +396,77 @@ pub struct PressureAverages {
     /// Over 60 s.
     pub avg60: f64,
 }
+
+/// CPU, memory and process counts of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResources {
+    /// Thousandths of a CPU.
+    pub cpu_millis: u64,
+    /// Bytes.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u64,
+}
+
+/// One watched filesystem of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDisk {
+    /// The watched path (the data dir, or one the node config lists).
+    pub path: String,
+    /// Where its filesystem is mounted.
+    pub mount_point: String,
+    /// Size.
+    pub total_bytes: u64,
+    /// Free for unprivileged use.
+    pub free_bytes: u64,
+    /// Free, in percent (the lower of space and inodes).
+    pub free_pct: f64,
+}
+
+/// A pressure condition: a warning, never a reason to stop anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCondition {
+    /// `MemoryPressure`, `DiskPressure`, `PIDPressure`, `CPUPressure`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether it holds now.
+    pub status: bool,
+    /// `warning` or `critical` while it holds.
+    pub severity: Option<String>,
+    /// What was measured, against which threshold.
+    pub reason: String,
+    /// When the status last changed.
+    pub since: Timestamp,
+}
+
+/// A node: what it has, what it keeps for itself, what services may request, and its
+/// conditions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Name.
+    pub name: String,
+    /// Total resources.
+    pub capacity: NodeResources,
+    /// Kept for the system.
+    pub reserve: NodeResources,
+    /// Capacity less reserve: what services may request.
+    pub allocatable: NodeResources,
+    /// What the node's services request.
+    pub requested: NodeResources,
+    /// Memory available now.
+    pub memory_available_bytes: u64,
+    /// Processes and threads now.
+    pub pids_in_use: u64,
+    /// Watched filesystems.
+    pub disks: Vec<NodeDisk>,
+    /// Pressure conditions (every kind present).
+    pub conditions: Vec<NodeCondition>,
+    /// `enforced`, or `not enforced (<why>)`.
+    pub limits: String,
+    /// When this was read.
+    pub observed_at: Timestamp,
+}

@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, ExecRequest,
-    LogsQuery, RunRequest, ServiceDetail, ServiceStatus,
+    LogsQuery, NodeStatus, RunRequest, ServiceDetail, ServiceStatus,
 };
 use crate::{ApiError, Backend, Caller, Socket};
 
@@ -67,6 +67,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/services/{name}/logs", get(logs::<B>))
         .route("/v1/events", get(events::<B>))
         .route("/v1/run", post(run::<B>))
+        .route("/v1/nodes", get(nodes::<B>))
         .route("/v1/exec", post(exec::<B>))
         .fallback(no_route)
         // Must come after the routes: it applies to those registered before it.
@@ -190,6 +191,10 @@ fn caller(ext: Option<Extension<Caller>>) -> Caller {
         },
         |Extension(c)| c,
     )
+}
+
+async fn nodes<B: Backend>(State(backend): Shared<B>) -> Result<Json<Vec<NodeStatus>>, Failure> {
+    Ok(Json(backend.nodes().await?))
 }
 
 async fn run<B: Backend>(

@@ -19,7 +19,7 @@ use std::time::Duration;
 use cloudlet_api::dto::{
     Action, ActionResponse, ApplyAction, ApplyFile, ApplyItem, ApplyRequest, ApplyResponse,
     DesiredState, Event, EventsQuery, ExecOutput, ExecRequest, ExitInfo, LogLine, LogsQuery,
-    RunRequest, ServiceDetail, ServiceState, ServiceStatus,
+    NodeStatus, RunRequest, ServiceDetail, ServiceState, ServiceStatus,
 };
 use cloudlet_api::{
     ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream, UnixServer,
@@ -227,6 +227,10 @@ impl Backend for Fake {
                 caller.pid, caller.uid, caller.socket
             ),
         })
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeStatus>, ApiError> {
+        Ok(Vec::new())
     }
 
     async fn exec(&self, _caller: Caller, request: ExecRequest) -> Result<ExecStream, ApiError> {

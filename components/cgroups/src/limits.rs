@@ -142,7 +142,12 @@ pub fn block_device_of_with(path: &Path, sys_dev_block: &Path) -> Result<(u32, u
         path: path.to_owned(),
         source,
     })?;
-    let dev = meta.dev();
+    // A block device node names itself (its rdev); any other path, the device it lives on.
+    let dev = if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        meta.rdev()
+    } else {
+        meta.dev()
+    };
     let not_found = || CgroupError::NotFound {
         what: "block device of",
         path: path.to_owned(),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use cloudlet_host::Resources;
 use cloudlet_spec::{Manifest, ServiceManifest, Source};
 use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
 
@@ -38,6 +39,7 @@ pub struct ApplyOutcome {
 pub async fn apply<S: Store>(
     store: &S,
     files: &[(String, String)],
+    fit: Option<&(String, Resources)>,
 ) -> Result<Vec<ApplyOutcome>, NodeError> {
     let mut manifests: Vec<Manifest> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
@@ -67,6 +69,17 @@ pub async fn apply<S: Store>(
     let existing: Vec<ServiceManifest> = stored.values().map(|(r, _)| r.manifest.clone()).collect();
     cloudlet_spec::validate_set(&manifests, &existing)
         .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    if let Some((node, allocatable)) = fit {
+        check_fit(
+            node,
+            *allocatable,
+            &manifests,
+            &stored
+                .values()
+                .map(|(r, _)| r.manifest.clone())
+                .collect::<Vec<_>>(),
+        )?;
+    }
 
     let now = jiff::Timestamp::now();
     let mut compares = Vec::new();
@@ -202,4 +215,78 @@ pub async fn set_desired<S: Store>(
         )));
     }
     Ok(true)
+}
+
+/// The sum of what `manifests` request (cpu and memory; pids are not requested).
+pub fn requested<'a>(manifests: impl Iterator<Item = &'a ServiceManifest>) -> Resources {
+    let mut total = Resources::default();
+    for m in manifests {
+        let r = m.spec.effective().resources;
+        total.cpu_millis = total
+            .cpu_millis
+            .saturating_add(r.cpu_request_millicores.unwrap_or(0));
+        total.memory_bytes = total
+            .memory_bytes
+            .saturating_add(r.memory_request_bytes.unwrap_or(0));
+    }
+    total
+}
+
+/// Refuses the apply when the node's services would request more than its allocatable: there is
+/// no overcommit, because there is no eviction to fall back on.
+fn check_fit(
+    node: &str,
+    allocatable: Resources,
+    new: &[Manifest],
+    stored: &[ServiceManifest],
+) -> Result<(), NodeError> {
+    let new: Vec<&ServiceManifest> = new.iter().filter_map(Manifest::as_service).collect();
+    let others = stored
+        .iter()
+        .filter(|s| !new.iter().any(|n| n.metadata.name == s.metadata.name));
+    let before = requested(others.clone());
+    let total = requested(others.chain(new.iter().copied()));
+    let checks = [
+        (
+            "cpu",
+            "spec.resources.requests.cpu",
+            total.cpu_millis,
+            before.cpu_millis,
+            allocatable.cpu_millis,
+            "m",
+        ),
+        (
+            "memory",
+            "spec.resources.requests.memory",
+            total.memory_bytes,
+            before.memory_bytes,
+            allocatable.memory_bytes,
+            " bytes",
+        ),
+    ];
+    for (resource, field, total, before, allocatable, unit) in checks {
+        if total <= allocatable {
+            continue;
+        }
+        // Name the first new manifest that asks for this resource.
+        let culprit = new.iter().find(|m| {
+            let r = m.spec.effective().resources;
+            match resource {
+                "cpu" => r.cpu_request_millicores.unwrap_or(0) > 0,
+                _ => r.memory_request_bytes.unwrap_or(0) > 0,
+            }
+        });
+        let at = culprit
+            .and_then(|m| {
+                m.source()
+                    .map(|s| format!("{s}: {field}: service {}", m.metadata.name))
+            })
+            .unwrap_or_else(|| field.to_owned());
+        return Err(NodeError::Invalid(format!(
+            "{at} does not fit node {node}: {resource} requests would total {total}{unit}, \
+             allocatable is {allocatable}{unit} ({before}{unit} requested by the other services); \
+             lower the request or free the node (cloudlet never overcommits: it has no eviction)"
+        )));
+    }
+    Ok(())
 }

@@ -226,7 +226,9 @@ impl<S: Store> Backend for Node<S> {
             .into_iter()
             .map(|f| (f.name, f.content))
             .collect();
-        let outcomes = apply::apply(&self.store, &files).await?;
+        let fit = crate::monitor::latest(&self.snapshot)
+            .map(|snap| (self.options.node_name.clone(), snap.allocatable));
+        let outcomes = apply::apply(&self.store, &files, fit.as_ref()).await?;
         let items = outcomes
             .into_iter()
             .map(|o| {
@@ -385,6 +387,58 @@ impl<S: Store> Backend for Node<S> {
                 records.into_iter().map(|r| Ok(log_dto(r))),
             )))
         }
+    }
+
+    async fn nodes(&self) -> Result<Vec<dto::NodeStatus>, ApiError> {
+        let Some(snap) = crate::monitor::latest(&self.snapshot) else {
+            return Err(ApiError::Unavailable(
+                "the node monitor has not read this host yet".into(),
+            ));
+        };
+        let (records, _) = crate::load_services(&self.store).await?;
+        let requested = apply::requested(records.values().map(|r| &r.manifest));
+        let res = |r: cloudlet_host::Resources| dto::NodeResources {
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            pids: r.pids,
+        };
+        Ok(vec![dto::NodeStatus {
+            name: self.options.node_name.clone(),
+            capacity: res(snap.capacity.resources()),
+            reserve: res(self.options.monitor.reserve),
+            allocatable: res(snap.allocatable),
+            requested: res(requested),
+            memory_available_bytes: snap.usage.memory_available_bytes,
+            pids_in_use: snap.usage.pids_in_use,
+            disks: snap
+                .usage
+                .disks
+                .iter()
+                .map(|d| dto::NodeDisk {
+                    path: d.path.display().to_string(),
+                    mount_point: d.mount_point.display().to_string(),
+                    total_bytes: d.total_bytes,
+                    free_bytes: d.free_bytes,
+                    free_pct: d.free_pct().min(d.free_inodes_pct()),
+                })
+                .collect(),
+            conditions: snap
+                .conditions
+                .iter()
+                .map(|c| dto::NodeCondition {
+                    kind: c.condition.kind.as_str().to_owned(),
+                    status: c.condition.status,
+                    severity: c.condition.severity.map(|s| s.as_str().to_owned()),
+                    reason: c.condition.reason.clone(),
+                    since: c.since,
+                })
+                .collect(),
+            limits: self.limits_unenforced.as_ref().map_or_else(
+                || "enforced".to_owned(),
+                |why| format!("not enforced ({why})"),
+            ),
+            observed_at: snap.at,
+        }])
     }
 
     async fn run(&self, caller: Caller, request: RunRequest) -> Result<ActionResponse, ApiError> {

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod backend;
 pub mod events;
 pub mod executor;
+pub mod monitor;
 pub mod records;
 
 use std::collections::BTreeMap;
@@ -80,6 +81,8 @@ pub struct NodeOptions {
     pub log_retention: Duration,
     /// Keep at most this many events.
     pub max_events: usize,
+    /// Reserve, thresholds and watched disks of the node monitor.
+    pub monitor: monitor::MonitorOptions,
     /// cloudlet's cgroup, relative to the cgroup v2 mount. None: the cgroup cloudlet was started
     /// in when systemd delegated it, or `/cloudlet` when cloudlet was started at the root.
     pub cgroup_root: Option<PathBuf>,
@@ -93,6 +96,7 @@ pub struct Node<S> {
     reaper: Reaper,
     cgroups: Option<Arc<Hierarchy>>,
     limits_unenforced: Option<String>,
+    snapshot: monitor::SharedSnapshot,
     events: EventSink,
     options: NodeOptions,
 }
@@ -125,6 +129,7 @@ impl<S: Store> Node<S> {
             reaper,
             cgroups,
             limits_unenforced,
+            snapshot: Arc::default(),
             events,
             options,
         };
@@ -141,6 +146,23 @@ impl<S: Store> Node<S> {
             executor_socket,
         ));
         tokio::spawn(log_retention(node.clone()));
+        match monitor::read_node(&node.options.data_dir, &node.options.monitor) {
+            Ok(first) => {
+                for c in first.conditions.iter().filter(|c| c.condition.status) {
+                    node.condition_event(&c.condition);
+                }
+                monitor::store(&node.snapshot, first);
+            }
+            Err(e) => tracing::warn!("node monitor: {e}"),
+        }
+        if let Some(why) = &node.limits_unenforced {
+            node.event(
+                None,
+                "LimitsNotEnforced",
+                format!("service limits are not enforced on this node: {why}"),
+            );
+        }
+        tokio::spawn(monitor_loop(node.clone()));
         Ok(node)
     }
 
@@ -152,6 +174,19 @@ impl<S: Store> Node<S> {
     /// Lets go of the shims; services keep running.
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
+    }
+
+    /// Records a pressure condition that began, changed or ended: a warning, never an action.
+    pub(crate) fn condition_event(&self, c: &cloudlet_host::Condition) {
+        let message = match c.severity {
+            Some(sev) if c.status => format!(
+                "{}: {} (nothing is stopped: a warning only)",
+                sev.as_str(),
+                c.reason
+            ),
+            _ => format!("cleared: {}", c.reason),
+        };
+        self.event(None, c.kind.as_str(), message);
     }
 
     /// Records an event that did not come from the supervisor (apply, delete, ...).
@@ -373,12 +408,66 @@ fn setup_cgroups(root: Option<&std::path::Path>) -> (Option<Arc<Hierarchy>>, Opt
         }
     );
     let unenforced = (!report.missing.is_empty()).then(|| {
-        let why: Vec<String> = report
-            .missing
+        // One line per distinct reason: `cpu, memory, pids, io: controller not available ...`.
+        let mut by_reason: Vec<(String, Vec<String>)> = Vec::new();
+        for (c, why) in &report.missing {
+            match by_reason.iter_mut().find(|(w, _)| w == why) {
+                Some((_, cs)) => cs.push(c.to_string()),
+                None => by_reason.push((why.clone(), vec![c.to_string()])),
+            }
+        }
+        let parts: Vec<String> = by_reason
             .iter()
-            .map(|(c, why)| format!("{c}: {why}"))
+            .map(|(why, cs)| format!("{}: {why}", cs.join(", ")))
             .collect();
-        why.join("; ")
+        parts.join("; ")
     });
     (Some(Arc::new(hierarchy)), unenforced)
+}
+
+/// Every `interval`: the host's usage and conditions, and each service's cgroup counters.
+async fn monitor_loop<S: Store>(node: Node<S>) {
+    let mut book = monitor::CounterBook::new();
+    let mut tick = tokio::time::interval(node.options.monitor.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (dir, opts) = (node.options.data_dir.clone(), node.options.monitor.clone());
+        match tokio::task::spawn_blocking(move || monitor::read_node(&dir, &opts)).await {
+            Ok(Ok(mut snap)) => {
+                if let Some(old) = monitor::latest(&node.snapshot) {
+                    for changed in monitor::carry_over(&old, &mut snap) {
+                        node.condition_event(&changed);
+                    }
+                }
+                monitor::store(&node.snapshot, snap);
+            }
+            Ok(Err(e)) => tracing::warn!("node monitor: {e}"),
+            Err(e) => tracing::warn!("node monitor task: {e}"),
+        }
+        let Some(h) = node.cgroups.as_deref() else {
+            continue;
+        };
+        let Ok(views) = node.supervisor.snapshot().await else {
+            continue;
+        };
+        for v in views {
+            let Some(cg) = cloudlet_supervisor::machine::service_cgroup(Some(h), &v.cgroup) else {
+                continue;
+            };
+            let Ok(stats) = cg.stats() else { continue };
+            let now = monitor::CgroupCounters {
+                oom_kills: stats.memory_events.map_or(0, |e| e.oom_kill),
+                pids_max_hits: stats.pids_events_max.unwrap_or(0),
+            };
+            let before = book.insert(v.name.clone(), now).unwrap_or_default();
+            let pids_max = match stats.pids_max {
+                Some(cloudlet_cgroups::Max::Value(m)) => Some(m),
+                _ => None,
+            };
+            for (reason, message) in monitor::counter_events(&v.name, before, now, pids_max) {
+                node.event(Some(&v.name), reason, message);
+            }
+        }
+    }
 }

@@ -31,23 +31,27 @@ fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn apply_is_idempotent_and_reports_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("s.redb"), RedbOptions::default()).unwrap();
-    let first = apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]))
+    let first = apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]), None)
         .await
         .unwrap();
     assert!(
         first.iter().all(|o| o.applied == Applied::Created),
         "{first:?}"
     );
-    let again = apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]))
+    let again = apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]), None)
         .await
         .unwrap();
     assert!(
         again.iter().all(|o| o.applied == Applied::Unchanged),
         "{again:?}"
     );
-    let changed = apply(&store, &files(&[("a.yaml", &A.replace("'100'", "'200'"))]))
-        .await
-        .unwrap();
+    let changed = apply(
+        &store,
+        &files(&[("a.yaml", &A.replace("'100'", "'200'"))]),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(changed[0].applied, Applied::Configured);
 }
 
@@ -58,7 +62,7 @@ async fn a_bad_document_applies_nothing_and_deps_guard_deletes() {
     let bad = format!(
         "{A}---\napiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: c}}\nspec: {{command: []}}\n"
     );
-    let err = apply(&store, &files(&[("x.yaml", &bad)]))
+    let err = apply(&store, &files(&[("x.yaml", &bad)]), None)
         .await
         .unwrap_err();
     assert!(
@@ -68,7 +72,7 @@ async fn a_bad_document_applies_nothing_and_deps_guard_deletes() {
     use cloudlet_store::Store;
     assert!(store.list("/services/").await.unwrap().0.is_empty());
 
-    apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]))
+    apply(&store, &files(&[("a.yaml", A), ("b.yaml", B)]), None)
         .await
         .unwrap();
     let err = delete(&store, "a").await.unwrap_err();
@@ -82,4 +86,41 @@ async fn a_bad_document_applies_nothing_and_deps_guard_deletes() {
             .to_string()
             .contains("not found")
     );
+}
+
+#[tokio::test]
+async fn requests_that_do_not_fit_allocatable_are_refused_naming_node_and_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb"), RedbOptions::default()).unwrap();
+    let fit = (
+        "node-1".to_owned(),
+        cloudlet_host::Resources {
+            cpu_millis: 1000,
+            memory_bytes: 100 << 20,
+            pids: 1000,
+        },
+    );
+    // A requests 100m and 64Mi: fits.
+    apply(&store, &files(&[("a.yaml", A)]), Some(&fit))
+        .await
+        .unwrap();
+    let big = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: big}\nspec:\n  command: [x]\n  resources: {requests: {memory: 64Mi}}\n";
+    let err = apply(&store, &files(&[("big.yaml", big)]), Some(&fit))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("big.yaml: document 1: spec.resources.requests.memory: service big does not fit node node-1"), "{err}");
+    assert!(
+        err.contains("memory requests would total 134217728 bytes, allocatable is 104857600 bytes"),
+        "{err}"
+    );
+    // Re-applying A with a smaller request makes room: replacing counts once, not twice.
+    let smaller = A.replace("memory: 64Mi", "memory: 16Mi");
+    apply(
+        &store,
+        &files(&[("a.yaml", &smaller), ("big.yaml", big)]),
+        Some(&fit),
+    )
+    .await
+    .unwrap();
 }

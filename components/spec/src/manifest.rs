@@ -538,6 +538,29 @@ pub struct ResourceLimits {
     /// Largest number of processes and threads (more than 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    /// Block I/O limits, per device (`io.max`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub io: Vec<IoLimitSpec>,
+}
+
+/// `spec.resources.limits.io[]`: bandwidth and IOPS limits on one block device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
+pub struct IoLimitSpec {
+    /// A block device (`/dev/vda`) or any absolute path on the filesystem to limit (its disk).
+    pub device: PathBuf,
+    /// Read bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbps: Option<Quantity>,
+    /// Written bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wbps: Option<Quantity>,
+    /// Read operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub riops: Option<u64>,
+    /// Write operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiops: Option<u64>,
 }
 
 #[cfg(test)]

@@ -293,6 +293,20 @@ fn check_logs(f: &mut Findings, logs: &LogsSpec) {
 fn check_resources(f: &mut Findings, resources: &ResourcesSpec) {
     let requests = resources.requests.clone().unwrap_or_default();
     let limits = resources.limits.clone().unwrap_or_default();
+    for (i, io) in limits.io.iter().enumerate() {
+        if !io.device.is_absolute() {
+            f.add(
+                format!("spec.resources.limits.io[{i}].device"),
+                "must be an absolute path (a block device or a path on its filesystem)",
+            );
+        }
+        if io.rbps.is_none() && io.wbps.is_none() && io.riops.is_none() && io.wiops.is_none() {
+            f.add(
+                format!("spec.resources.limits.io[{i}]"),
+                "sets no limit: give rbps, wbps, riops or wiops",
+            );
+        }
+    }
     for (path, memory) in [
         ("spec.resources.requests.memory", &requests.memory),
         ("spec.resources.limits.memory", &limits.memory),

@@ -63,8 +63,26 @@ pub struct ServiceConfig {
     /// Its cgroup, relative to cloudlet's base: `services/<name>`, or `groups/<group>/<name>`
     /// for a transient service.
     pub cgroup: String,
-    /// Its cgroup limits (`pids` is always set: 1024 unless the manifest says otherwise).
+    /// Its cgroup limits (`pids` is always set: 1024 unless the manifest says otherwise). The
+    /// io limits are in `io`, by path, resolved to devices when the service starts.
     pub limits: cloudlet_cgroups::Limits,
+    /// `io.max` limits by device path.
+    pub io: Vec<IoSpec>,
+}
+
+/// An `io.max` limit on the block device of `device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoSpec {
+    /// A block device, or a path on the filesystem to limit.
+    pub device: std::path::PathBuf,
+    /// Read bytes per second.
+    pub rbps: Option<u64>,
+    /// Written bytes per second.
+    pub wbps: Option<u64>,
+    /// Read operations per second.
+    pub riops: Option<u64>,
+    /// Write operations per second.
+    pub wiops: Option<u64>,
 }
 
 /// `pids.max` of a service whose manifest sets none (the article's fix for leaked processes).
@@ -117,6 +135,22 @@ impl ServiceConfig {
                 pids: Some(effective.resources.pids_limit.unwrap_or(DEFAULT_PIDS_MAX)),
                 io: Vec::new(),
             },
+            io: spec
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .map(|l| {
+                    l.io.iter()
+                        .map(|io| IoSpec {
+                            device: io.device.clone(),
+                            rbps: io.rbps.as_ref().map(cloudlet_spec::Quantity::bytes),
+                            wbps: io.wbps.as_ref().map(cloudlet_spec::Quantity::bytes),
+                            riops: io.riops,
+                            wiops: io.wiops,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

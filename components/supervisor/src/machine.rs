@@ -1301,6 +1301,7 @@ fn placeholder_config(name: &str) -> ServiceConfig {
         },
         cgroup: format!("{}/{name}", cloudlet_cgroups::SERVICES),
         limits: cloudlet_cgroups::Limits::default(),
+        io: Vec::new(),
     }
 }
 
@@ -1315,11 +1316,25 @@ fn prepare_cgroup(
     };
     let cg = h.service(&config.cgroup)?;
     cg.create()?;
-    let not_applied = cg.apply_limits(&config.limits)?;
-    let note = if not_applied.is_empty() {
+    let mut limits = config.limits.clone();
+    let mut why: Vec<String> = Vec::new();
+    for io in &config.io {
+        match cloudlet_cgroups::block_device_of(&io.device) {
+            Ok(device) => limits.io.push(cloudlet_cgroups::IoLimit {
+                device,
+                rbps: io.rbps,
+                wbps: io.wbps,
+                riops: io.riops,
+                wiops: io.wiops,
+            }),
+            Err(e) => why.push(format!("io: {e}")),
+        }
+    }
+    let not_applied = cg.apply_limits(&limits)?;
+    why.extend(not_applied.iter().map(ToString::to_string));
+    let note = if why.is_empty() {
         "enforced".to_owned()
     } else {
-        let why: Vec<String> = not_applied.iter().map(ToString::to_string).collect();
         format!("not enforced ({})", why.join("; "))
     };
     Ok((Some(cg.path().to_owned()), Some(note)))
