@@ -36,7 +36,12 @@ pub fn cloudlet_bin() -> PathBuf {
 /// A one-node cloudlet in a temp dir.
 #[derive(Debug)]
 pub struct Cluster {
+    /// Mounts in the temp dir: dropped (unmounted) after everything the cluster started is
+    /// gone and before the temp dir is removed (fields drop in declaration order).
+    guards: Vec<Tmpfs>,
     dir: tempfile::TempDir,
+    data: PathBuf,
+    args: Vec<String>,
     server: Option<Child>,
     bin: PathBuf,
 }
@@ -50,17 +55,40 @@ impl Default for Cluster {
 impl Cluster {
     /// Starts a server on a fresh data dir and waits until its API answers.
     pub fn start() -> Cluster {
+        let mut c = Cluster::unstarted(None, &[]);
+        c.start_server();
+        c
+    }
+
+    /// A cluster whose server is not started yet: its data dir is the temp dir or `data_subdir`
+    /// of it, and `args` go to every `cloudlet server` it starts.
+    pub fn unstarted(data_subdir: Option<&str>, args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("cl-e2e-")
             .tempdir()
             .expect("temp dir");
-        let mut c = Cluster {
+        let data = data_subdir.map_or_else(|| dir.path().to_owned(), |d| dir.path().join(d));
+        Cluster {
             dir,
+            data,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             server: None,
             bin: cloudlet_bin(),
-        };
-        c.start_server();
-        c
+            guards: Vec::new(),
+        }
+    }
+
+    /// Adds arguments for every `cloudlet server` this cluster starts from now on.
+    pub fn add_server_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+    }
+
+    /// Mounts a tmpfs of `size` (e.g. `4m`) at `name` in the temp dir; unmounted after the
+    /// cluster is gone.
+    pub fn mount_tmpfs(&mut self, name: &str, size: &str) -> PathBuf {
+        let path = self.path(name);
+        self.guards.push(Tmpfs::mount(&path, size));
+        path
     }
 
     /// The test's own cgroup subtree (relative to the cgroup v2 mount), named after its data
@@ -89,7 +117,7 @@ impl Cluster {
 
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 
     /// A path inside the test's temp dir (for pid files, sockets, markers).
@@ -109,6 +137,7 @@ impl Cluster {
             .args(["server", "--data-dir"])
             .arg(self.data_dir())
             .args(["--node-name", "test-node", "--log", "info"])
+            .args(&self.args)
             .arg("--cgroup-root")
             .arg(self.cgroup_root())
             .stdin(Stdio::null())
@@ -447,4 +476,62 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = cg.kill();
     let _ = cg.wait_empty(Duration::from_secs(5));
     let _ = cg.remove();
+}
+
+/// A tmpfs mounted by a test in its own temp dir, unmounted on drop.
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `path` (created).
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mount point");
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "mount tmpfs at {}", path.display());
+        Tmpfs {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Writes `bytes` of zeros to `path` (creating or growing it); returns how many were written
+/// before the filesystem was full.
+pub fn fill(path: &Path, bytes: u64) -> u64 {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open fill file");
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    while written < bytes {
+        let left = usize::try_from(bytes - written)
+            .unwrap_or(chunk.len())
+            .min(chunk.len());
+        match f.write(&chunk[..left]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n as u64,
+        }
+    }
+    let _ = f.sync_all();
+    written
 }
