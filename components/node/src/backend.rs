@@ -432,6 +432,15 @@ impl<S: Store> Backend for Node<S> {
                     reason: c.condition.reason.clone(),
                     since: c.since,
                 })
+                .chain(std::iter::once(dto::NodeCondition {
+                    kind: "LimitsNotEnforced".to_owned(),
+                    status: self.limits_unenforced.is_some(),
+                    severity: self.limits_unenforced.as_ref().map(|_| "warning".to_owned()),
+                    reason: self.limits_unenforced.clone().unwrap_or_else(|| {
+                        "cpu, memory, pids and io limits are enforced by cgroup v2".to_owned()
+                    }),
+                    since: self.started_at,
+                }))
                 .collect(),
             limits: self.limits_unenforced.as_ref().map_or_else(
                 || "enforced".to_owned(),

@@ -97,6 +97,7 @@ pub struct Node<S> {
     cgroups: Option<Arc<Hierarchy>>,
     limits_unenforced: Option<String>,
     snapshot: monitor::SharedSnapshot,
+    started_at: jiff::Timestamp,
     events: EventSink,
     options: NodeOptions,
 }
@@ -130,6 +131,7 @@ impl<S: Store> Node<S> {
             cgroups,
             limits_unenforced,
             snapshot: Arc::default(),
+            started_at: jiff::Timestamp::now(),
             events,
             options,
         };
