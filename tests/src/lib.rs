@@ -255,6 +255,50 @@ impl Cluster {
             .unwrap_or_else(|| panic!("service {name} not listed"))
     }
 
+    /// Follows `ctl logs NAME -f` until a line matches `pred`; returns it.
+    pub fn wait_log(
+        &self,
+        service: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut child = Command::new(&self.bin)
+            .args(["ctl", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["logs", service, "-f"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ctl logs -f");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let found = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if pred(&line) => break Some(line),
+                Ok(line) => seen.push(line),
+                Err(_) => break None,
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        found.unwrap_or_else(|| {
+            panic!(
+                "no matching line in the logs of {service} within {timeout:?}; last lines: {:?}",
+                &seen[seen.len().saturating_sub(10)..]
+            )
+        })
+    }
+
     /// Follows the event stream from now on (and its past, which `wait` skips unless asked).
     pub fn events(&self) -> EventWatch {
         EventWatch::start(&self.bin, self.data_dir())
@@ -305,6 +349,27 @@ pub fn workload_bin() -> PathBuf {
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
     let _ = nix::sys::signal::kill(pid, sig);
+}
+
+/// Waits until `pid` has exited (a pidfd becomes readable at exit: an event, not polling).
+/// True when it exited within `timeout`, or was gone already.
+pub fn wait_exit(pid: u32, timeout: Duration) -> bool {
+    use std::os::fd::AsFd;
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return true; // ESRCH: gone already
+    };
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
 /// Whether `pid` exists (and is not a zombie).

@@ -66,14 +66,11 @@ fn a_stop_ends_the_whole_cgroup_even_a_daemon_that_left_the_process_group() {
 
     c.ctl_ok(&["stop", "d"]);
     events.wait_for("d", "Stopped", T);
-    let deadline = Instant::now() + T;
-    while alive(daemon) {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon {daemon} outlived its service's stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        cloudlet_tests::wait_exit(daemon, T),
+        "the daemon {daemon} outlived its service's stop"
+    );
+    assert!(!alive(daemon));
 
     c.ctl_ok(&["delete", "service", "d"]);
     events.wait_for("d", "Deleted", T);

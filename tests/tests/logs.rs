@@ -28,18 +28,7 @@ fn logs_rotate_and_read_back_in_order_across_files() {
         ),
     );
     events.wait_for("chatty", "Ready", T);
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let tail = c.ctl_ok(&["logs", "chatty", "--tail", "1"]);
-        if tail.contains("line 3000 ") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "last line never arrived: {tail}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_log("chatty", T, |l| l.starts_with("line 3000 "));
     let files: Vec<_> = std::fs::read_dir(c.data_dir().join("logs/chatty"))
         .unwrap()
         .flatten()

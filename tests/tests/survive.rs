@@ -149,11 +149,7 @@ fn an_exit_while_the_server_is_down_is_handled_by_policy_on_adoption() {
     c.kill_server();
     cloudlet_tests::signal(pid, nix::sys::signal::Signal::SIGKILL);
     // The shim reaps it and keeps the exit for the next server.
-    let deadline = Instant::now() + T;
-    while alive(pid) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(cloudlet_tests::wait_exit(pid, T));
     c.start_server();
     let mut events = c.events();
     let adopted = events.wait_for("a", "Adopted", T);
@@ -184,21 +180,14 @@ fn fifty_orphans_are_reaped_and_no_zombie_remains() {
     );
     events.wait_for("orphaner", "Ready", T);
     // Wait for the line that lists the orphans, then until they have all exited.
-    let deadline = Instant::now() + T;
-    let pids: Vec<u32> = loop {
-        let log = c.ctl_ok(&["logs", "orphaner"]);
-        if let Some(line) = log.lines().find(|l| l.contains("orphaned 50 pids:")) {
-            break line
-                .split("pids:")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .map(|p| p.parse().unwrap())
-                .collect();
-        }
-        assert!(Instant::now() < deadline, "no orphans reported: {log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let line = c.wait_log("orphaner", T, |l| l.contains("orphaned 50 pids:"));
+    let pids: Vec<u32> = line
+        .split("pids:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     assert_eq!(pids.len(), 50);
     let shim_pids = shims_of(&c);
     assert!(!shim_pids.is_empty());
@@ -208,6 +197,10 @@ fn fifty_orphans_are_reaped_and_no_zombie_remains() {
         .filter(|(p, _)| pids.contains(p))
         .count();
     assert!(adopted > 0, "no orphan was re-parented to the shim");
+    for p in &pids {
+        assert!(cloudlet_tests::wait_exit(*p, T), "orphan {p} never exited");
+    }
+    // Exited; now they must be reaped (the shim reaps on SIGCHLD; nothing to await from here).
     let deadline = Instant::now() + T;
     loop {
         let zombies = children_of(&shim_pids)
@@ -305,14 +298,10 @@ fn a_killed_shim_takes_its_run_with_it_and_the_service_comes_back() {
             && e["message"].as_str().unwrap().starts_with("run 2 ")
     });
     // Never two copies: the orphaned run was killed before the new one started.
-    let deadline = Instant::now() + T;
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the old run {pid} is still alive"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        cloudlet_tests::wait_exit(pid, T),
+        "the old run {pid} is still alive"
+    );
     let s = c.service("a");
     assert_eq!(s["state"], "running", "{s}");
     assert_ne!(s["pid"].as_u64().unwrap() as u32, pid);
