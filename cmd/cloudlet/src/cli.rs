@@ -44,9 +44,6 @@ pub enum Command {
         any check FAILs (WARN alone exits 0: cloudlet runs, and says what it cannot do)."
     )]
     CheckConfig(CheckConfigArgs),
-    /// Internal: the per-service keeper process started by the server.
-    #[command(hide = true)]
-    Shim(ShimArgs),
 }
 
 /// `cloudlet server`.
@@ -99,20 +96,6 @@ pub struct CheckConfigArgs {
     /// Output format (yaml prints JSON too).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-/// `cloudlet shim` (internal).
-#[derive(Debug, Args)]
-pub struct ShimArgs {
-    /// Service name.
-    #[arg(long)]
-    pub name: String,
-    /// The shim's run directory (socket, pid file).
-    #[arg(long)]
-    pub run_dir: PathBuf,
-    /// The service's log directory.
-    #[arg(long)]
-    pub log_dir: PathBuf,
 }
 
 /// `cloudlet ctl`.

@@ -15,17 +15,27 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // `cloudlet shim` (internal, one per service) stays small: its three flags are read by hand,
+    // before clap builds the whole command tree, and it runs no async runtime or logging
+    // framework. Every page it does not touch stays shared with the other shims.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "shim") {
+        return match cloudlet_supervisor::shim::process::ShimArgs::parse(args) {
+            Ok(shim) => match cloudlet_supervisor::shim::process::run(shim) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(usage) => {
+                eprintln!("error: {usage}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     let result = match cli.command {
-        // The shim stays small: no async runtime, no logging framework.
-        Command::Shim(args) => {
-            cloudlet_supervisor::shim::process::run(cloudlet_supervisor::shim::process::ShimArgs {
-                name: args.name,
-                run_dir: args.run_dir,
-                log_dir: args.log_dir,
-            })
-            .map_err(anyhow::Error::from)
-        }
         Command::Server(args) => server::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::CheckConfig(args) => check::run(&args),

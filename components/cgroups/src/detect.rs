@@ -3,6 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::mountinfo::{self, Mount};
 use crate::{CgroupError, Controller, file};
 
 /// Where the cgroup v2 hierarchy is and where this process sits in it.
@@ -37,12 +38,42 @@ pub fn detect() -> Result<Detected, CgroupError> {
     )
 }
 
-/// Finds the cgroup2 mount holding this process's cgroup (the `0::/path` line of
-/// `proc_self_cgroup`) in `mountinfo`. When several cgroup2 mounts could hold it, the one whose
-/// root is the deepest ancestor wins, then the first listed.
+/// Finds the cgroup2 mount holding this process's cgroup ([`own_cgroup`]) in `mountinfo`, chosen
+/// by [`cgroup2_mount`], and the controllers cgroup v1 hierarchies hold.
 pub fn detect_with(proc_self_cgroup: &Path, mountinfo: &Path) -> Result<Detected, CgroupError> {
-    let cgroup_text = file::read(proc_self_cgroup)?;
-    let own = cgroup_text
+    let own = own_cgroup(proc_self_cgroup)?;
+    let mounts = mountinfo::read(mountinfo)?;
+    let Some(best) = cgroup2_mount(&mounts, Some(&own)).filter(|m| own.starts_with(&m.root)) else {
+        return Err(CgroupError::NotV2 {
+            reason: format!(
+                "no cgroup2 mount holding {} in {}",
+                own.display(),
+                mountinfo.display()
+            ),
+        });
+    };
+    let rel = own.strip_prefix(&best.root).unwrap_or(&own);
+    let mut v1_bound: Vec<Controller> = mounts
+        .iter()
+        .filter(|m| m.fs_type == "cgroup")
+        .flat_map(|m| m.super_options.split(','))
+        .filter_map(Controller::from_v1_name)
+        .collect();
+    v1_bound.sort();
+    v1_bound.dedup();
+    Ok(Detected {
+        mount: best.mount_point.clone(),
+        own: Path::new("/").join(rel),
+        v1_bound,
+    })
+}
+
+/// This process's cgroup in the v2 hierarchy: the `0::/path` line of `proc_self_cgroup`
+/// (`/proc/self/cgroup`), without a ` (deleted)` suffix. [`CgroupError::NotV2`] when there is no
+/// such line (cgroup v1 only) or the path lies outside this cgroup namespace.
+pub fn own_cgroup(proc_self_cgroup: &Path) -> Result<PathBuf, CgroupError> {
+    let text = file::read(proc_self_cgroup)?;
+    let own = text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or_else(|| CgroupError::NotV2 {
@@ -61,102 +92,37 @@ pub fn detect_with(proc_self_cgroup: &Path, mountinfo: &Path) -> Result<Detected
             ),
         });
     }
+    Ok(own.to_owned())
+}
 
-    let mounts = parse_mountinfo(mountinfo, &file::read(mountinfo)?)?;
-    let mut best: Option<&Mount> = None;
-    for m in mounts.iter().filter(|m| m.fstype == "cgroup2") {
-        let deeper = best.is_none_or(|b| m.root.components().count() > b.root.components().count());
-        if own.starts_with(&m.root) && deeper {
-            best = Some(m);
-        }
-    }
-    let Some(best) = best else {
-        return Err(CgroupError::NotV2 {
-            reason: format!(
-                "no cgroup2 mount holding {} in {}",
-                own.display(),
-                mountinfo.display()
-            ),
-        });
+/// The cgroup2 mount to use for the cgroup `own`, `None` when no cgroup2 filesystem is mounted.
+/// Mounts whose root holds `own` come first, the deepest root first; then the one at
+/// `/sys/fs/cgroup`, then the one at `/sys/fs/cgroup/unified`, then the first listed. When none
+/// holds `own` (or `own` is unknown) the mount returned does not hold it: callers that need
+/// `own` inside it check.
+pub fn cgroup2_mount<'a>(mounts: &'a [Mount], own: Option<&Path>) -> Option<&'a Mount> {
+    let rank = |m: &Mount| {
+        let depth = match own {
+            Some(own) if own.starts_with(&m.root) => m.root.components().count(),
+            _ => 0,
+        };
+        let usual = [Path::new(HYBRID), Path::new(UNIFIED)]
+            .iter()
+            .position(|p| m.mount_point == *p);
+        (depth, usual)
     };
-    let rel = own.strip_prefix(&best.root).unwrap_or(own);
-    let mut v1_bound: Vec<Controller> = mounts
+    // `max_by_key` keeps the last of equals: reversed, that is the first listed.
+    mounts
         .iter()
-        .filter(|m| m.fstype == "cgroup")
-        .flat_map(|m| m.super_options.split(','))
-        .filter_map(Controller::from_v1_name)
-        .collect();
-    v1_bound.sort();
-    v1_bound.dedup();
-    Ok(Detected {
-        mount: best.mount_point.clone(),
-        own: Path::new("/").join(rel),
-        v1_bound,
-    })
+        .rev()
+        .filter(|m| m.fs_type == "cgroup2")
+        .max_by_key(|m| rank(m))
 }
 
-/// The parts of a mountinfo line we use.
-#[derive(Debug)]
-struct Mount {
-    root: PathBuf,
-    mount_point: PathBuf,
-    fstype: String,
-    super_options: String,
-}
-
-/// Parses `/proc/self/mountinfo`: `id parent maj:min root mount-point options [optional...] -
-/// fstype source super-options`.
-fn parse_mountinfo(path: &Path, text: &str) -> Result<Vec<Mount>, CgroupError> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let sep = fields.iter().skip(6).position(|f| *f == "-").map(|i| i + 6);
-        let (Some(sep), Some(root), Some(mount_point)) = (sep, fields.get(3), fields.get(4)) else {
-            return Err(CgroupError::Parse {
-                path: path.to_owned(),
-                line: line.to_owned(),
-            });
-        };
-        let Some(fstype) = fields.get(sep + 1) else {
-            return Err(CgroupError::Parse {
-                path: path.to_owned(),
-                line: line.to_owned(),
-            });
-        };
-        out.push(Mount {
-            root: PathBuf::from(unescape(root)),
-            mount_point: PathBuf::from(unescape(mount_point)),
-            fstype: (*fstype).to_owned(),
-            super_options: fields.get(sep + 3).copied().unwrap_or("").to_owned(),
-        });
-    }
-    Ok(out)
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
-            .map(|d| d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0')))
-            .and_then(|v| u8::try_from(v).ok());
-        match octal {
-            Some(b) => {
-                out.push(b);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Where systemd and the kernel documentation mount the unified hierarchy.
+const UNIFIED: &str = "/sys/fs/cgroup";
+/// Where systemd's "hybrid" layout mounts cgroup v2 beside the v1 hierarchies.
+const HYBRID: &str = "/sys/fs/cgroup/unified";
 
 #[cfg(test)]
 mod tests {
@@ -223,6 +189,38 @@ mod tests {
     }
 
     #[test]
+    fn the_mount_holding_own_then_sys_fs_cgroup_then_unified_then_the_first() {
+        let mounts = mountinfo::parse(
+            Path::new("mountinfo"),
+            "50 21 0:50 / /run/other rw - cgroup2 cgroup2 rw\n\
+             41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+             30 26 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+             51 21 0:26 /machine.slice /run/cg rw - cgroup2 cgroup2 rw\n\
+             52 21 0:27 / /run/v1 rw - cgroup cgroup rw,cpu\n",
+        )
+        .unwrap();
+        let chosen = |mounts: &[Mount], own: Option<&str>| {
+            cgroup2_mount(mounts, own.map(Path::new)).map(|m| m.mount_point.clone())
+        };
+        // The deepest root holding own wins; among equals /sys/fs/cgroup, then .../unified.
+        let at = |p: &str| Some(PathBuf::from(p));
+        assert_eq!(chosen(&mounts, Some("/machine.slice/vm1")), at("/run/cg"));
+        assert_eq!(chosen(&mounts, Some("/user.slice")), at("/sys/fs/cgroup"));
+        assert_eq!(
+            chosen(&mounts[..2], Some("/")),
+            at("/sys/fs/cgroup/unified")
+        );
+        // None holds own, or own is unknown: the same order among all of them.
+        assert_eq!(chosen(&mounts[3..], Some("/user.slice")), at("/run/cg"));
+        assert_eq!(chosen(&mounts, None), at("/sys/fs/cgroup"));
+        assert_eq!(
+            chosen(&[mounts[0].clone(), mounts[3].clone()], None),
+            at("/run/other")
+        );
+        assert_eq!(chosen(&mounts[4..], None), None);
+    }
+
+    #[test]
     fn v1_only_and_missing_mount_are_not_v2() {
         let err = detect_fixture("1:cpu:/\n", HYBRID).unwrap_err();
         assert!(matches!(err, CgroupError::NotV2 { .. }), "{err}");
@@ -232,6 +230,15 @@ mod tests {
         let err = detect_fixture("0::/\n", &no_v2).unwrap_err();
         assert!(
             err.to_string().contains("no cgroup2 mount holding /"),
+            "{err}"
+        );
+
+        // A cgroup2 mount that shows only a subtree this process is not in.
+        let subtree = "51 21 0:26 /machine.slice /run/cg rw - cgroup2 cgroup2 rw\n";
+        let err = detect_fixture("0::/user.slice\n", subtree).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no cgroup2 mount holding /user.slice"),
             "{err}"
         );
 

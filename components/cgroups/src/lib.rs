@@ -33,6 +33,7 @@ mod error;
 mod file;
 mod hierarchy;
 mod limits;
+pub mod mountinfo;
 mod service;
 mod stats;
 #[cfg(test)]
@@ -40,7 +41,7 @@ mod testroot;
 
 use std::fmt;
 
-pub use detect::{Detected, detect, detect_with};
+pub use detect::{Detected, cgroup2_mount, detect, detect_with, own_cgroup};
 pub use error::CgroupError;
 pub use hierarchy::{GROUPS, Hierarchy, SERVICES, SetupReport};
 pub use limits::{

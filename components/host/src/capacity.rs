@@ -67,11 +67,7 @@ impl Resources {
 
 /// Reads the capacity of this host, with the filesystems that hold `disk_paths` (each must exist).
 pub fn capacity(paths: &HostPaths, disk_paths: &[PathBuf]) -> Result<Capacity, HostError> {
-    let online = paths.sys.join("devices/system/cpu/online");
-    let cpus = count_cpus(&crate::read(&online)?).map_err(|reason| HostError::Parse {
-        path: online.clone(),
-        reason,
-    })?;
+    let cpus = crate::read_parsed(&paths.sys.join("devices/system/cpu/online"), count_cpus)?;
     let pid_max = read_number(paths.proc.join("sys/kernel/pid_max"))?;
     let threads_max = read_number(paths.proc.join("sys/kernel/threads-max"))?;
     Ok(Capacity {
@@ -100,10 +96,9 @@ fn count_cpus(list: &str) -> Result<u64, String> {
 }
 
 fn read_number(path: PathBuf) -> Result<u64, HostError> {
-    let text = crate::read(&path)?;
-    text.trim().parse().map_err(|_| HostError::Parse {
-        reason: format!("not a number: {:?}", text.trim()),
-        path,
+    crate::read_parsed(&path, |text| {
+        let text = text.trim();
+        text.parse().map_err(|_| format!("not a number: {text:?}"))
     })
 }
 

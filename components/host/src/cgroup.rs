@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::mountinfo::{self, Mount};
+use cloudlet_cgroups::CgroupError;
+
+use crate::mountinfo;
 use crate::{HostError, HostPaths};
 
 /// The mount point systemd and the kernel documentation use for the unified hierarchy.
@@ -35,8 +37,8 @@ pub(crate) struct CgroupV2 {
     /// replaced by [`HostPaths::sys_fs_cgroup`].
     pub(crate) dir: PathBuf,
     /// This process's cgroup as `/proc/self/cgroup`'s `0::` line names it
-    /// (`/system.slice/cloudlet.service`), if it has one.
-    pub(crate) own: Option<String>,
+    /// (`/system.slice/cloudlet.service`), or why it has none there.
+    pub(crate) own: Result<PathBuf, String>,
     /// The directory of that cgroup under `dir`, when it lies under what the mount shows.
     pub(crate) own_dir: Option<PathBuf>,
 }
@@ -45,15 +47,25 @@ impl CgroupV2 {
     /// Whether this process sits in the root cgroup (which has no `cgroup.kill`, no
     /// `cgroup.events` and no `*.max` files).
     pub(crate) fn own_is_root(&self) -> bool {
-        self.own.as_deref() == Some("/")
+        self.own.as_deref() == Ok(Path::new("/"))
     }
 }
 
-/// Finds cgroup v2: `None` when no cgroup2 filesystem is mounted. When several are, the one at
-/// `/sys/fs/cgroup` wins, then the one at `/sys/fs/cgroup/unified`, then the first.
+/// Finds cgroup v2: `None` when no cgroup2 filesystem is mounted. The mount is the one
+/// [`cloudlet_cgroups::cgroup2_mount`] chooses for this process's cgroup (so check-config looks
+/// where cloudlet will), even when that cgroup is not under it.
 pub(crate) fn cgroup_v2(paths: &HostPaths) -> Result<Option<CgroupV2>, HostError> {
     let mounts = mountinfo::read(paths)?;
-    let Some(mount) = choose(&mounts) else {
+    // Without cgroup v2 there is nothing to look for in /proc/self/cgroup.
+    if !mounts.iter().any(|m| m.fs_type == "cgroup2") {
+        return Ok(None);
+    }
+    let own = match cloudlet_cgroups::own_cgroup(&paths.proc.join("self/cgroup")) {
+        Ok(own) => Ok(own),
+        Err(CgroupError::NotV2 { reason }) => Err(reason),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(mount) = cloudlet_cgroups::cgroup2_mount(&mounts, own.as_deref().ok()) else {
         return Ok(None);
     };
     let layout = if mount.mount_point == Path::new(UNIFIED) {
@@ -67,11 +79,10 @@ pub(crate) fn cgroup_v2(paths: &HostPaths) -> Result<Option<CgroupV2>, HostError
         Ok(rest) => paths.sys_fs_cgroup.join(rest),
         Err(_) => mount.mount_point.clone(),
     };
-    let own_file = paths.proc.join("self/cgroup");
-    let own = own_cgroup(&crate::read(&own_file)?);
     let own_dir = own
         .as_deref()
-        .and_then(|own| Path::new(own).strip_prefix(&mount.root).ok())
+        .ok()
+        .and_then(|own| own.strip_prefix(&mount.root).ok())
         .map(|rel| dir.join(rel));
     Ok(Some(CgroupV2 {
         layout,
@@ -80,20 +91,6 @@ pub(crate) fn cgroup_v2(paths: &HostPaths) -> Result<Option<CgroupV2>, HostError
         own,
         own_dir,
     }))
-}
-
-fn choose(mounts: &[Mount]) -> Option<&Mount> {
-    let v2 = || mounts.iter().filter(|m| m.fs_type == "cgroup2");
-    v2().find(|m| m.mount_point == Path::new(UNIFIED))
-        .or_else(|| v2().find(|m| m.mount_point == Path::new(HYBRID)))
-        .or_else(|| v2().next())
-}
-
-/// The path of the `0::<path>` line of `/proc/<pid>/cgroup` (the v2 hierarchy).
-fn own_cgroup(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(str::to_owned)
 }
 
 /// The controllers listed in `<cgroup>/cgroup.controllers`.
@@ -159,17 +156,19 @@ mod tests {
         assert_eq!(found.dir, Path::new("/run/cg"));
         assert_eq!(found.own_dir, Some(PathBuf::from("/run/cg/vm1")));
 
-        // Outside what the mount shows: no directory; no v2 line: no own cgroup at all.
+        // Outside what the mount shows: no directory; no v2 line or one outside this cgroup
+        // namespace: no own cgroup at all.
         for (self_cgroup, own) in [
             ("0::/user.slice\n", Some("/user.slice")),
             ("1:cpu:/\n", None),
+            ("0::/../x\n", None),
         ] {
             let (_root, paths) = fixture::host(&[
                 ("proc/self/mountinfo", mountinfo),
                 ("proc/self/cgroup", self_cgroup),
             ]);
             let found = cgroup_v2(&paths).unwrap().unwrap();
-            assert_eq!(found.own.as_deref(), own);
+            assert_eq!(found.own.as_deref().ok(), own.map(Path::new));
             assert_eq!(found.own_dir, None);
         }
     }

@@ -224,11 +224,17 @@ fn with_own_cgroup(
             Some(dir) => check(cg, dir),
             None => Check::warn(
                 name,
-                format!(
-                    "this process's cgroup {} is not under the cgroup v2 mount at {}",
-                    cg.own.as_deref().unwrap_or("(none in /proc/self/cgroup)"),
-                    cg.mount_point.display()
-                ),
+                match &cg.own {
+                    Ok(own) => format!(
+                        "this process's cgroup {} is not under the cgroup v2 mount at {}",
+                        own.display(),
+                        cg.mount_point.display()
+                    ),
+                    Err(why) => format!(
+                        "this process has no cgroup under the cgroup v2 mount at {}: {why}",
+                        cg.mount_point.display()
+                    ),
+                },
                 "run cloudlet in the host's cgroup namespace, with the host's /sys/fs/cgroup",
             ),
         },
@@ -729,6 +735,32 @@ mod tests {
                 .detail
                 .contains("limits are not enforced")
         );
+    }
+
+    #[test]
+    fn a_cgroup_outside_the_mount_or_none_at_all_is_named() {
+        let mountinfo = "31 23 0:28 /machine.slice /run/cg rw - cgroup2 cgroup2 rw\n";
+        for (self_cgroup, says) in [
+            (
+                "0::/user.slice\n",
+                "this process's cgroup /user.slice is not under the cgroup v2 mount at /run/cg",
+            ),
+            (
+                "1:cpu:/\n",
+                "this process has no cgroup under the cgroup v2 mount at /run/cg: ",
+            ),
+        ] {
+            let (_root, paths) = fixture::host(&[
+                ("proc/self/mountinfo", mountinfo),
+                ("proc/self/cgroup", self_cgroup),
+            ]);
+            let checks = run(&paths);
+            for name in ["cgroup-controllers", "cgroup-delegation", "cgroup-kill"] {
+                let c = find(&checks, name);
+                assert_eq!(c.status, CheckStatus::Warn, "{c:?}");
+                assert!(c.detail.starts_with(says), "{c:?}");
+            }
+        }
     }
 
     #[test]

@@ -109,6 +109,7 @@ mod tests {
             root: "/".into(),
             mount_point: resolved.parent().unwrap().to_owned(),
             fs_type: "testfs".into(),
+            super_options: "rw".into(),
         }];
         let disk = read_one(&mounts, dir.path()).unwrap();
         assert_eq!(disk.path, dir.path());

@@ -25,6 +25,10 @@ pub enum HostError {
         /// What was wrong.
         reason: String,
     },
+    /// The mount table or this process's cgroup could not be read or parsed (the cgroups crate
+    /// reads both, and its error names the file).
+    #[error(transparent)]
+    Cgroup(#[from] cloudlet_cgroups::CgroupError),
     /// A disk path could not be resolved to an absolute path without symlinks.
     #[error("resolve {}: {source}", path.display())]
     Resolve {

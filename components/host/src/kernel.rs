@@ -20,8 +20,7 @@ impl KernelVersion {
 }
 
 pub(crate) fn read(paths: &HostPaths) -> Result<KernelVersion, HostError> {
-    let path = paths.proc.join("sys/kernel/osrelease");
-    parse(&crate::read(&path)?).map_err(|reason| HostError::Parse { path, reason })
+    crate::read_parsed(&paths.proc.join("sys/kernel/osrelease"), parse)
 }
 
 /// `6.1.0-18-amd64`, `5.15.0-91-generic`, `4.19.0+`, `6.8`.

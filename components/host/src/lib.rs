@@ -73,3 +73,14 @@ fn read(path: &Path) -> Result<String, HostError> {
         source,
     })
 }
+
+/// Reads a whole text file and parses it with `parse`, naming the path in either error.
+fn read_parsed<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, HostError> {
+    parse(&read(path)?).map_err(|reason| HostError::Parse {
+        path: path.to_owned(),
+        reason,
+    })
+}

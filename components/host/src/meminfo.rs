@@ -11,8 +11,7 @@ pub(crate) struct MemInfo {
 }
 
 pub(crate) fn read(paths: &HostPaths) -> Result<MemInfo, HostError> {
-    let path = paths.proc.join("meminfo");
-    parse(&crate::read(&path)?).map_err(|reason| HostError::Parse { path, reason })
+    crate::read_parsed(&paths.proc.join("meminfo"), parse)
 }
 
 /// `MemAvailable` exists since Linux 3.14, which is far below what cloudlet needs anyway.

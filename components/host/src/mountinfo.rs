@@ -1,79 +1,18 @@
-//! Parsing of `/proc/self/mountinfo`, and finding the mount a path lives on. It owns only the
-//! reading of the mount table; it must never mount or unmount anything.
+//! The mount table of this host (parsed by `cloudlet_cgroups::mountinfo`) and finding the mount a
+//! path lives on. It owns only the reading of the mount table; it must never mount or unmount
+//! anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub(crate) use cloudlet_cgroups::mountinfo::Mount;
 
 use crate::{HostError, HostPaths};
 
-/// One line of `/proc/self/mountinfo` (the fields cloudlet uses).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Mount {
-    /// The directory of the mounted filesystem that appears at `mount_point` (`/` unless a bind
-    /// mount or a cgroup namespace shows a subtree).
-    pub(crate) root: PathBuf,
-    /// Where it is mounted, as this process sees it.
-    pub(crate) mount_point: PathBuf,
-    /// The filesystem type: `ext4`, `tmpfs`, `cgroup2`, ...
-    pub(crate) fs_type: String,
-}
-
+/// The mounts of `/proc/self/mountinfo` under [`HostPaths::proc`].
 pub(crate) fn read(paths: &HostPaths) -> Result<Vec<Mount>, HostError> {
-    let path = paths.proc.join("self/mountinfo");
-    parse(&crate::read(&path)?).map_err(|reason| HostError::Parse { path, reason })
-}
-
-/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`: the
-/// optional fields end at a lone `-`, after which come the type, the source and the options.
-fn parse(text: &str) -> Result<Vec<Mount>, String> {
-    let mut mounts = Vec::new();
-    for (number, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let bad = || format!("line {}: not a mountinfo line: {line:?}", number + 1);
-        let fields: Vec<&str> = line.split(' ').collect();
-        let dash = fields.iter().position(|f| *f == "-").ok_or_else(bad)?;
-        let (Some(root), Some(mount_point), Some(fs_type)) =
-            (fields.get(3), fields.get(4), fields.get(dash + 1))
-        else {
-            return Err(bad());
-        };
-        if dash < 6 {
-            return Err(bad());
-        }
-        mounts.push(Mount {
-            root: PathBuf::from(unescape(root)),
-            mount_point: PathBuf::from(unescape(mount_point)),
-            fs_type: (*fs_type).to_owned(),
-        });
-    }
-    Ok(mounts)
-}
-
-/// The kernel writes space, tab, newline and backslash in paths as `\040`, `\011`, `\012`, `\134`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
-            .and_then(|n| u8::try_from(n).ok());
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(cloudlet_cgroups::mountinfo::read(
+        &paths.proc.join("self/mountinfo"),
+    )?)
 }
 
 /// The mount that holds `path` (absolute, symlinks resolved): the one with the longest mount point
@@ -125,48 +64,35 @@ pub(crate) const LEGACY: &str = "\
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_root_mount_point_and_type_past_optional_fields() {
-        let mounts = parse(HYBRID).unwrap();
-        assert_eq!(mounts.len(), 8);
-        assert_eq!(
-            mounts[7],
-            Mount {
-                root: "/".into(),
-                mount_point: "/sys/fs/cgroup/unified".into(),
-                fs_type: "cgroup2".into(),
-            }
-        );
-        assert_eq!(mounts[3].fs_type, "tmpfs");
-    }
-
-    #[test]
-    fn unescapes_octal_and_keeps_other_backslashes() {
-        let line = r"40 21 0:40 /a\134b /mnt/my\040disk\011x rw - ext4 /dev/sdb rw";
-        let mount = &parse(line).unwrap()[0];
-        assert_eq!(mount.root, Path::new(r"/a\b"));
-        assert_eq!(mount.mount_point, Path::new("/mnt/my disk\tx"));
-        assert_eq!(unescape(r"a\9b\04"), r"a\9b\04");
-    }
-
-    #[test]
-    fn rejects_lines_that_are_not_mountinfo() {
-        for text in ["21 1 0:20 / / rw ext4", "21 - ext4", "1 2 3 4 5 - x"] {
-            assert!(parse(text).unwrap_err().contains("line 1"), "{text}");
-        }
-        assert!(parse("\n").unwrap().is_empty());
+    fn parse(text: &str) -> Vec<Mount> {
+        cloudlet_cgroups::mountinfo::parse(Path::new("mountinfo"), text).unwrap()
     }
 
     #[test]
     fn a_path_belongs_to_the_deepest_mount_and_the_top_of_a_stack() {
-        let mut mounts = parse(HYBRID).unwrap();
+        let mut mounts = parse(HYBRID);
         let of = |mounts: &[Mount], p: &str| mount_of(mounts, Path::new(p)).unwrap().clone();
         assert_eq!(of(&mounts, "/var/lib/cloudlet").mount_point, Path::new("/"));
         assert_eq!(of(&mounts, "/tmp/x").fs_type, "tmpfs");
         assert_eq!(of(&mounts, "/tmpfoo").fs_type, "ext4");
         assert_eq!(of(&mounts, "/sys/fs/cgroup/unified/a").fs_type, "cgroup2");
-        mounts.extend(parse("50 25 0:50 / /tmp rw - xfs /dev/sdc rw").unwrap());
+        mounts.extend(parse("50 25 0:50 / /tmp rw - xfs /dev/sdc rw"));
         assert_eq!(of(&mounts, "/tmp/x").fs_type, "xfs");
         assert!(mount_of(&mounts[1..2], Path::new("/var")).is_none());
+    }
+
+    #[test]
+    fn read_names_the_file_it_could_not_read_or_parse() {
+        let (_root, paths) = crate::fixture::host(&[]);
+        let err = read(&paths).unwrap_err().to_string();
+        assert!(err.starts_with("read "), "{err}");
+        assert!(err.contains("proc/self/mountinfo"), "{err}");
+
+        let (_root, paths) = crate::fixture::host(&[("proc/self/mountinfo", "21 - ext4\n")]);
+        let err = read(&paths).unwrap_err().to_string();
+        assert!(
+            err.contains("proc/self/mountinfo: unexpected line \"21 - ext4\""),
+            "{err}"
+        );
     }
 }

@@ -46,11 +46,7 @@ pub struct PsiReading {
 
 /// Reads this host's usage, with the filesystems that hold `disk_paths` (each must exist).
 pub fn usage(paths: &HostPaths, disk_paths: &[PathBuf]) -> Result<Usage, HostError> {
-    let loadavg = paths.proc.join("loadavg");
-    let pids_in_use = threads(&crate::read(&loadavg)?).map_err(|reason| HostError::Parse {
-        path: loadavg.clone(),
-        reason,
-    })?;
+    let pids_in_use = crate::read_parsed(&paths.proc.join("loadavg"), threads)?;
     Ok(Usage {
         memory_available_bytes: meminfo::read(paths)?.available,
         pids_in_use,

@@ -256,7 +256,15 @@ impl<S: Store> Backend for Node<S> {
 
     async fn list_services(&self) -> Result<Vec<ServiceStatus>, ApiError> {
         let views = self.supervisor.snapshot().await.map_err(NodeError::from)?;
-        let (records, _) = crate::load_services(&self.store).await?;
+        // The supervisor's view is the answer; the store only adds owners of transient
+        // services. A store that cannot be read (a full disk) does not hide what runs.
+        let records = match crate::load_services(&self.store).await {
+            Ok((records, _)) => records,
+            Err(e) => {
+                tracing::warn!("list services without the store's records: {e}");
+                Default::default()
+            }
+        };
         Ok(views
             .into_iter()
             .map(|v| {
@@ -435,7 +443,10 @@ impl<S: Store> Backend for Node<S> {
                 .chain(std::iter::once(dto::NodeCondition {
                     kind: "LimitsNotEnforced".to_owned(),
                     status: self.limits_unenforced.is_some(),
-                    severity: self.limits_unenforced.as_ref().map(|_| "warning".to_owned()),
+                    severity: self
+                        .limits_unenforced
+                        .as_ref()
+                        .map(|_| "warning".to_owned()),
                     reason: self.limits_unenforced.clone().unwrap_or_else(|| {
                         "cpu, memory, pids and io limits are enforced by cgroup v2".to_owned()
                     }),

@@ -889,16 +889,22 @@ impl Core {
             }
             None => {
                 end_cgroup(cgroups.as_deref(), &rel, true);
-                self.services.remove(name);
-                let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
-                self.emit(
-                    name,
-                    "Deleted",
-                    "service removed; its logs are kept".into(),
-                    None,
-                );
+                self.forget(name);
             }
         }
+    }
+
+    /// Forgets a removed service whose shim is gone: its state and run directory go, its logs
+    /// stay for retention to remove.
+    fn forget(&mut self, name: &str) {
+        self.services.remove(name);
+        let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
+        self.emit(
+            name,
+            "Deleted",
+            "service removed; its logs are kept".into(),
+            None,
+        );
     }
 
     fn op_done(&mut self, name: &str, result: OpResult) {
@@ -975,14 +981,7 @@ impl Core {
                 self.emit(name, "StopFailed", error, None);
             }
             OpResult::ShimExited => {
-                self.services.remove(name);
-                let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
-                self.emit(
-                    name,
-                    "Deleted",
-                    "service removed; its logs are kept".into(),
-                    None,
-                );
+                self.forget(name);
                 return;
             }
         }

@@ -944,9 +944,14 @@ fn needs_reopen(err: &StoreError) -> bool {
     }
 }
 
-/// Opens (or creates) the file and makes sure every table exists.
+/// Opens (or creates) the file and makes sure every table exists. An existing store with
+/// every table is opened without writing anything, so that a reopen after a failed write works
+/// on a full disk and reads go on.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     let db = Database::create(path).map_err(redb_err(path, "open"))?;
+    if tables_ready(&db) {
+        return Ok(db);
+    }
     let wtx = db.begin_write().map_err(redb_err(path, "begin write"))?;
     {
         let mut meta = wtx
@@ -980,6 +985,22 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     }
     wtx.commit().map_err(redb_err(path, "commit"))?;
     Ok(db)
+}
+
+/// Whether the store's format is this build's and every table exists (read only).
+fn tables_ready(db: &Database) -> bool {
+    let Ok(rtx) = db.begin_read() else {
+        return false;
+    };
+    let format_ok = rtx
+        .open_table(META)
+        .ok()
+        .and_then(|meta| meta.get(META_FORMAT).ok().flatten().map(|g| g.value()))
+        == Some(FORMAT_VERSION);
+    format_ok
+        && rtx.open_table(KV).is_ok()
+        && rtx.open_table(HISTORY).is_ok()
+        && rtx.open_table(LEASES).is_ok()
 }
 
 /// Reads the revision counters and the leases with their keys.

@@ -58,6 +58,40 @@ pub struct ShimArgs {
     pub log_dir: PathBuf,
 }
 
+impl ShimArgs {
+    /// Reads `--name N --run-dir D --log-dir L` (any order), the arguments the server passes.
+    /// Hand-written so that the shim never builds the CLI's command tree (see `cmd/cloudlet`).
+    pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<ShimArgs, String> {
+        let (mut name, mut run_dir, mut log_dir) = (None, None, None);
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .ok_or_else(|| format!("shim: {flag:?} needs a value"))?;
+            match flag.to_str() {
+                Some("--name") => {
+                    name = Some(
+                        value
+                            .into_string()
+                            .map_err(|v| format!("shim: --name {v:?}: not UTF-8"))?,
+                    );
+                }
+                Some("--run-dir") => run_dir = Some(PathBuf::from(value)),
+                Some("--log-dir") => log_dir = Some(PathBuf::from(value)),
+                _ => {
+                    return Err(format!(
+                        "shim: unknown argument {flag:?} (this command is started by `cloudlet server`)"
+                    ));
+                }
+            }
+        }
+        match (name, run_dir, log_dir) {
+            (Some(name), Some(run_dir), Some(log_dir)) => Ok(ShimArgs { name, run_dir, log_dir }),
+            _ => Err("shim: --name, --run-dir and --log-dir are required (this command is started by `cloudlet server`)".into()),
+        }
+    }
+}
+
 /// The largest read from a pipe in one go.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -767,6 +801,32 @@ fn resolve_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shim_args_are_read_in_any_order_and_incomplete_ones_refused() {
+        let os = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let a =
+            ShimArgs::parse(os(&["--run-dir", "/r", "--name", "web", "--log-dir", "/l"])).unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.run_dir.as_path(), a.log_dir.as_path()),
+            ("web", Path::new("/r"), Path::new("/l"))
+        );
+        assert!(
+            ShimArgs::parse(os(&["--name", "web"]))
+                .unwrap_err()
+                .contains("required")
+        );
+        assert!(
+            ShimArgs::parse(os(&["--bogus", "x"]))
+                .unwrap_err()
+                .contains("unknown argument")
+        );
+        assert!(
+            ShimArgs::parse(os(&["--name"]))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+    }
 
     #[test]
     fn resolve_user_fills_identity_env() {
