@@ -92,8 +92,9 @@ impl ShimArgs {
     }
 }
 
-/// The largest read from a pipe in one go.
-const READ_CHUNK: usize = 64 * 1024;
+/// The largest read from a pipe in one go: one log line (16 KiB) at most, so the shim's heap
+/// stays small (one shim runs per service).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Runs the shim until it is told to exit. Called by `cloudlet shim`.
 pub fn run(args: ShimArgs) -> Result<(), SupervisorError> {
