@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of cloudlet: installs what the tests need, builds once, then runs the workspace's
-# unit, integration and end-to-end tests. .ci/run calls exactly this.
+# unit, integration and end-to-end tests, then the cgroup v2 checks in a qemu VM. .ci/run calls
+# exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,5 @@ echo "==> cargo build (binaries used by the end-to-end tests)"
 cargo build --workspace --bins
 echo "==> cargo test"
 cargo test --workspace --no-fail-fast
+echo "==> make test-vm (cgroup v2 limits on a real kernel, in qemu)"
+./scripts/vm-test.sh

@@ -34,7 +34,7 @@ fi
 # --- static binaries (own target dir: the normal build stays valid) ----------------------------
 echo "==> cargo build (static cloudlet and workload, $TARGET_DIR)"
 t_build=$SECONDS
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu \
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release --target x86_64-unknown-linux-gnu \
   --target-dir "$TARGET_DIR" -p cloudlet -p cloudlet-tests --bin cloudlet --bin workload
 build_s=$((SECONDS - t_build))
 for b in cloudlet workload; do

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make bench`: compares cloudlet with supervisord and runit in one run, as ratios. Installs the
+# peers if missing (runit with apt, supervisor with pip), builds cloudlet and the bench binary in
+# release mode, then runs `target/release/bench`, which starts 30 services under each supervisor in
+# turn (all under temp dirs of its own), measures restart latency after SIGKILL and the
+# supervisor's own memory (PSS), prints a table and cleans up every process it started.
+# BENCH_KILLS sets the number of SIGKILLs per supervisor (default 60, round-robin over the 30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+apt_updated=
+apt_install() {
+  echo "==> apt-get install $*"
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v runsvdir >/dev/null 2>&1 || apt_install runit
+
+if ! command -v supervisord >/dev/null 2>&1; then
+  command -v pip >/dev/null 2>&1 || apt_install python3-pip
+  echo "==> pip install supervisor"
+  pip install -q supervisor || pip install -q --break-system-packages supervisor
+  hash -r
+fi
+
+# The real supervisord script, not a version-manager shim (pyenv's shims exec through bash
+# scripts): the bench measures the process it starts, and its start-up should not include pyenv's.
+supervisord_bin="$(command -v supervisord)"
+if command -v pyenv >/dev/null 2>&1 && real="$(pyenv which supervisord 2>/dev/null)"; then
+  supervisord_bin="$real"
+fi
+runsvdir_bin="$(command -v runsvdir)"
+
+echo "==> cargo build --release -p cloudlet -p cloudlet-tests --bins"
+cargo build --release -p cloudlet -p cloudlet-tests --bins
+
+echo "==> versions"
+echo "supervisord $("$supervisord_bin" --version) ($supervisord_bin)"
+echo "runit $(dpkg-query -W -f='${Version}' runit 2>/dev/null || echo unknown) ($runsvdir_bin)"
+
+exec target/release/bench \
+  --cloudlet "$PWD/target/release/cloudlet" \
+  --workload "$PWD/target/release/workload" \
+  --supervisord "$supervisord_bin" \
+  --runsvdir "$runsvdir_bin" \
+  --kills "${BENCH_KILLS:-60}"

@@ -1,0 +1,346 @@
+//! `bench`: cloudlet against runit and supervisord, side by side in one run (`make bench`).
+//!
+//! Each supervisor in turn runs the same 30 services (`workload --notify SOCK sleep`) under a temp
+//! dir of its own; the bench measures the restart latency (SIGKILL of a service until its
+//! replacement sent its pid to SOCK) and the supervisor's own memory (PSS of its processes, the
+//! services excluded), then prints a table and the ratios against the targets.
+//!
+//! This file owns the command line, the order of the runs, the cleanup on exit or signal and the
+//! report. It must never touch a process or a file outside the temp dirs it created, and must leave
+//! no process behind, even on error or Ctrl-C.
+
+#[path = "bench/peers.rs"]
+mod peers;
+#[path = "bench/procs.rs"]
+mod procs;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/restart.rs"]
+mod restart;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use std::{env, fs, thread};
+
+use crate::peers::{Peer, Running, Services};
+use crate::report::{Memory, Report};
+use crate::restart::Notify;
+
+const HELP: &str = "\
+bench: restart latency and memory of cloudlet, supervisord and runit, side by side
+
+usage: bench [--cloudlet PATH] [--workload PATH] [--supervisord PATH] [--runsvdir PATH]
+             [--services N] [--kills N] [--only NAME]...
+
+  --cloudlet PATH      the cloudlet binary (default: next to bench)
+  --workload PATH      the workload binary (default: next to bench)
+  --supervisord PATH   supervisord (default: from PATH)
+  --runsvdir PATH      runit's runsvdir (default: from PATH)
+  --services N         services per supervisor (default 30)
+  --kills N            SIGKILLs per supervisor, round-robin over the services (default 60)
+  --only NAME          run only this supervisor (runit, supervisord, cloudlet); repeatable
+
+Everything runs under temp dirs of the bench's own; every process started is killed at the end,
+on error and on SIGINT/SIGTERM/SIGHUP. Exit code 0 when the bench ran (targets missed or not),
+1 when it could not measure, 2 on bad usage.
+";
+
+/// How long the services may take to start, all of them.
+const FIRST_START: Duration = Duration::from_secs(30);
+/// The wait between the last first start and the first kill: longer than the 1 s after which
+/// runsv and cloudlet (`resetAfter: 1s`) restart at once.
+const SETTLE: Duration = Duration::from_millis(1200);
+
+/// Writes one line to stderr, prefixed `bench: `; a write error is ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), "bench: {}", format_args!($($arg)*));
+    }};
+}
+
+/// The temp dirs of supervisors under test, for the cleanup on a signal.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The parsed command line.
+#[derive(Debug)]
+struct Args {
+    cloudlet: PathBuf,
+    workload: PathBuf,
+    supervisord: PathBuf,
+    runsvdir: PathBuf,
+    services: usize,
+    kills: usize,
+    only: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = match parse(env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            let _ = std::io::stdout().write_all(HELP.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            say!("{error}\ntry `bench --help`");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = clean_up_on_signals() {
+        say!("{error}");
+        return ExitCode::FAILURE;
+    }
+    for path in [&args.cloudlet, &args.workload] {
+        if !path.exists() {
+            say!("{} not found (scripts/bench.sh builds it)", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let peers = [
+        Peer::Runit {
+            runsvdir: args.runsvdir.clone(),
+        },
+        Peer::Supervisord {
+            supervisord: args.supervisord.clone(),
+        },
+        Peer::Cloudlet {
+            cloudlet: args.cloudlet.clone(),
+        },
+    ];
+    println!("{}", report::machine());
+    println!(
+        "{} services per supervisor, {} SIGKILLs each ({:?} apart, round-robin)\n",
+        args.services,
+        args.kills,
+        restart::SPACING
+    );
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for peer in peers
+        .iter()
+        .filter(|p| args.only.is_empty() || args.only.iter().any(|o| o == p.name()))
+    {
+        say!("{}: starting {} services", peer.name(), args.services);
+        match bench(peer, &args) {
+            Ok(report) => {
+                say!(
+                    "{}: {} restarts measured, {} failed",
+                    peer.name(),
+                    report.restarts.latencies.len(),
+                    report.restarts.failures.len()
+                );
+                reports.push(report);
+            }
+            Err(error) => {
+                say!("{}: {error}", peer.name());
+                failed = true;
+            }
+        }
+    }
+    if !reports.is_empty() {
+        println!("\n{}", report::table(&reports));
+    }
+    match failed {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
+    }
+}
+
+/// Runs one supervisor in a fresh temp dir, then stops it and kills everything it started,
+/// whatever happened.
+fn bench(peer: &Peer, args: &Args) -> Result<Report, String> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("cl-bench-{}-", peer.name()))
+        .tempdir()
+        .map_err(|e| format!("creating a temp dir: {e}"))?;
+    live(|dirs| dirs.push(dir.path().to_owned()));
+    let mut running = None;
+    let measured = measure(peer, dir.path(), args, &mut running);
+    if let Err(error) = running.map_or(Ok(()), Running::stop) {
+        say!("{}: {error} (killed)", peer.name());
+    }
+    let swept = procs::clean_up(dir.path());
+    if let Ok(killed) = &swept {
+        say!(
+            "{}: stopped; the sweep killed {killed} process(es) left behind, nothing remains",
+            peer.name()
+        );
+    }
+    live(|dirs| dirs.retain(|d| d != dir.path()));
+    if measured.is_ok() && swept.is_ok() {
+        drop(dir);
+    } else {
+        say!(
+            "keeping {} (logs, configuration) for inspection",
+            dir.keep().display()
+        );
+    }
+    let report = measured?;
+    swept?;
+    Ok(report)
+}
+
+/// Starts the supervisor, waits for every service, kills them round-robin and reads the memory.
+fn measure(
+    peer: &Peer,
+    dir: &Path,
+    args: &Args,
+    running: &mut Option<Running>,
+) -> Result<Report, String> {
+    let notify = Notify::bind(&dir.join("notify.sock"))?;
+    let command = vec![
+        args.workload.display().to_string(),
+        "--notify".to_owned(),
+        notify.path().display().to_string(),
+        "sleep".to_owned(),
+    ];
+    let services = Services {
+        count: args.services,
+        command: &command,
+    };
+    let supervisor = running.insert(peer.start(dir, &services)?);
+    let first = notify.first_pids(args.services, FIRST_START)?;
+    thread::sleep(SETTLE);
+    let unasked_before_kills = notify.drain()?.len();
+    let mut slots: Vec<Option<i32>> = first.into_iter().map(Some).collect();
+    let load_before = report::load_average();
+    let restarts = restart::kill_round_robin(&notify, &mut slots, args.kills)?;
+    let load = (load_before, report::load_average());
+    // Steady state: the last replacement is up; let the supervisor finish its bookkeeping.
+    thread::sleep(Duration::from_secs(1));
+    let memory = supervisor
+        .own_processes(args.services)?
+        .iter()
+        .map(Memory::read)
+        .collect::<Result<_, _>>()?;
+    Ok(Report {
+        name: peer.name(),
+        restarts,
+        unasked_before_kills,
+        memory,
+        load,
+    })
+}
+
+/// Runs `f` on the list of live temp dirs.
+fn live(f: impl FnOnce(&mut Vec<PathBuf>)) {
+    f(&mut LIVE.lock().unwrap_or_else(PoisonError::into_inner));
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this (still the only) thread, so in every later one, and
+/// takes them on a thread of their own that kills everything under the live temp dirs, removes
+/// them and exits 130. Children are spawned with them unblocked (`procs::spawn`). Also makes the
+/// bench the subreaper of what it starts, so that nothing it kills stays a zombie.
+fn clean_up_on_signals() -> Result<(), String> {
+    procs::become_subreaper()?;
+    let set = procs::cleanup_set();
+    set.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    thread::Builder::new()
+        .name("cleanup".into())
+        .spawn(move || {
+            match set.wait() {
+                Ok(signal) => say!("{signal}: killing every process started, then exiting"),
+                Err(e) => say!("waiting for signals: {e}; cleaning up and exiting"),
+            }
+            live(|dirs| {
+                for dir in dirs.iter() {
+                    if let Err(error) = procs::clean_up(dir) {
+                        say!("{error}");
+                    }
+                    let _ = fs::remove_dir_all(dir);
+                }
+            });
+            exit_now(130)
+        })
+        .map(drop)
+        .map_err(|e| format!("starting the signal thread: {e}"))
+}
+
+/// Ends the bench at once from the signal thread.
+#[expect(
+    clippy::exit,
+    reason = "the signal thread has no main to return to, and main may be blocked in a wait"
+)]
+fn exit_now(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+/// Parses the command line; `None` for `--help`.
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let beside = |name: &str| {
+        env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join(name)))
+            .unwrap_or_else(|| PathBuf::from(name))
+    };
+    let mut args = Args {
+        cloudlet: beside("cloudlet"),
+        workload: beside("workload"),
+        supervisord: PathBuf::from("supervisord"),
+        runsvdir: PathBuf::from("runsvdir"),
+        services: 30,
+        kills: 60,
+        only: Vec::new(),
+    };
+    while let Some(flag) = argv.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let count = |v: &str| match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{flag}: {v:?} is not a positive number")),
+        };
+        match flag.as_str() {
+            "--cloudlet" => args.cloudlet = value.into(),
+            "--workload" => args.workload = value.into(),
+            "--supervisord" => args.supervisord = value.into(),
+            "--runsvdir" => args.runsvdir = value.into(),
+            "--services" => args.services = count(&value)?,
+            "--kills" => args.kills = count(&value)?,
+            "--only" if ["runit", "supervisord", "cloudlet"].contains(&value.as_str()) => {
+                args.only.push(value);
+            }
+            "--only" => return Err(format!("--only: unknown supervisor {value:?}")),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> impl Iterator<Item = String> {
+        s.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn command_line() {
+        let args = parse(argv("--kills 40 --only cloudlet --runsvdir /x/runsvdir"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((args.kills, args.services), (40, 30));
+        assert_eq!(args.only, ["cloudlet"]);
+        assert_eq!(args.runsvdir, Path::new("/x/runsvdir"));
+        assert!(parse(argv("--help")).unwrap().is_none());
+        assert!(parse(argv("--kills 0")).unwrap_err().contains("positive"));
+        assert!(
+            parse(argv("--only systemd"))
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(
+            parse(argv("--kills"))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+    }
+}
