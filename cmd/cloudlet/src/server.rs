@@ -34,8 +34,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .create(dir)
         .with_context(|| format!("create data dir {}", dir.display()))?;
     let _lock = lock_data_dir(dir)?;
+    // Each thread would get a glibc malloc arena of its own; a node server needs two. Set before
+    // any thread exists.
+    // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(5))
         .enable_all()
         .build()
         .context("start the async runtime")?;
