@@ -190,6 +190,9 @@ if [ "$failed" != 0 ]; then
   echo "---- last 60 lines of the serial console ----"
   tail -n 60 "$console" | tr -d '\r'
   echo "vm-test: FAILED"
+  # The plain closing line CI reads: checks passed and not passed.
+  echo "${#passed[@]} passed, $((${#expected[@]} - ${#passed[@]})) failed"
   exit 1
 fi
 echo "vm-test: all ${#expected[@]} checks passed"
+echo "${#expected[@]} passed, 0 failed"
