@@ -247,6 +247,23 @@ impl Cluster {
         }
     }
 
+    /// Every service's (pid, restarts) by name: what must not change when nothing is stopped.
+    pub fn pids_and_restarts(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        self.services()
+            .iter()
+            .map(|s| {
+                let name = s["name"].as_str().expect("name").to_owned();
+                (
+                    name,
+                    (
+                        s["pid"].as_u64().unwrap_or(0),
+                        s["restarts"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// One service's status.
     pub fn service(&self, name: &str) -> Value {
         self.services()

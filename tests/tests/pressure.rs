@@ -14,19 +14,6 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
 
-fn pids_and_restarts(c: &Cluster) -> Vec<(String, u64, u64)> {
-    c.services()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_owned(),
-                s["pid"].as_u64().unwrap_or(0),
-                s["restarts"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn disk_condition(c: &Cluster) -> Value {
     let nodes: Value = serde_json::from_str(&c.ctl_ok(&["get", "nodes", "-o", "json"])).unwrap();
     nodes[0]["conditions"]
@@ -57,7 +44,7 @@ fn a_filling_disk_raises_disk_pressure_and_stops_nothing() {
     );
     events.wait_for("a", "Ready", T);
     events.wait_for("b", "Ready", T);
-    let before = pids_and_restarts(&c);
+    let before = c.pids_and_restarts();
     assert_eq!(disk_condition(&c)["status"], false);
 
     // 87.5% used: under 15% free is a warning.
@@ -82,7 +69,7 @@ fn a_filling_disk_raises_disk_pressure_and_stops_nothing() {
     );
 
     // Nothing was stopped, throttled or restarted.
-    assert_eq!(pids_and_restarts(&c), before);
+    assert_eq!(c.pids_and_restarts(), before);
     for s in c.services() {
         assert_eq!(s["state"], "running", "{s}");
     }

@@ -55,16 +55,7 @@ fn sigkill_of_the_server_leaves_ten_services_running_and_they_are_adopted() {
             && e["message"].as_str().unwrap().contains("run 2")
     });
     drop(events);
-    let before: BTreeMap<String, (u64, u64)> = c
-        .services()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_owned(),
-                (s["pid"].as_u64().unwrap(), s["restarts"].as_u64().unwrap()),
-            )
-        })
-        .collect();
+    let before = c.pids_and_restarts();
     assert_eq!(before["s0"].1, 1);
 
     let log0 = c.data_dir().join("logs/s5/current.log");
@@ -83,16 +74,7 @@ fn sigkill_of_the_server_leaves_ten_services_running_and_they_are_adopted() {
         assert!(alive(*pid as u32), "{name} died with the server");
     }
     c.start_server();
-    let after: BTreeMap<String, (u64, u64)> = c
-        .services()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_owned(),
-                (s["pid"].as_u64().unwrap(), s["restarts"].as_u64().unwrap()),
-            )
-        })
-        .collect();
+    let after = c.pids_and_restarts();
     assert_eq!(before, after, "same PIDs and restart counts after adoption");
     let adopted = c
         .all_events()
