@@ -1,0 +1,484 @@
+//! The cluster CA: its creation (self-signed, ten years, ECDSA P-256), its two files, its pin (the
+//! SHA-256 of its certificate, which join tokens carry), and the signing of CSRs into server, node
+//! and admin certificates.
+//!
+//! The CA decides what it certifies: the name, the role and the SANs come from the caller's
+//! [`CertSpec`], never from the CSR, whose only contribution is its (signature-checked) public key.
+//! The CA key is written with mode 0600 and never leaves the directory it was saved in.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::files::{read_pem, write_certificate, write_private_key};
+use crate::identity::validity;
+use crate::{KeyPair, PkiError, Role};
+
+/// The CA certificate's file name in the CA directory (mode 0644).
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// The CA key's file name in the CA directory (mode 0600).
+pub const CA_KEY_FILE: &str = "ca.key";
+/// How long a new CA is valid: ten years.
+pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a server, node or admin certificate is valid unless its [`CertSpec`] says otherwise.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The cluster's certificate authority: its certificate and its signing key.
+pub struct Ca {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    /// Creates a new self-signed CA valid for [`CA_LIFETIME`] from now, with a fresh P-256 key.
+    ///
+    /// Its common name carries a random suffix so that an old and a new CA, trusted together
+    /// during a rotation, never share a subject.
+    pub fn create() -> Result<Ca, PkiError> {
+        let key = KeyPair::generate()?.inner;
+        let mut suffix = [0u8; 4];
+        rand::rng().fill_bytes(&mut suffix);
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&format!("cloudlet-ca-{}", hex(&suffix)), "cloudlet");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial());
+        let now = Timestamp::now();
+        params.not_before = to_offset(now)?;
+        params.not_after = add(params.not_before, CA_LIFETIME)?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|source| PkiError::Crypto {
+                what: "self-sign the CA certificate",
+                source,
+            })?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads the CA from `dir` ([`CA_CERT_FILE`] and [`CA_KEY_FILE`]).
+    pub fn load(dir: &Path) -> Result<Ca, PkiError> {
+        let cert_path = dir.join(CA_CERT_FILE);
+        let cert_pem = read_pem(&cert_path)?;
+        let key = KeyPair::load(&dir.join(CA_KEY_FILE))?.inner;
+        let cert_der = crate::tls::certs_from_pem(&cert_pem)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| PkiError::Certificate {
+                reason: format!("{}: no certificate in the file", cert_path.display()),
+            })?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(|source| PkiError::Crypto {
+                what: "load the CA certificate as an issuer",
+                source,
+            })?;
+        Ok(Ca {
+            cert_pem,
+            cert_der,
+            issuer,
+        })
+    }
+
+    /// Saves the CA into `dir` (which must exist): the certificate 0644, the key 0600.
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        write_private_key(&dir.join(CA_KEY_FILE), &self.issuer.key().serialize_pem())?;
+        write_certificate(&dir.join(CA_CERT_FILE), &self.cert_pem)
+    }
+
+    /// The CA certificate as PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA certificate as DER, for a rustls root store.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// The CA's pin: the SHA-256 of its certificate's DER, 64 lowercase hex digits.
+    pub fn pin(&self) -> String {
+        pin_of(&self.cert_der)
+    }
+
+    /// When the CA certificate expires.
+    pub fn not_after(&self) -> Result<Timestamp, PkiError> {
+        Ok(validity(&self.cert_der)?.1)
+    }
+
+    /// Signs a PEM CSR into a PEM certificate described by `spec`.
+    ///
+    /// The CSR's signature is checked (the requester holds the key); everything else it asks for
+    /// (subject, SANs, key usages, CA flag) is ignored.
+    pub fn sign_csr(&self, csr_pem: &str, spec: &CertSpec) -> Result<String, PkiError> {
+        let csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::Csr {
+                reason: e.to_string(),
+            })?;
+        let params = spec.params()?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|source| PkiError::Crypto {
+                what: "sign the certificate",
+                source,
+            })?;
+        Ok(cert.pem())
+    }
+
+    /// Makes a key here and certifies it: for certificates used on the CA's own machine (the
+    /// server's certificate, the admin certificate of `admin.conf`). Returns the PEM certificate
+    /// and the key.
+    pub fn issue(&self, spec: &CertSpec) -> Result<(String, KeyPair), PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = self.sign_csr(&key.csr_pem(&spec.name)?, spec)?;
+        Ok((cert, key))
+    }
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca")
+            .field("pin", &self.pin())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pin of a CA certificate (SHA-256 of its DER, lowercase hex): what an agent compares with
+/// the hash in its join token before it trusts the server.
+pub fn pin_of(cert_der: &[u8]) -> String {
+    hex(&Sha256::digest(cert_der))
+}
+
+/// What a certificate will say: who (common name), what (role), where (SANs) and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    role: Role,
+    name: String,
+    dns_names: Vec<String>,
+    ips: Vec<IpAddr>,
+    lifetime: Duration,
+    not_before: Option<Timestamp>,
+}
+
+impl CertSpec {
+    /// A certificate for `name` in `role`, valid for [`DEFAULT_CERT_LIFETIME`] from now.
+    pub fn new(role: Role, name: impl Into<String>) -> CertSpec {
+        CertSpec {
+            role,
+            name: name.into(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            lifetime: DEFAULT_CERT_LIFETIME,
+            not_before: None,
+        }
+    }
+
+    /// Adds a DNS subject alternative name (what clients connect to, for a server).
+    pub fn dns_name(mut self, name: impl Into<String>) -> CertSpec {
+        self.dns_names.push(name.into());
+        self
+    }
+
+    /// Adds an IP subject alternative name.
+    pub fn ip(mut self, ip: IpAddr) -> CertSpec {
+        self.ips.push(ip);
+        self
+    }
+
+    /// Sets the lifetime (at least one second; tests use seconds).
+    pub fn lifetime(mut self, lifetime: Duration) -> CertSpec {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Sets when the certificate starts to be valid (default: now, to the second).
+    pub fn not_before(mut self, at: Timestamp) -> CertSpec {
+        self.not_before = Some(at);
+        self
+    }
+
+    fn params(&self) -> Result<CertificateParams, PkiError> {
+        let invalid = |reason: String| PkiError::Certificate { reason };
+        if self.name.is_empty() {
+            return Err(invalid("empty common name".into()));
+        }
+        if self.lifetime < Duration::from_secs(1) {
+            return Err(invalid(format!(
+                "lifetime {:?} is shorter than one second",
+                self.lifetime
+            )));
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&self.name, self.role.organization());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // Servers and nodes may both accept and make connections (an agent serves logs and exec);
+        // an admin certificate only ever authenticates a client.
+        params.extended_key_usages = match self.role {
+            Role::Server | Role::Node => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        for name in &self.dns_names {
+            let ia5 = name
+                .clone()
+                .try_into()
+                .map_err(|_| invalid(format!("DNS name {name:?} is not an ASCII (IA5) string")))?;
+            params.subject_alt_names.push(SanType::DnsName(ia5));
+        }
+        for ip in &self.ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        params.not_before = to_offset(self.not_before.unwrap_or_else(Timestamp::now))?;
+        params.not_after = add(params.not_before, self.lifetime)?;
+        Ok(params)
+    }
+}
+
+fn dn(common_name: &str, organization: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, organization);
+    dn
+}
+
+/// A random positive 16-byte serial: renewing with the same key still gives a new serial.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    // Positive (top bit clear) and never zero or shortened by a leading zero byte.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::from(bytes.to_vec())
+}
+
+fn to_offset(at: Timestamp) -> Result<OffsetDateTime, PkiError> {
+    OffsetDateTime::from_unix_timestamp(at.as_second()).map_err(|e| PkiError::Certificate {
+        reason: format!("time {at} out of range: {e}"),
+    })
+}
+
+fn add(from: OffsetDateTime, lifetime: Duration) -> Result<OffsetDateTime, PkiError> {
+    time::Duration::try_from(lifetime)
+        .ok()
+        .and_then(|d| from.checked_add(d))
+        .ok_or_else(|| PkiError::Certificate {
+            reason: format!("lifetime {lifetime:?} out of range"),
+        })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::Identity;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn save_writes_key_0600_and_cert_0644_and_load_gives_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::create().unwrap();
+        ca.save(dir.path()).unwrap();
+        assert_eq!(mode(&dir.path().join(CA_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(CA_CERT_FILE)), 0o644);
+
+        let loaded = Ca::load(dir.path()).unwrap();
+        assert_eq!(loaded.pin(), ca.pin());
+        // The loaded CA signs certificates that chain to the saved certificate: same issuer name
+        // and a key that verifies (the TLS tests check the signature; here the issuer).
+        let (cert, _) = loaded.issue(&CertSpec::new(Role::Node, "n1")).unwrap();
+        let der = crate::tls::certs_from_pem(&cert).unwrap().remove(0);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        assert_eq!(leaf.issuer(), root.subject());
+        leaf.verify_signature(Some(root.public_key())).unwrap();
+    }
+
+    #[test]
+    fn ca_is_valid_ten_years_and_pin_is_sha256_hex() {
+        let ca = Ca::create().unwrap();
+        let (nb, na) = validity(ca.cert_der()).unwrap();
+        assert_eq!(
+            na.as_second() - nb.as_second(),
+            i64::try_from(CA_LIFETIME.as_secs()).unwrap()
+        );
+        let pin = ca.pin();
+        assert_eq!(pin.len(), 64);
+        assert!(pin.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+        assert_eq!(pin, pin_of(ca.cert_der()));
+        assert_ne!(pin, Ca::create().unwrap().pin());
+    }
+
+    #[test]
+    fn load_error_names_the_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Ca::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("ca.crt"), "{err}");
+    }
+
+    #[test]
+    fn csr_claims_are_ignored_the_ca_decides_name_role_and_sans() {
+        let ca = Ca::create().unwrap();
+        // A CSR that claims admin and another name and a SAN.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        params.distinguished_name = dn("root-of-all", "cloudlet:admin");
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+
+        let cert = ca
+            .sign_csr(&csr, &CertSpec::new(Role::Node, "node-1"))
+            .unwrap();
+        let id = Identity::from_pem(&cert).unwrap();
+        assert_eq!(id.role, Role::Node);
+        assert_eq!(id.name, "node-1");
+        let der = crate::tls::certs_from_pem(&cert).unwrap().remove(0);
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(x.subject_alternative_name().unwrap().is_none());
+        let orgs: Vec<_> = x.subject().iter_organization().collect();
+        assert_eq!(orgs.len(), 1);
+        // The certified key is the CSR's key.
+        assert_eq!(
+            x.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+    }
+
+    #[test]
+    fn server_cert_has_the_requested_sans_and_lifetime() {
+        let ca = Ca::create().unwrap();
+        let spec = CertSpec::new(Role::Server, "server")
+            .dns_name("localhost")
+            .ip("127.0.0.1".parse().unwrap())
+            .lifetime(Duration::from_secs(60));
+        let (cert, _) = ca.issue(&spec).unwrap();
+        let id = Identity::from_pem(&cert).unwrap();
+        assert_eq!(id.role, Role::Server);
+        assert_eq!(id.not_after.as_second() - id.not_before.as_second(), 60);
+        let der = crate::tls::certs_from_pem(&cert).unwrap().remove(0);
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        use x509_parser::extensions::GeneralName;
+        let sans = &x
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert_eq!(
+            sans,
+            &vec![
+                GeneralName::DNSName("localhost"),
+                GeneralName::IPAddress(&[127, 0, 0, 1])
+            ]
+        );
+    }
+
+    #[test]
+    fn default_lifetime_is_90_days() {
+        let ca = Ca::create().unwrap();
+        let (cert, _) = ca.issue(&CertSpec::new(Role::Admin, "admin")).unwrap();
+        let id = Identity::from_pem(&cert).unwrap();
+        assert_eq!(
+            id.not_after.as_second() - id.not_before.as_second(),
+            90 * 24 * 3600
+        );
+    }
+
+    #[test]
+    fn renewals_get_distinct_serials() {
+        let ca = Ca::create().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = key.csr_pem("n").unwrap();
+        let spec = CertSpec::new(Role::Node, "n");
+        let a = Identity::from_pem(&ca.sign_csr(&csr, &spec).unwrap()).unwrap();
+        let b = Identity::from_pem(&ca.sign_csr(&csr, &spec).unwrap()).unwrap();
+        assert_ne!(a.serial, b.serial);
+    }
+
+    #[test]
+    fn bad_csr_and_bad_spec_are_refused() {
+        let ca = Ca::create().unwrap();
+        let err = ca
+            .sign_csr("not a csr", &CertSpec::new(Role::Node, "n"))
+            .unwrap_err();
+        assert!(matches!(err, PkiError::Csr { .. }), "{err}");
+
+        // A CSR whose signature does not match its content (its name changed after signing).
+        let key = KeyPair::generate().unwrap();
+        let pem = key.csr_pem("node-1").unwrap();
+        let der: rustls::pki_types::CertificateSigningRequestDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap();
+        let mut bytes = der.as_ref().to_vec();
+        let at = bytes.windows(6).position(|w| w == b"node-1").unwrap();
+        bytes[at + 5] = b'2';
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            base64(&bytes)
+        );
+        let err = ca
+            .sign_csr(&tampered, &CertSpec::new(Role::Node, "n"))
+            .unwrap_err();
+        assert!(err.to_string().contains("signature"), "{err}");
+
+        let csr = key.csr_pem("n").unwrap();
+        let short = CertSpec::new(Role::Node, "n").lifetime(Duration::from_millis(10));
+        assert!(ca.sign_csr(&csr, &short).is_err());
+        assert!(ca.sign_csr(&csr, &CertSpec::new(Role::Node, "")).is_err());
+        let non_ascii = CertSpec::new(Role::Server, "s").dns_name("bücher");
+        assert!(ca.sign_csr(&csr, &non_ascii).is_err());
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
