@@ -11,17 +11,17 @@
 //! subreaper, so orphans of the service are re-parented to it and reaped here.
 //!
 //! It must never restart the service by itself, never exit while a run is alive, and never let a
-//! protocol error from one client take it down.
-//! Hand-written because no maintained crate is a process keeper of this shape.
+//! protocol error from one client take it down. A run's process is started by `super::spawn`,
+//! directly in the service's cgroup.
+//! Hand-written because no maintained crate is a process keeper of this shape, and std cannot
+//! spawn into a cgroup.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudlet_cgroups::ServiceCgroup;
@@ -33,11 +33,12 @@ use nix::sys::signal::{SigHandler, SigSet, Signal, kill, killpg, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Gid, Pid, Uid, User, getgrouplist, setgid, setgroups, setsid, setuid};
+use nix::unistd::{Pid, Uid, User, getgrouplist, setsid};
 
 use super::proto::{
     ExitStatus, FromShim, Notice, Op, ProcessSpec, Reply, Request, Response, RunInfo, ShimStatus,
 };
+use super::spawn::{self, Launch, spawn};
 use crate::SupervisorError;
 
 /// The file name of a shim's socket inside its run directory.
@@ -468,9 +469,6 @@ impl Shim {
     }
 
     fn start(&mut self, spec: &ProcessSpec, run: u64) -> Result<(), SupervisorError> {
-        let Some(program) = spec.argv.first() else {
-            return Err(SupervisorError::Spawn("empty command".into()));
-        };
         let limits = LogLimits {
             max_size: spec.log_max_size,
             max_files: spec.log_max_files,
@@ -478,56 +476,20 @@ impl Shim {
         let _ = self.log_writer(limits);
 
         let mut env = spec.env.clone();
-        let ids = match &spec.user {
+        let user = match &spec.user {
             Some(user) => Some(resolve_user(user, &mut env)?),
             None => None,
         };
-        // The child joins its cgroup before exec, through a file opened here: nothing it forks
-        // can escape, and the child allocates nothing after fork.
         let cgroup = spec.cgroup.as_deref().map(ServiceCgroup::at);
-        let procs = match &cgroup {
-            Some(cg) => Some(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(cg.procs_file())
-                    .map_err(|e| SupervisorError::io("open", &cg.procs_file(), e))?,
-            ),
-            None => None,
-        };
         let oom_before = cgroup.as_ref().map_or(0, oom_kills);
-        let mut cmd = Command::new(program);
-        cmd.args(&spec.argv[1..])
-            .env_clear()
-            .envs(&env)
-            .current_dir(spec.cwd.as_deref().unwrap_or(Path::new("/")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (write to the cgroup.procs file opened before the fork,
-        // setsid, sigprocmask, signal, umask, setgroups,
-        // setgid, setuid); the groups vector was allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(procs) = &procs {
-                    nix::unistd::write(procs, b"0")?;
-                }
-                setsid()?;
-                SigSet::empty().thread_set_mask()?;
-                signal(Signal::SIGPIPE, SigHandler::SigDfl)?;
-                umask(Mode::from_bits_truncate(0o022));
-                if let Some((uid, gid, groups)) = &ids {
-                    setgroups(groups)?;
-                    setgid(*gid)?;
-                    setuid(*uid)?;
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SupervisorError::Spawn(e.to_string()))?;
-        let pid = child.id();
+        let child = spawn(&Launch {
+            argv: &spec.argv,
+            env: &env,
+            cwd: spec.cwd.as_deref().unwrap_or(Path::new("/")),
+            user: user.as_ref(),
+            cgroup: cgroup.as_ref(),
+        })?;
+        let pid = child.pid;
         self.last_run = run;
         let info = RunInfo {
             run,
@@ -540,22 +502,18 @@ impl Shim {
             kill_at: None,
             cgroup: cgroup.map(|cg| (cg, oom_before)),
         });
-        for (pipe, stream) in [
-            (child.stdout.take().map(OwnedFd::from), Stream::Stdout),
-            (child.stderr.take().map(OwnedFd::from), Stream::Stderr),
+        for (fd, stream) in [
+            (child.stdout, Stream::Stdout),
+            (child.stderr, Stream::Stderr),
         ] {
-            if let Some(fd) = pipe {
-                let _ = fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-                self.pipes.push(Pipe {
-                    fd,
-                    stream,
-                    run,
-                    splitter: LineSplitter::new(),
-                });
-            }
+            let _ = fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+            self.pipes.push(Pipe {
+                fd,
+                stream,
+                run,
+                splitter: LineSplitter::new(),
+            });
         }
-        // The Child is dropped without waiting: this shim reaps every child in handle_signals.
-        drop(child);
         let pid_file = self.args.run_dir.join(PID_FILE_NAME);
         if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n")) {
             eprintln!("shim {}: write {}: {e}", self.args.name, pid_file.display());
@@ -679,10 +637,14 @@ impl Shim {
             return;
         };
         let run = alive.info.run;
-        // What it left behind dies with the run: its cgroup, and its process group.
+        // What it left behind dies with the run: its cgroup, and its process group. An empty
+        // cgroup is not killed: after a `cgroup.kill`, kernels such as 6.18 kill every child
+        // cloned into the cgroup at its birth, so the next run would be migrated in (see spawn).
         if let Some((cgroup, oom_before)) = &alive.cgroup {
             status.oom_killed = oom_kills(cgroup) > *oom_before;
-            if let Err(e) = cgroup.kill() {
+            if cgroup.is_populated().unwrap_or(true)
+                && let Err(e) = cgroup.kill()
+            {
                 eprintln!("shim {}: kill what run {run} left: {e}", self.args.name);
             }
         }
@@ -776,10 +738,10 @@ fn flush_client(client: &mut Client) {
 }
 
 /// Looks up `user` (a name or a numeric uid) and fills HOME, USER and LOGNAME when the spec did not.
-fn resolve_user(
+pub(super) fn resolve_user(
     user: &str,
     env: &mut BTreeMap<String, String>,
-) -> Result<(Uid, Gid, Vec<Gid>), SupervisorError> {
+) -> Result<spawn::User, SupervisorError> {
     let found = match user.parse::<u32>() {
         Ok(uid) => User::from_uid(Uid::from_raw(uid)),
         Err(_) => User::from_name(user),

@@ -68,8 +68,9 @@ pub struct ProcessSpec {
     pub log_max_size: u64,
     /// Rotation: number of log files kept, the current one included.
     pub log_max_files: u32,
-    /// The cgroup the process starts in (it joins before exec, so nothing it forks escapes);
-    /// the run ends with the whole cgroup killed. None on hosts without cgroup v2.
+    /// The cgroup the process starts in (cloned straight into it, or made to join before exec:
+    /// nothing it forks escapes); what a run leaves there is killed when it ends. None on hosts
+    /// without cgroup v2.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
 }
