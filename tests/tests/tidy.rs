@@ -89,3 +89,16 @@ fn ci_runs_the_readme_test_command() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(ci.contains("exec ./scripts/test.sh"), "{ci}");
 }
+
+#[test]
+fn the_systemd_unit_never_stops_services_and_delegates_the_cgroup() {
+    let out = std::process::Command::new(root().join("scripts/install.sh"))
+        .arg("--print-unit")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let unit = String::from_utf8(out.stdout).unwrap();
+    for line in ["KillMode=process", "Delegate=yes", "ExecStart=/usr/local/bin/cloudlet server"] {
+        assert!(unit.lines().any(|l| l.starts_with(line)), "unit lacks {line}:\n{unit}");
+    }
+}
