@@ -2,7 +2,7 @@
 .PHONY: build run test check bench test-vm
 
 build:
-	cargo build --release --bin cloudlet
+	./scripts/build-static.sh -p cloudlet --bin cloudlet
 
 run:
 	./scripts/run.sh

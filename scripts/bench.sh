@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: compares cloudlet with supervisord and runit in one run, as ratios. Installs the
 # peers if missing (runit with apt, supervisor with pip), builds cloudlet and the bench binary in
-# release mode, then runs `target/release/bench`, which starts 30 services under each supervisor in
+# release mode (static, as cloudlet ships), then runs the `bench` binary, which starts 30 services under each supervisor in
 # turn (all under temp dirs of its own), measures restart latency after SIGKILL and the
 # supervisor's own memory (PSS), prints a table and cleans up every process it started.
 # BENCH_KILLS sets the number of SIGKILLs per supervisor (default 60, round-robin over the 30).
@@ -34,15 +34,20 @@ if command -v pyenv >/dev/null 2>&1 && real="$(pyenv which supervisord 2>/dev/nu
 fi
 runsvdir_bin="$(command -v runsvdir)"
 
-echo "==> cargo build --release -p cloudlet -p cloudlet-tests --bins"
-cargo build --release -p cloudlet -p cloudlet-tests --bins
+echo "==> scripts/build-static.sh -p cloudlet -p cloudlet-tests --bins (cloudlet's release form)"
+./scripts/build-static.sh -p cloudlet -p cloudlet-tests --bins
+rel=target/static/x86_64-unknown-linux-gnu/release
+# The service itself stays dynamically linked, like the services the peers run: a static service
+# would stop sharing libc's pages with runsv and supervisord and inflate their PSS.
+echo "==> cargo build --release -p cloudlet-tests --bin workload (the service, dynamic)"
+cargo build --release -p cloudlet-tests --bin workload
 
 echo "==> versions"
 echo "supervisord $("$supervisord_bin" --version) ($supervisord_bin)"
 echo "runit $(dpkg-query -W -f='${Version}' runit 2>/dev/null || echo unknown) ($runsvdir_bin)"
 
-exec target/release/bench \
-  --cloudlet "$PWD/target/release/cloudlet" \
+exec "$rel/bench" \
+  --cloudlet "$PWD/$rel/cloudlet" \
   --workload "$PWD/target/release/workload" \
   --supervisord "$supervisord_bin" \
   --runsvdir "$runsvdir_bin" \

@@ -38,7 +38,7 @@ if [ "${1:-}" = "--print-unit" ]; then
   exit 0
 fi
 
-bin=${1:-target/release/cloudlet}
+bin=${1:-target/static/x86_64-unknown-linux-gnu/release/cloudlet}
 [ -x "$bin" ] || { echo "no cloudlet binary at $bin: run 'make build' first" >&2; exit 1; }
 install -m 0755 "$bin" /usr/local/bin/cloudlet
 install -d -m 0700 /var/lib/cloudlet

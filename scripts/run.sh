@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
-echo "==> cargo build --release"
-cargo build --release --bin cloudlet
-bin="$PWD/target/release/cloudlet"
+echo "==> scripts/build-static.sh (cloudlet, one static binary)"
+./scripts/build-static.sh -p cloudlet --bin cloudlet
+bin="$PWD/target/static/x86_64-unknown-linux-gnu/release/cloudlet"
 data_dir="${CLOUDLET_DATA_DIR:-/var/lib/cloudlet}"
 export CLOUDLET_DATA_DIR="$data_dir"
 

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 VM=scripts/vm
 TIMEOUT=${VM_TEST_TIMEOUT:-900}
 SCENARIO_TIMEOUT=${VM_SCENARIO_TIMEOUT:-240}
-TARGET_DIR=target/vm
+TARGET_DIR=target/static
 BIN=$TARGET_DIR/x86_64-unknown-linux-gnu/release
 t0=$SECONDS
 
@@ -31,11 +31,10 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# --- static binaries (own target dir: the normal build stays valid) ----------------------------
+# --- static binaries (scripts/build-static.sh: target/static, the normal build stays valid) ------
 echo "==> cargo build (static cloudlet and workload, $TARGET_DIR)"
 t_build=$SECONDS
-RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release --target x86_64-unknown-linux-gnu \
-  --target-dir "$TARGET_DIR" -p cloudlet -p cloudlet-tests --bin cloudlet --bin workload
+./scripts/build-static.sh -p cloudlet -p cloudlet-tests --bin cloudlet --bin workload
 build_s=$((SECONDS - t_build))
 for b in cloudlet workload; do
   if readelf -l "$BIN/$b" | grep -q 'Requesting program interpreter'; then
