@@ -98,7 +98,14 @@ fn the_systemd_unit_never_stops_services_and_delegates_the_cgroup() {
         .unwrap();
     assert!(out.status.success());
     let unit = String::from_utf8(out.stdout).unwrap();
-    for line in ["KillMode=process", "Delegate=yes", "ExecStart=/usr/local/bin/cloudlet server"] {
-        assert!(unit.lines().any(|l| l.starts_with(line)), "unit lacks {line}:\n{unit}");
+    for line in [
+        "KillMode=process",
+        "Delegate=yes",
+        "ExecStart=/usr/local/bin/cloudlet server",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(line)),
+            "unit lacks {line}:\n{unit}"
+        );
     }
 }
