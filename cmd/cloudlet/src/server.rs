@@ -50,6 +50,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
+/// How long a starting server waits for the data dir's lock before it refuses.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Holds an exclusive lock on DIR/cloudlet.lock for the server's life.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
     let path = dir.join("cloudlet.lock");
@@ -60,7 +63,21 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    // A server killed a moment ago may leave the lock held for a few milliseconds by a child it
+    // was forking (the descriptor closes at that child's exec): wait a bounded moment before
+    // deciding another server owns the directory.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut file = file;
+    let outcome = loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
+    match outcome {
         Ok(mut lock) => {
             lock.set_len(0).ok();
             lock.rewind().ok();
