@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cloudlet_spec::ServiceManifest;
 
-use crate::probe::{ProbeCheck, ProbeSpec};
+use crate::probe::ProbeSpec;
 use crate::shim::proto::ProcessSpec;
 
 /// When an exited service is started again.
@@ -113,7 +113,7 @@ impl ServiceConfig {
                 cgroup: None,
             },
             depends_on: spec.depends_on.clone(),
-            readiness: effective.readiness.map(probe_from_readiness),
+            readiness: effective.readiness,
             restart: RestartSpec {
                 policy: match restart.policy {
                     cloudlet_spec::RestartPolicy::Always => RestartPolicy::Always,
@@ -152,31 +152,5 @@ impl ServiceConfig {
                 })
                 .unwrap_or_default(),
         }
-    }
-}
-
-fn probe_from_readiness(e: cloudlet_spec::Readiness) -> ProbeSpec {
-    let check = match e.probe {
-        cloudlet_spec::Probe::Http {
-            host,
-            port,
-            path,
-            headers,
-        } => ProbeCheck::Http {
-            host,
-            port,
-            path,
-            headers,
-        },
-        cloudlet_spec::Probe::Tcp { host, port } => ProbeCheck::Tcp { host, port },
-        cloudlet_spec::Probe::Exec { command } => ProbeCheck::Exec { argv: command },
-    };
-    ProbeSpec {
-        check,
-        period: e.period,
-        timeout: e.timeout,
-        failure_threshold: e.failure_threshold,
-        success_threshold: e.success_threshold,
-        initial_delay: e.initial_delay,
     }
 }

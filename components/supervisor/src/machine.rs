@@ -1250,7 +1250,7 @@ async fn probe_loop(
     let mut passed = false;
     loop {
         let started = tokio::time::Instant::now();
-        let result = probe::check(&probe.check, probe.timeout, &reaper).await;
+        let result = probe::check(&probe.probe, probe.timeout, &reaper).await;
         passed |= result.is_ok();
         if tx
             .send(Input::Probe {

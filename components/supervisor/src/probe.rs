@@ -15,50 +15,10 @@ use tokio::net::TcpStream;
 
 use crate::reaper::{ChildExit, Reaper};
 
-/// What a probe checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeCheck {
-    /// GET `path` on `host:port`; 200-399 passes.
-    Http {
-        /// Host to connect to.
-        host: String,
-        /// TCP port.
-        port: u16,
-        /// Request path.
-        path: String,
-        /// Extra request headers.
-        headers: BTreeMap<String, String>,
-    },
-    /// A TCP connection to `host:port` is accepted.
-    Tcp {
-        /// Host to connect to.
-        host: String,
-        /// TCP port.
-        port: u16,
-    },
-    /// The command exits with code 0.
-    Exec {
-        /// Program and arguments.
-        argv: Vec<String>,
-    },
-}
-
-/// A probe and its timing, from the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeSpec {
-    /// What to check.
-    pub check: ProbeCheck,
-    /// Time between checks.
-    pub period: Duration,
-    /// Time a check may take.
-    pub timeout: Duration,
-    /// Consecutive failures that make a ready service unready.
-    pub failure_threshold: u32,
-    /// Consecutive successes that make a service ready.
-    pub success_threshold: u32,
-    /// Time after start before the first check.
-    pub initial_delay: Duration,
-}
+/// What a probe checks: the manifest's resolved probe (`cloudlet_spec::Probe`), used as is.
+pub use cloudlet_spec::Probe as ProbeCheck;
+/// A probe and its timing, defaults applied (`cloudlet_spec::Readiness`), used as is.
+pub use cloudlet_spec::Readiness as ProbeSpec;
 
 /// Runs one check; `Err` says why it failed.
 pub async fn check(probe: &ProbeCheck, timeout: Duration, reaper: &Reaper) -> Result<(), String> {
@@ -80,7 +40,7 @@ async fn check_inner(probe: &ProbeCheck, reaper: &Reaper) -> Result<(), String> 
             path,
             headers,
         } => http_get(host, *port, path, headers).await,
-        ProbeCheck::Exec { argv } => exec(argv, reaper).await,
+        ProbeCheck::Exec { command } => exec(command, reaper).await,
     }
 }
 
