@@ -7,6 +7,9 @@
 //! `cloudlet ctl events -f -o json` and tests block on the event they expect, with a deadline.
 //! It never touches processes it did not start.
 
+pub mod fleet;
+pub mod netns;
+
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -137,6 +140,8 @@ impl Cluster {
             .args(["server", "--data-dir"])
             .arg(self.data_dir())
             .args(["--node-name", "test-node", "--log", "info"])
+            // A free port of its own: tests run in parallel.
+            .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .arg("--cgroup-root")
             .arg(self.cgroup_root())
@@ -404,7 +409,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// PIDs of processes whose command line mentions `dir` (shims carry their run dir; services get
 /// it in their arguments only if the test put it there), plus the process groups in pid files.
-fn kill_everything_under(dir: &Path) {
+pub(crate) fn kill_everything_under(dir: &Path) {
     let needle = dir.display().to_string();
     let mut victims = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -543,7 +548,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Kills everything in a cgroup subtree the test made and removes it, leaves first.
-fn remove_cgroup_tree(dir: &Path) {
+pub(crate) fn remove_cgroup_tree(dir: &Path) {
     if !dir.is_dir() {
         return;
     }

@@ -26,9 +26,12 @@ pub struct Cli {
 /// The roles of the binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the node: the store, the API on DIR/cloudlet.sock, and the services stored in it.
+    /// Run the cluster's server: the store, placement, the API on DIR/cloudlet.sock and on
+    /// --listen (mutual TLS), and — unless --disable-agent — this host as a node.
     #[command(
         after_help = "Example:\n  cloudlet server --data-dir /var/lib/cloudlet\n\n\
+        It writes DIR/admin.conf (0600): copy it to run `cloudlet ctl --config admin.conf` from\n\
+        another machine. Nodes join with `cloudlet ctl token create` and `cloudlet agent`.\n\n\
         SIGTERM or Ctrl-C stops cloudlet, never the services: each runs under its own shim and is\n\
         adopted again by the next `cloudlet server` on the same data dir."
     )]
@@ -44,11 +47,69 @@ pub enum Command {
         any check FAILs (WARN alone exits 0: cloudlet runs, and says what it cannot do)."
     )]
     CheckConfig(CheckConfigArgs),
+    /// Join a cluster and run this node's share of it.
+    #[command(
+        after_help = "Example:\n  cloudlet agent --server https://10.0.0.1:6443 --token K10…::abc123.… \\\n            --data-dir /var/lib/cloudlet --labels rack=r1\n\n        The token (from `cloudlet ctl token create` on the server) is checked against the server's\n        CA before its secret is sent; the node's key never leaves this host. Once joined, the\n        agent restarts without a token. Stopping the agent, or losing the server, never stops a\n        service."
+    )]
+    Agent(AgentArgs),
 }
 
 /// `cloudlet server`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
+    /// The node this process runs (unless --disable-agent).
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Where the mutual-TLS API listens (agents, and `ctl --config`).
+    #[arg(long, default_value = "0.0.0.0:6443", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// The address agents and admin.conf use to reach this server (default: the --listen
+    /// address, or this host's first non-loopback IPv4 address when that is 0.0.0.0).
+    #[arg(long, value_name = "IP|NAME")]
+    pub advertise_address: Option<String>,
+    /// Another name or IP for the server's certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "IP|NAME")]
+    pub tls_sans: Vec<String>,
+    /// Run only the control plane: no services on this host.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// How long node, server and admin certificates live; each renews itself at two thirds.
+    #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
+    pub cert_lifetime: std::time::Duration,
+    /// A node whose heartbeats stop this long is lost: its relocatable services move.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_lost_after: std::time::Duration,
+}
+
+/// `cloudlet agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The node this agent runs.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The server's API (e.g. https://10.0.0.1:6443).
+    #[arg(long, env = "CLOUDLET_SERVER")]
+    pub server: String,
+    /// The join token from `cloudlet ctl token create` (needed until the node has joined).
+    #[arg(long, env = "CLOUDLET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Labels to join with: k=v,k2=v2.
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Where this agent's API listens (the server fetches logs and runs exec through it).
+    #[arg(long, default_value = "0.0.0.0:10250", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// The address the server reaches this agent at (default: as for the server).
+    #[arg(long, value_name = "IP|NAME")]
+    pub advertise_address: Option<String>,
+    /// How often the agent reports to the server.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat: std::time::Duration,
+}
+
+/// What every node has: its data dir, name, reserve, monitor and cgroup settings.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
     /// Directory of the store, the API socket, shims and logs.
     #[arg(long, env = "CLOUDLET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -108,6 +169,10 @@ pub struct CtlArgs {
     /// finds in $CLOUDLET_EXECUTOR.
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Reach a server over mutual TLS with this admin config (the server writes one to
+    /// DIR/admin.conf) instead of the local socket: from any machine.
+    #[arg(long, global = true, env = "CLOUDLET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The verb.
     #[command(subcommand)]
     pub verb: Verb,
@@ -118,6 +183,8 @@ pub struct CtlArgs {
 pub enum Output {
     /// Aligned columns for people.
     Table,
+    /// More columns: addresses, roles, labels, certificate expiry.
+    Wide,
     /// JSON for programs.
     Json,
     /// YAML for programs and people.
@@ -154,8 +221,10 @@ pub enum Verb {
         )]
         files: Vec<PathBuf>,
     },
-    /// List services.
+    /// List services (of every node) or nodes.
     #[command(after_help = "Examples:\n  cloudlet ctl get services\n  \
+        cloudlet ctl get services --node n2\n  \
+        cloudlet ctl get nodes -o wide\n  \
         cloudlet ctl get services -o json | jq '.[] | select(.state != \"running\")'")]
     Get {
         /// What to list.
@@ -163,6 +232,12 @@ pub enum Verb {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Only this node's services.
+        #[arg(long)]
+        node: Option<String>,
+        /// Every node's services (the default; for kubectl hands).
+        #[arg(short = 'A', long)]
+        all_nodes: bool,
     },
     /// Show one service: status, limits, manifest and recent events.
     #[command(after_help = "Example:\n  cloudlet ctl describe service web")]
@@ -174,9 +249,14 @@ pub enum Verb {
         /// Output format (table means the human view).
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// The node whose copy to show (a service on several nodes).
+        #[arg(long)]
+        node: Option<String>,
     },
-    /// Stop and remove a service; its logs stay until retention removes them.
-    #[command(after_help = "Example:\n  cloudlet ctl delete service web")]
+    /// Stop and remove a service (its logs stay until retention removes them), or forget a node.
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl delete service web\n  cloudlet ctl delete node n3"
+    )]
     Delete {
         /// What kind of object.
         kind: Kind,
@@ -184,10 +264,16 @@ pub enum Verb {
         name: String,
     },
     /// Stop a service's run and start a new one now (not counted as a restart).
-    #[command(after_help = "Example:\n  cloudlet ctl restart web")]
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl restart web            # on every node that runs it\n  \
+        cloudlet ctl restart web --node n2"
+    )]
     Restart {
         /// Service name.
         name: String,
+        /// Only its copy on this node.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Stop a service and keep it stopped (also across server restarts) until `start`.
     #[command(after_help = "Example:\n  cloudlet ctl stop web")]
@@ -223,6 +309,9 @@ pub enum Verb {
         /// Print each line's stream and run too.
         #[arg(long)]
         details: bool,
+        /// The node whose copy to read (a service on several nodes).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Start a transient service: a daemon in its own cgroup, with its own shim and logs, that
     /// outlives the service that asked for it and is stopped only explicitly.
@@ -264,9 +353,13 @@ pub enum Verb {
     /// becomes ctl's.
     #[command(
         after_help = "Examples:\n  cloudlet ctl exec -- modprobe openvswitch\n  \
-        cloudlet ctl exec --timeout 30s -- ovs-vsctl show"
+        cloudlet ctl exec --timeout 30s -- ovs-vsctl show\n  \
+        cloudlet ctl exec --node n2 -- uptime"
     )]
     Exec {
+        /// The node to run it on (default: the server's own).
+        #[arg(long)]
+        node: Option<String>,
         /// Kill the command after this long (default 10m).
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
@@ -295,6 +388,103 @@ pub enum Verb {
         /// `-f` output can be read line by line).
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+    /// Join tokens: create (printed once), list, revoke.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloudlet ctl token create --ttl 2h --role compute\n  \
+        cloudlet ctl token list\n  cloudlet ctl token revoke abc123"
+    )]
+    Token(TokenVerb),
+    /// Rotate the cluster's CA: a new CA signs, both are trusted until --finish.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloudlet ctl ca rotate\n  \
+        cloudlet ctl get nodes -o wide          # every node renewed: CERT EXPIRES moved\n  \
+        cloudlet ctl ca rotate --finish"
+    )]
+    Ca(CaVerb),
+    /// Set or remove node labels: k=v sets, k- removes.
+    #[command(after_help = "Example:\n  cloudlet ctl label node n2 rack=r1 disk=ssd old-")]
+    Label {
+        /// `node`.
+        kind: Kind,
+        /// The node.
+        name: String,
+        /// k=v to set, k- to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Place nothing new on a node (what runs there stays).
+    #[command(after_help = "Example:\n  cloudlet ctl cordon n2")]
+    Cordon {
+        /// The node.
+        name: String,
+    },
+    /// Let placement use a node again (also ends a drain).
+    #[command(after_help = "Example:\n  cloudlet ctl uncordon n2")]
+    Uncordon {
+        /// The node.
+        name: String,
+    },
+    /// Cordon a node and move its relocatable services elsewhere; the others stay unless
+    /// --force (a VM host's services must never run twice).
+    #[command(after_help = "Examples:\n  cloudlet ctl drain n2\n  cloudlet ctl drain n2 --force")]
+    Drain {
+        /// The node.
+        name: String,
+        /// Move every replicated service, relocatable or not.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `cloudlet ctl ca` verbs.
+#[derive(Debug, Subcommand)]
+pub enum CaVerb {
+    /// Start a rotation (a new CA signs every new certificate; the old one stays trusted), or
+    /// end it with --finish (the old CA is trusted no more).
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl ca rotate\n  cloudlet ctl ca rotate --finish"
+    )]
+    Rotate {
+        /// End the rotation under way.
+        #[arg(long)]
+        finish: bool,
+    },
+}
+
+/// `cloudlet ctl token` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TokenVerb {
+    /// Make a join token; it is printed once and stored only as a hash.
+    #[command(after_help = "Example:\n  cloudlet ctl token create --ttl 24h --role compute")]
+    Create {
+        /// How long it works.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+        /// The role of nodes that join with it: compute or control.
+        #[arg(long, default_value = "compute")]
+        role: String,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List the tokens (never their secrets).
+    #[command(after_help = "Example:\n  cloudlet ctl token list -o json")]
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Revoke a token: nodes can no longer join with it (joined nodes stay).
+    #[command(after_help = "Example:\n  cloudlet ctl token revoke abc123")]
+    Revoke {
+        /// The token's id (the part between `::` and `.`).
+        id: String,
     },
 }
 
@@ -335,6 +525,25 @@ pub fn parse_reserve(s: &str) -> Result<cloudlet_host::Resources, String> {
         }
     }
     Ok(r)
+}
+
+/// Parses `k=v,k2=v2` (empty: none).
+pub fn parse_labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(parse_key_value)
+        .collect()
+}
+
+/// Parses a certificate lifetime: a duration, or whole days as `90d`.
+pub fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    if let Some(days) = s.strip_suffix('d') {
+        let days: u64 = days
+            .parse()
+            .map_err(|_| format!("{s:?}: expected e.g. 90d, 720h or 60s"))?;
+        return Ok(std::time::Duration::from_secs(days.saturating_mul(86_400)));
+    }
+    parse_duration(s)
 }
 
 /// Parses `KEY=VALUE`.

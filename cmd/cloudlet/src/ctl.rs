@@ -5,15 +5,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cloudlet_api::Client;
 use cloudlet_api::dto::{
-    Action, ApplyFile, ApplyRequest, Event, EventsQuery, ExecRequest, LogsQuery, RunRequest,
-    ServiceDetail, ServiceStatus,
+    Action, ApplyFile, ApplyRequest, CaRotateRequest, Event, EventsQuery, ExecRequest, LogsQuery,
+    NodeAction, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenRequest,
 };
+use cloudlet_api::{AdminConfig, Client};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-use crate::cli::{CtlArgs, Kind, Output, Verb};
+use crate::cli::{CaVerb, CtlArgs, Kind, Output, TokenVerb, Verb};
 
 /// Runs one verb.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -30,10 +30,13 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let socket = args
-        .socket
-        .unwrap_or_else(|| args.data_dir.join("cloudlet.sock"));
-    let client = Client::unix(socket);
+    let client = match (&args.config, args.socket) {
+        (Some(config), _) => AdminConfig::load(config)
+            .and_then(|c| c.client())
+            .map_err(api)?,
+        (None, Some(socket)) => Client::unix(socket),
+        (None, None) => Client::unix(args.data_dir.join("cloudlet.sock")),
+    };
     runtime.block_on(verb(&client, args.verb))
 }
 
@@ -43,6 +46,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Get {
             kind: Kind::Nodes,
             output,
+            ..
         } => {
             let nodes = client.nodes().await.map_err(api)?;
             print_nodes(&nodes, output)
@@ -51,44 +55,91 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
             kind: Kind::Nodes,
             name,
             output,
+            ..
         } => {
             let nodes = client.nodes().await.map_err(api)?;
             let Some(node) = nodes.into_iter().find(|n| n.name == name) else {
                 bail!("node {name:?} not found (`cloudlet ctl get nodes` lists them)");
             };
             match output {
-                Output::Table => print_node(&node),
+                Output::Table | Output::Wide => print_node(&node),
                 other => print_value(&node, other),
             }
         }
-        Verb::Get { kind: _, output } => {
-            let services = client.list_services().await.map_err(api)?;
+        Verb::Get {
+            kind: _,
+            output,
+            node,
+            all_nodes: _,
+        } => {
+            let services = client
+                .list_services(&ServicesQuery { node })
+                .await
+                .map_err(api)?;
             print_services(&services, output)
         }
         Verb::Describe {
             kind: _,
             name,
             output,
+            node,
         } => {
-            let detail = client.describe_service(&name).await.map_err(api)?;
+            let detail = client
+                .describe_service(&name, node.as_deref())
+                .await
+                .map_err(api)?;
             match output {
-                Output::Table => print_detail(&detail),
+                Output::Table | Output::Wide => print_detail(&detail),
                 other => print_value(&detail, other),
             }
         }
         Verb::Delete {
-            kind: Kind::Nodes, ..
+            kind: Kind::Nodes,
+            name,
         } => {
-            bail!("nodes are not deleted through ctl; a node leaves when its cloudlet stops")
+            let r = client.delete_node(&name).await.map_err(api)?;
+            println!("{}", r.message);
+            Ok(())
         }
         Verb::Delete { kind: _, name } => {
             let r = client.delete_service(&name).await.map_err(api)?;
             println!("{}", r.message);
             Ok(())
         }
-        Verb::Restart { name } => action(client, &name, Action::Restart).await,
-        Verb::Stop { name } => action(client, &name, Action::Stop).await,
-        Verb::Start { name } => action(client, &name, Action::Start).await,
+        Verb::Restart { name, node } => action(client, &name, Action::Restart, node).await,
+        Verb::Stop { name } => action(client, &name, Action::Stop, None).await,
+        Verb::Start { name } => action(client, &name, Action::Start, None).await,
+        Verb::Token(t) => token(client, t).await,
+        Verb::Ca(CaVerb::Rotate { finish }) => {
+            let r = client
+                .rotate_ca(&CaRotateRequest { finish })
+                .await
+                .map_err(api)?;
+            println!("{}", r.message);
+            Ok(())
+        }
+        Verb::Label { kind, name, labels } => {
+            if kind != Kind::Nodes {
+                bail!("only nodes have labels to set: `cloudlet ctl label node NAME k=v`");
+            }
+            let mut set = std::collections::BTreeMap::new();
+            let mut remove = Vec::new();
+            for l in labels {
+                if let Some((k, v)) = l.split_once('=') {
+                    set.insert(k.to_owned(), v.to_owned());
+                } else if let Some(k) = l.strip_suffix('-') {
+                    remove.push(k.to_owned());
+                } else {
+                    bail!("{l:?}: expected k=v to set a label or k- to remove one");
+                }
+            }
+            node_action(client, &name, NodeAction::Label { set, remove }).await
+        }
+        Verb::Cordon { name } => node_action(client, &name, NodeAction::Cordon).await,
+        Verb::Uncordon { name } => node_action(client, &name, NodeAction::Uncordon).await,
+        Verb::Drain { name, force } => {
+            node_action(client, &name, NodeAction::Drain { force }).await
+        }
         Verb::Logs {
             name,
             follow,
@@ -96,6 +147,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
             since,
             previous,
             details,
+            node,
         } => {
             let since = match since {
                 Some(d) => Some(ago(d)?),
@@ -106,6 +158,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 tail,
                 since,
                 previous,
+                node,
             };
             let mut stream = client.logs(&name, &query).await.map_err(api)?;
             let mut out = std::io::stdout().lock();
@@ -151,6 +204,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
             Ok(())
         }
         Verb::Exec {
+            node,
             timeout,
             env,
             workdir,
@@ -161,6 +215,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 env: env.into_iter().collect(),
                 working_dir: workdir,
                 timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                node,
             };
             let mut stream = client.exec(&request).await.map_err(api)?;
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
@@ -205,11 +260,11 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
             };
             let mut stream = client.events(&query).await.map_err(api)?;
             let mut out = std::io::stdout().lock();
-            if output == Output::Table {
+            if matches!(output, Output::Table | Output::Wide) {
                 writeln!(
                     out,
-                    "{:<24} {:<16} {:<16} MESSAGE",
-                    "TIME", "SERVICE", "REASON"
+                    "{:<24} {:<16} {:<16} {:<16} MESSAGE",
+                    "TIME", "NODE", "SERVICE", "REASON"
                 )?;
             }
             while let Some(ev) = stream.next().await {
@@ -237,10 +292,98 @@ fn ago(d: std::time::Duration) -> anyhow::Result<Timestamp> {
         .context("--since is too large")
 }
 
-async fn action(client: &Client, name: &str, action: Action) -> anyhow::Result<()> {
-    let r = client.service_action(name, action).await.map_err(api)?;
+async fn action(
+    client: &Client,
+    name: &str,
+    action: Action,
+    node: Option<String>,
+) -> anyhow::Result<()> {
+    let r = client
+        .service_action(name, action, node.as_deref())
+        .await
+        .map_err(api)?;
     println!("{}", r.message);
     Ok(())
+}
+
+async fn node_action(client: &Client, node: &str, action: NodeAction) -> anyhow::Result<()> {
+    let r = client.node_action(node, &action).await.map_err(api)?;
+    println!("{}", r.message);
+    Ok(())
+}
+
+async fn token(client: &Client, verb: TokenVerb) -> anyhow::Result<()> {
+    match verb {
+        TokenVerb::Create {
+            ttl,
+            role,
+            description,
+            output,
+        } => {
+            let request = TokenRequest {
+                ttl_seconds: Some(ttl.as_secs()),
+                role: Some(role),
+                description,
+            };
+            let created = client.create_token(&request).await.map_err(api)?;
+            match output {
+                Output::Table | Output::Wide => {
+                    println!("{}", created.token);
+                    eprintln!(
+                        "token {} for {} nodes, valid until {}; shown only now — join with\n  \
+                         cloudlet agent --server URL --token <token>",
+                        created.info.id, created.info.role, created.info.expires_at
+                    );
+                    Ok(())
+                }
+                other => print_value(&created, other),
+            }
+        }
+        TokenVerb::List { output } => {
+            let tokens = client.list_tokens().await.map_err(api)?;
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(&tokens, output);
+            }
+            let mut rows = vec![
+                ["ID", "ROLE", "EXPIRES", "USES", "CREATED BY", "DESCRIPTION"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for t in &tokens {
+                let expires = if t.expires_at <= Timestamp::now() {
+                    "expired".to_owned()
+                } else {
+                    format!("in {}", age_until_human(t.expires_at))
+                };
+                rows.push(vec![
+                    t.id.clone(),
+                    t.role.clone(),
+                    expires,
+                    t.uses.to_string(),
+                    t.created_by.clone(),
+                    t.description.clone().unwrap_or_default(),
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        TokenVerb::Revoke { id } => {
+            let r = client.revoke_token(&id).await.map_err(api)?;
+            println!("{}", r.message);
+            Ok(())
+        }
+    }
+}
+
+/// "5m", "3h", "89d" until `t`.
+fn age_until_human(t: Timestamp) -> String {
+    let secs = t.duration_since(Timestamp::now()).as_secs().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 /// Files named on the command line, directories expanded to their `*.yaml` and `*.yml`, sorted.
@@ -297,7 +440,7 @@ fn display_name(path: &Path) -> String {
 
 fn print_value<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Json | Output::Table => {
+        Output::Json | Output::Table | Output::Wide => {
             println!("{}", serde_json::to_string_pretty(value)?);
         }
         Output::Yaml => {
@@ -333,7 +476,7 @@ fn exit_text(s: &ServiceStatus) -> String {
 }
 
 fn print_services(services: &[ServiceStatus], output: Output) -> anyhow::Result<()> {
-    if output != Output::Table {
+    if !matches!(output, Output::Table | Output::Wide) {
         return print_value(&services, output);
     }
     let mut rows = vec![
@@ -501,12 +644,13 @@ fn print_detail(d: &ServiceDetail) -> anyhow::Result<()> {
 
 fn print_event(out: &mut impl Write, ev: &Event, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let time = ev.time.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
             writeln!(
                 out,
-                "{:<24} {:<16} {:<16} {}",
+                "{:<24} {:<16} {:<16} {:<16} {}",
                 time,
+                ev.node,
                 ev.service.as_deref().unwrap_or("-"),
                 ev.reason,
                 ev.message
@@ -534,21 +678,23 @@ fn mib(bytes: u64) -> String {
 }
 
 fn print_nodes(nodes: &[cloudlet_api::dto::NodeStatus], output: Output) -> anyhow::Result<()> {
-    if output != Output::Table {
+    let wide = output == Output::Wide;
+    if !matches!(output, Output::Table | Output::Wide) {
         return print_value(&nodes, output);
     }
-    let mut rows = vec![
-        [
-            "NAME",
-            "CPU (REQ/ALLOC)",
-            "MEMORY (REQ/ALLOC)",
-            "PIDS",
-            "CONDITIONS",
-            "LIMITS",
-        ]
-        .map(String::from)
-        .to_vec(),
+    let mut header = vec![
+        "NAME",
+        "STATE",
+        "ROLES",
+        "SERVICES",
+        "CPU (REQ/ALLOC)",
+        "MEMORY (REQ/ALLOC)",
+        "CONDITIONS",
     ];
+    if wide {
+        header.extend(["ADDRESS", "LABELS", "CERT EXPIRES", "LIMITS"]);
+    }
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for n in nodes {
         let conditions: Vec<String> = n
             .conditions
@@ -556,22 +702,48 @@ fn print_nodes(nodes: &[cloudlet_api::dto::NodeStatus], output: Output) -> anyho
             .filter(|c| c.status)
             .map(|c| format!("{}({})", c.kind, c.severity.as_deref().unwrap_or("warning")))
             .collect();
-        rows.push(vec![
+        let mut state = n.state.clone();
+        if n.draining {
+            state.push_str(",Draining");
+        } else if n.cordoned {
+            state.push_str(",Cordoned");
+        }
+        let mut row = vec![
             n.name.clone(),
+            state,
+            if n.roles.is_empty() {
+                "-".into()
+            } else {
+                n.roles.join(",")
+            },
+            n.services.to_string(),
             format!("{}m/{}m", n.requested.cpu_millis, n.allocatable.cpu_millis),
             format!(
                 "{}/{}",
                 mib(n.requested.memory_bytes),
                 mib(n.allocatable.memory_bytes)
             ),
-            format!("{}/{}", n.pids_in_use, n.capacity.pids),
             if conditions.is_empty() {
                 "none".into()
             } else {
                 conditions.join(",")
             },
-            n.limits.clone(),
-        ]);
+        ];
+        if wide {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            row.extend([
+                n.address.clone().unwrap_or_else(|| "(server)".into()),
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels.join(",")
+                },
+                n.cert_not_after
+                    .map_or("-".into(), |t| format!("{t} (in {})", age_until_human(t))),
+                n.limits.clone(),
+            ]);
+        }
+        rows.push(row);
     }
     print_table(&rows);
     Ok(())

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::CheckConfig(args) => check::run(&args),
+        Command::Agent(args) => server::run_agent(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
-//! `cloudlet server`: takes the data directory's lock, opens the store, starts the node (which
-//! adopts the services an earlier server left running) and serves the API on DIR/cloudlet.sock
-//! until SIGTERM or Ctrl-C. Stopping the server never stops a service.
+//! `cloudlet server` and `cloudlet agent`: take the data directory's lock, open the store, start
+//! the node (which adopts the services an earlier process left running) and serve until SIGTERM
+//! or Ctrl-C. The server adds the control plane (PKI, placement) and serves the cluster's API on
+//! DIR/cloudlet.sock and on --listen (mutual TLS); the agent joins a server and serves its node's
+//! API to it. Stopping either never stops a service. Wiring only: no decisions live here.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -8,17 +10,35 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use anyhow::{Context, bail};
-use cloudlet_api::{Socket, UnixServer};
+use cloudlet_api::{Socket, TlsConfigSource, TlsServer, UnixServer};
+use cloudlet_cluster::pki::{PkiOptions, ServerPki};
+use cloudlet_cluster::{ClusterOptions, ControlPlane};
+use cloudlet_node::agent::{self, AgentOptions};
 use cloudlet_node::{Node, NodeOptions};
 use cloudlet_store::{RedbOptions, RedbStore};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::ServerArgs;
+use crate::cli::{AgentArgs, NodeArgs, ServerArgs};
 
 /// Runs the server until a stop signal.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let runtime = prepare(&args.node)?;
+    runtime.block_on(serve(args))
+}
+
+/// Runs an agent until a stop signal.
+pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let runtime = prepare(&args.node)?;
+    runtime.block_on(agent(args))
+}
+
+/// Logging, the data dir and its lock, the allocator and the runtime: what every long-running
+/// role needs before it starts.
+fn prepare(args: &NodeArgs) -> anyhow::Result<Prepared> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log)
@@ -33,7 +53,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("create data dir {}", dir.display()))?;
-    let _lock = lock_data_dir(dir)?;
+    let lock = lock_data_dir(dir)?;
     // Each thread would get a glibc malloc arena of its own; a node server needs two. Set before
     // any thread exists.
     // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
@@ -47,7 +67,22 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(serve(args))
+    Ok(Prepared {
+        runtime,
+        _lock: lock,
+    })
+}
+
+/// The runtime, and the data dir's lock held as long as it.
+struct Prepared {
+    runtime: tokio::runtime::Runtime,
+    _lock: Flock<File>,
+}
+
+impl Prepared {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
 }
 
 /// How long a starting server waits for the data dir's lock before it refuses.
@@ -97,81 +132,291 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
     }
 }
 
-async fn serve(args: ServerArgs) -> anyhow::Result<()> {
-    let dir = args.data_dir.clone();
-    let store_path = dir.join("store.redb");
-    let store = RedbStore::open(&store_path, RedbOptions::default())
-        .with_context(|| format!("open the store {}", store_path.display()))?;
-    let node_name = match args.node_name {
-        Some(n) => n,
+fn node_name(args: &NodeArgs) -> anyhow::Result<String> {
+    Ok(match &args.node_name {
+        Some(n) => n.clone(),
         None => nix::unistd::gethostname()
             .context("read the host name (or pass --node-name)")?
             .to_string_lossy()
             .into_owned(),
-    };
-    let exe = std::env::current_exe().context("find the cloudlet executable")?;
-    let node = Node::start(
-        store,
-        NodeOptions {
-            node_name,
-            data_dir: dir.clone(),
-            exe,
-            log_retention: args.log_retention,
-            max_events: args.max_events,
-            cgroup_root: args.cgroup_root.clone(),
-            monitor: cloudlet_node::monitor::MonitorOptions {
-                reserve: args.reserve,
-                thresholds: cloudlet_host::Thresholds {
-                    disk_warn_free_pct: args.disk_warn_pct,
-                    disk_critical_free_pct: args.disk_critical_pct,
-                    ..Default::default()
-                },
-                disk_paths: args.disk_paths.clone(),
-                interval: args.monitor_interval,
-            },
-        },
-    )
-    .await
-    .context("start the node")?;
+    })
+}
 
+fn node_options(args: &NodeArgs, node_name: String) -> anyhow::Result<NodeOptions> {
+    Ok(NodeOptions {
+        node_name,
+        data_dir: args.data_dir.clone(),
+        exe: std::env::current_exe().context("find the cloudlet executable")?,
+        log_retention: args.log_retention,
+        max_events: args.max_events,
+        cgroup_root: args.cgroup_root.clone(),
+        monitor: cloudlet_node::monitor::MonitorOptions {
+            reserve: args.reserve,
+            thresholds: cloudlet_host::Thresholds {
+                disk_warn_free_pct: args.disk_warn_pct,
+                disk_critical_free_pct: args.disk_critical_pct,
+                ..Default::default()
+            },
+            disk_paths: args.disk_paths.clone(),
+            interval: args.monitor_interval,
+        },
+    })
+}
+
+fn open_store(dir: &Path) -> anyhow::Result<RedbStore> {
+    let store_path = dir.join("store.redb");
+    RedbStore::open(&store_path, RedbOptions::default())
+        .with_context(|| format!("open the store {}", store_path.display()))
+}
+
+/// The address others reach this host at: the one given, the listen address when it is
+/// specific, else this host's first non-loopback IPv4 address.
+fn advertise(given: Option<&str>, listen: SocketAddr) -> String {
+    if let Some(a) = given {
+        return a.to_owned();
+    }
+    if !listen.ip().is_unspecified() {
+        return listen.ip().to_string();
+    }
+    nix::ifaddrs::getifaddrs()
+        .ok()
+        .and_then(|mut addrs| {
+            addrs.find_map(|a| {
+                let ip = a.address?.as_sockaddr_in()?.ip();
+                (!ip.is_loopback()).then(|| ip.to_string())
+            })
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_owned())
+}
+
+fn https_url(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    }
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
-    let shutdown = async move {
+    Ok(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping cloudlet; services keep running"),
             _ = int.recv() => tracing::info!("SIGINT: stopping cloudlet; services keep running"),
         }
-    };
-    let socket = dir.join("cloudlet.sock");
-    let executor = dir.join(cloudlet_node::EXECUTOR_SOCKET);
-    let node = Arc::new(node);
-    let api = UnixServer::bind(&socket)
-        .await
-        .with_context(|| format!("listen on {}", socket.display()))?;
-    let exec = UnixServer::bind(&executor)
-        .await
-        .with_context(|| format!("listen on {}", executor.display()))?;
-    tracing::info!(
-        "serving the API on {} and the executor on {}",
-        socket.display(),
-        executor.display()
-    );
-    // One shutdown signal ends both listeners.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let api = tokio::spawn(api.serve_as(Socket::Api, node.clone(), until(stopped.clone())));
-    let exec = tokio::spawn(exec.serve_as(Socket::Executor, node.clone(), until(stopped)));
-    shutdown.await;
-    stop.send_replace(true);
-    for (task, path) in [(api, &socket), (exec, &executor)] {
-        task.await
-            .context("the API task panicked")?
-            .with_context(|| format!("serve {}", path.display()))?;
+    })
+}
+
+/// Listeners that stop together.
+struct Listeners {
+    stop: tokio::sync::watch::Sender<bool>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    tasks: Vec<(
+        String,
+        tokio::task::JoinHandle<Result<(), cloudlet_api::ApiError>>,
+    )>,
+}
+
+impl Listeners {
+    fn new() -> Listeners {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        Listeners {
+            stop,
+            stopped,
+            tasks: Vec::new(),
+        }
     }
-    node.shutdown().await;
+
+    fn until(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    async fn unix<B: cloudlet_api::Backend>(
+        &mut self,
+        path: &Path,
+        socket: Socket,
+        backend: Arc<B>,
+    ) -> anyhow::Result<()> {
+        let server = UnixServer::bind(path)
+            .await
+            .with_context(|| format!("listen on {}", path.display()))?;
+        let until = self.until();
+        self.tasks.push((
+            path.display().to_string(),
+            tokio::spawn(server.serve_as(socket, backend, until)),
+        ));
+        Ok(())
+    }
+
+    fn tls<B: cloudlet_api::Backend>(
+        &mut self,
+        server: TlsServer,
+        backend: Arc<B>,
+        config: TlsConfigSource,
+    ) {
+        let until = self.until();
+        self.tasks.push((
+            server.local_addr().to_string(),
+            tokio::spawn(server.serve(backend, config, until)),
+        ));
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        for (what, task) in self.tasks {
+            task.await
+                .context("an API task panicked")?
+                .with_context(|| format!("serve {what}"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let dir = args.node.data_dir.clone();
+    let store = open_store(&dir)?;
+    let name = node_name(&args.node)?;
+    let events = cloudlet_node::events::spawn_writer(store.clone(), args.node.max_events)
+        .await
+        .context("start the event log")?;
+    // Bound first, so that port 0 (tests) is known before the certificates name it.
+    let tls = TlsServer::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let listen = tls.local_addr();
+    let host = advertise(args.advertise_address.as_deref(), listen);
+    let server_url = https_url(&host, listen.port());
+    let mut sans = vec![host.clone()];
+    sans.extend(args.tls_sans.iter().cloned());
+    let pki = Arc::new(
+        ServerPki::open(
+            &dir,
+            PkiOptions {
+                server_name: name.clone(),
+                sans,
+                cert_lifetime: args.cert_lifetime,
+                server_url: server_url.clone(),
+            },
+        )
+        .context("set up the cluster's certificates")?,
+    );
+    let local = if args.disable_agent {
+        None
+    } else {
+        Some(
+            Node::start(
+                store.clone(),
+                node_options(&args.node, name.clone())?,
+                events.clone(),
+            )
+            .await
+            .context("start the node")?,
+        )
+    };
+    let cp = ControlPlane::start(
+        store,
+        Arc::clone(&pki),
+        events,
+        local.clone(),
+        ClusterOptions {
+            data_dir: dir.clone(),
+            server_name: name,
+            node_lost_after: args.node_lost_after,
+            cert_lifetime: args.cert_lifetime,
+        },
+    )
+    .await
+    .context("start the control plane")?;
+
+    let shutdown = stop_signal()?;
+    let cp = Arc::new(cp);
+    let mut listeners = Listeners::new();
+    listeners
+        .unix(&dir.join("cloudlet.sock"), Socket::Api, Arc::clone(&cp))
+        .await?;
+    if let Some(node) = &local {
+        listeners
+            .unix(
+                &dir.join(cloudlet_node::EXECUTOR_SOCKET),
+                Socket::Executor,
+                Arc::new(node.clone()),
+            )
+            .await?;
+    }
+    let tls_pki = Arc::clone(&pki);
+    listeners.tls(
+        tls,
+        Arc::clone(&cp),
+        Arc::new(move || tls_pki.server_tls(true)),
+    );
+    tracing::info!(
+        "serving the API on {} and {server_url} (mutual TLS; admin config {})",
+        dir.join("cloudlet.sock").display(),
+        dir.join("admin.conf").display()
+    );
+    shutdown.await;
+    listeners.stop().await?;
+    if let Some(node) = local {
+        node.shutdown().await;
+    }
     // The socket is gone with the server; keep the dir private whatever umask created it.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok();
+    Ok(())
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let dir = args.node.data_dir.clone();
+    let store = open_store(&dir)?;
+    let name = node_name(&args.node)?;
+    let tls = TlsServer::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let listen = tls.local_addr();
+    let host = advertise(args.advertise_address.as_deref(), listen);
+    let options = AgentOptions {
+        server: args.server.clone(),
+        token: args.token.clone(),
+        labels: args.labels.clone(),
+        address: https_url(&host, listen.port()),
+        heartbeat: args.heartbeat,
+    };
+    let creds = agent::credentials(&dir, &name, &options)
+        .await
+        .context("join the cluster")?;
+    let events = cloudlet_node::events::spawn_writer(store.clone(), args.node.max_events)
+        .await
+        .context("start the event log")?;
+    let node = Node::start(store, node_options(&args.node, name)?, events)
+        .await
+        .context("start the node")?;
+    let shutdown = stop_signal()?;
+    let backend = Arc::new(node.clone());
+    let mut listeners = Listeners::new();
+    listeners
+        .unix(
+            &dir.join("cloudlet.sock"),
+            Socket::Api,
+            Arc::clone(&backend),
+        )
+        .await?;
+    listeners
+        .unix(
+            &dir.join(cloudlet_node::EXECUTOR_SOCKET),
+            Socket::Executor,
+            Arc::clone(&backend),
+        )
+        .await?;
+    let listener_config = creds.listener_config().context("the agent's TLS")?;
+    listeners.tls(tls, Arc::clone(&backend), listener_config);
+    tokio::spawn(agent::run(node.clone(), creds, options));
+    tracing::info!("agent of {} serving on {listen}", args.server);
+    shutdown.await;
+    listeners.stop().await?;
+    node.shutdown().await;
     Ok(())
 }

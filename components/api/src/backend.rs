@@ -11,8 +11,10 @@ use futures_util::Stream;
 
 use crate::ApiError;
 use crate::dto::{
-    Action, ActionResponse, ApplyRequest, ApplyResponse, Event, EventsQuery, ExecOutput,
-    ExecRequest, LogLine, LogsQuery, NodeStatus, RunRequest, ServiceDetail, ServiceStatus,
+    Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
+    CertificateResponse, Event, EventsQuery, ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse,
+    JoinRequest, LogLine, LogsQuery, NodeAction, NodeQuery, NodeStatus, RenewRequest, RunRequest,
+    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -26,24 +28,41 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, ApiError>> + Send
 /// Output of a command run with `exec`, ending with an item that carries the exit.
 pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, ApiError>> + Send>>;
 
-/// Who is calling: the peer of the unix socket (from `SO_PEERCRED`), and which socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who is calling: the peer of a unix socket (from `SO_PEERCRED`) or of a mutual-TLS connection
+/// (from its verified certificate), and which listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The calling process, when the kernel said.
+    /// The calling process, when the kernel said (unix sockets only).
     pub pid: Option<u32>,
-    /// Its user id.
+    /// Its user id (unix sockets only).
     pub uid: Option<u32>,
-    /// Which socket the call came in on.
+    /// Which listener the call came in on.
     pub socket: Socket,
+    /// The verified client certificate's holder (TLS only); `None` on TLS is an anonymous caller,
+    /// who may only join.
+    pub peer: Option<Peer>,
 }
 
-/// The sockets the API is served on.
+/// The holder of a verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// What the certificate lets it be.
+    pub role: cloudlet_pki::Role,
+    /// Its common name: the node's name for a node.
+    pub name: String,
+    /// When the certificate expires: a connection that outlives it is refused from then on.
+    pub not_after: jiff::Timestamp,
+}
+
+/// The listeners the API is served on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Socket {
     /// `DIR/cloudlet.sock`, the operator's.
     Api,
     /// `DIR/executor.sock`, given to services with `spec.executor: true`.
     Executor,
+    /// The mutual-TLS listener (`--listen`).
+    Tls,
 }
 
 /// The core, as the API sees it. Errors use the server-side variants of [`ApiError`]
@@ -55,13 +74,17 @@ pub trait Backend: Send + Sync + 'static {
         request: ApplyRequest,
     ) -> impl Future<Output = Result<ApplyResponse, ApiError>> + Send;
 
-    /// The status of every service.
-    fn list_services(&self) -> impl Future<Output = Result<Vec<ServiceStatus>, ApiError>> + Send;
+    /// The status of every service (on one node, or on every node).
+    fn list_services(
+        &self,
+        query: ServicesQuery,
+    ) -> impl Future<Output = Result<Vec<ServiceStatus>, ApiError>> + Send;
 
-    /// Everything about one service.
+    /// Everything about one service (its copy on `node`).
     fn describe_service(
         &self,
         name: &str,
+        node: NodeQuery,
     ) -> impl Future<Output = Result<ServiceDetail, ApiError>> + Send;
 
     /// Stop and forget one service.
@@ -70,11 +93,12 @@ pub trait Backend: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send;
 
-    /// Start, stop or restart one service.
+    /// Start, stop or restart one service (restart: only its copy on `node`, when given).
     fn service_action(
         &self,
         name: &str,
         action: Action,
+        node: NodeQuery,
     ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send;
 
     /// One service's log lines. Errors that are known up front (no such service) are returned
@@ -107,4 +131,108 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         query: EventsQuery,
     ) -> impl Future<Output = Result<EventStream, ApiError>> + Send;
+
+    // The cluster's endpoints: served by a server; an agent's API answers them with
+    // `NotFound` (the defaults).
+
+    /// The CA certificates the cluster trusts (PEM), for an agent about to join.
+    fn cacerts(&self) -> impl Future<Output = Result<String, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// A node with a join token asks for its certificate.
+    fn join(
+        &self,
+        _request: JoinRequest,
+    ) -> impl Future<Output = Result<CertificateResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// A node renews its certificate.
+    fn renew(
+        &self,
+        _node: &str,
+        _request: RenewRequest,
+    ) -> impl Future<Output = Result<CertificateResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// A node is alive.
+    fn heartbeat(
+        &self,
+        _node: &str,
+        _heartbeat: Heartbeat,
+    ) -> impl Future<Output = Result<HeartbeatResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// What a node should run.
+    fn assignments(
+        &self,
+        _node: &str,
+    ) -> impl Future<Output = Result<Assignments, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// A node's events, recorded by the server.
+    fn push_events(
+        &self,
+        _node: &str,
+        _events: Vec<Event>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Makes a join token.
+    fn create_token(
+        &self,
+        _caller: Caller,
+        _request: TokenRequest,
+    ) -> impl Future<Output = Result<TokenCreated, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// The join tokens.
+    fn list_tokens(&self) -> impl Future<Output = Result<Vec<TokenInfo>, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Revokes a join token.
+    fn revoke_token(
+        &self,
+        _id: &str,
+    ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Cordon, uncordon, drain or label a node.
+    fn node_action(
+        &self,
+        _node: &str,
+        _action: NodeAction,
+    ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Starts or finishes a rotation of the cluster's CA.
+    fn rotate_ca(
+        &self,
+        _request: CaRotateRequest,
+    ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Forgets a node (its assignments go; its services elsewhere are untouched).
+    fn delete_node(
+        &self,
+        _node: &str,
+    ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+}
+
+fn not_a_server() -> ApiError {
+    ApiError::NotFound(
+        "this is a node's agent: cluster requests go to the cluster's server".to_owned(),
+    )
 }

@@ -1,50 +1,93 @@
-//! `Client`: the typed client of the API, as `cloudlet ctl` uses it.
+//! `Client`: the typed client of the API, as `cloudlet ctl` and the agents use it.
 //!
 //! Each method is one request; errors the server sends come back as [`ApiError::Status`] with the
-//! server's message intact. The transport is one seam (`Transport`): today a unix socket, one
-//! connection per request; mutual TLS is to be added there. This module never interprets what it
-//! receives beyond decoding it.
+//! server's message intact. The transport is one seam (`Transport`): the local unix socket, one
+//! connection per request, or `https://` with mutual TLS, which keeps one idle connection for
+//! the next request (a streaming answer gets a connection of its own). This module never
+//! interprets what it receives beyond decoding it, and never chooses whom to trust: the rustls
+//! config it is given does.
 
+use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::http::{Method, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use futures_util::{Stream, stream};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 
 use crate::dto::{
-    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, ExecRequest,
-    LogsQuery, NodeStatus, RunRequest, ServiceDetail, ServiceStatus,
+    Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
+    CertificateResponse, ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse,
+    JoinRequest, LogsQuery, NodeAction, NodeStatus, RenewRequest, RunRequest, ServiceDetail,
+    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, EventStream, ExecStream, LogStream};
 
-/// A client of one cloudlet server.
+/// How long connecting to an `https://` server, TLS handshake included, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of one cloudlet server. Cheap to clone: clones share the transport, and with it the
+/// idle connection of an `https://` client.
 #[derive(Debug, Clone)]
 pub struct Client {
-    transport: Transport,
+    transport: Arc<Transport>,
 }
 
 impl Client {
     /// A client of the server listening on the unix socket `path`.
     pub fn unix(path: impl Into<PathBuf>) -> Self {
         Self {
-            transport: Transport::Unix(path.into()),
+            transport: Arc::new(Transport::Unix(path.into())),
+        }
+    }
+
+    /// A client of the server at `url` (`https://HOST:PORT`; HOST a DNS name, an IPv4 address
+    /// or a bracketed IPv6 address; the port defaults to 443), over TLS with `config`: the roots
+    /// it trusts the server by and the certificate it presents, if any. The server's certificate
+    /// must name HOST. Nothing is connected yet.
+    pub fn https(url: &str, config: Arc<ClientConfig>) -> Result<Self, ApiError> {
+        let (authority, server_name) = parse_https_url(url).map_err(|why| {
+            ApiError::Invalid(format!(
+                "invalid server URL {url:?}: {why} (expected https://HOST:PORT)"
+            ))
+        })?;
+        Ok(Self {
+            transport: Arc::new(Transport::Https(Https {
+                url: format!("https://{authority}"),
+                authority,
+                server_name,
+                connector: TlsConnector::from(config),
+                idle: Mutex::new(None),
+            })),
+        })
+    }
+
+    /// Where the server is, for messages: its socket path or its `https://` URL.
+    pub fn endpoint(&self) -> String {
+        match &*self.transport {
+            Transport::Unix(path) => path.display().to_string(),
+            Transport::Https(https) => https.url.clone(),
         }
     }
 
     /// Checks that the server answers.
     pub async fn healthz(&self) -> Result<(), ApiError> {
-        let target = "/v1/healthz".to_owned();
-        let mut reply = self.send(Method::GET, &target, None).await?;
-        let body = reply.read_all().await?;
-        check_status(reply.response.status(), &body)
+        let call = Call::new(Method::GET, "/v1/healthz".to_owned(), None);
+        let (status, body) = self.transport.fetch(&call).await?;
+        check_status(status, &body)
     }
 
     /// Applies manifest files: `POST /v1/apply`.
@@ -53,16 +96,26 @@ impl Client {
             .await
     }
 
-    /// The status of every service: `GET /v1/services`.
-    pub async fn list_services(&self) -> Result<Vec<ServiceStatus>, ApiError> {
-        self.call(Method::GET, "/v1/services".to_owned(), None::<&()>)
-            .await
+    /// The status of every service (of one node): `GET /v1/services`.
+    pub async fn list_services(
+        &self,
+        query: &ServicesQuery,
+    ) -> Result<Vec<ServiceStatus>, ApiError> {
+        let target = with_query("/v1/services".to_owned(), &[("node", query.node.clone())]);
+        self.call(Method::GET, target, None::<&()>).await
     }
 
-    /// Everything about one service: `GET /v1/services/{name}`.
-    pub async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
-        self.call(Method::GET, service_path(name, None), None::<&()>)
-            .await
+    /// Everything about one service (its copy on `node`): `GET /v1/services/{name}`.
+    pub async fn describe_service(
+        &self,
+        name: &str,
+        node: Option<&str>,
+    ) -> Result<ServiceDetail, ApiError> {
+        let target = with_query(
+            service_path(name, None),
+            &[("node", node.map(str::to_owned))],
+        );
+        self.call(Method::GET, target, None::<&()>).await
     }
 
     /// Deletes one service: `DELETE /v1/services/{name}`.
@@ -76,8 +129,12 @@ impl Client {
         &self,
         name: &str,
         action: Action,
+        node: Option<&str>,
     ) -> Result<ActionResponse, ApiError> {
-        let target = service_path(name, Some(action.as_str()));
+        let target = with_query(
+            service_path(name, Some(action.as_str())),
+            &[("node", node.map(str::to_owned))],
+        );
         self.call(Method::POST, target, None::<&()>).await
     }
 
@@ -91,6 +148,7 @@ impl Client {
                 ("tail", query.tail.map(|n| n.to_string())),
                 ("since", query.since.map(|t| t.to_string())),
                 ("previous", query.previous.then(|| "true".to_owned())),
+                ("node", query.node.clone()),
             ],
         );
         Ok(Box::pin(self.stream(target).await?))
@@ -130,9 +188,98 @@ impl Client {
             ApiError::Invalid(format!("cannot encode the body of POST /v1/exec: {error}"))
         })?;
         Ok(Box::pin(
-            self.stream_with(Method::POST, "/v1/exec".to_owned(), Some(body))
+            self.stream_with(Method::POST, "/v1/exec".to_owned(), Some(body.into()))
                 .await?,
         ))
+    }
+
+    /// The CA certificates the cluster trusts (PEM): `GET /v1/cacerts`.
+    pub async fn cacerts(&self) -> Result<String, ApiError> {
+        let call = Call::new(Method::GET, "/v1/cacerts".to_owned(), None);
+        let (status, body) = self.transport.fetch(&call).await?;
+        check_status(status, &body)?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::Invalid("GET /v1/cacerts: the answer is not text".into()))
+    }
+
+    /// Trades a join token and a CSR for a node certificate: `POST /v1/join`.
+    pub async fn join(&self, request: &JoinRequest) -> Result<CertificateResponse, ApiError> {
+        self.call(Method::POST, "/v1/join".to_owned(), Some(request))
+            .await
+    }
+
+    /// Renews a node's certificate: `POST /v1/nodes/{name}/renew`.
+    pub async fn renew(
+        &self,
+        node: &str,
+        request: &RenewRequest,
+    ) -> Result<CertificateResponse, ApiError> {
+        self.call(Method::POST, node_path(node, "renew"), Some(request))
+            .await
+    }
+
+    /// Reports that a node is alive: `POST /v1/nodes/{name}/heartbeat`.
+    pub async fn heartbeat(
+        &self,
+        node: &str,
+        heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatResponse, ApiError> {
+        self.call(Method::POST, node_path(node, "heartbeat"), Some(heartbeat))
+            .await
+    }
+
+    /// What a node should run: `GET /v1/nodes/{name}/assignments`.
+    pub async fn assignments(&self, node: &str) -> Result<Assignments, ApiError> {
+        self.call(Method::GET, node_path(node, "assignments"), None::<&()>)
+            .await
+    }
+
+    /// Hands a node's events to the server: `POST /v1/nodes/{name}/events`.
+    pub async fn push_events(&self, node: &str, events: &[Event]) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .call(Method::POST, node_path(node, "events"), Some(&events))
+            .await?;
+        Ok(())
+    }
+
+    /// Makes a join token: `POST /v1/tokens`.
+    pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated, ApiError> {
+        self.call(Method::POST, "/v1/tokens".to_owned(), Some(request))
+            .await
+    }
+
+    /// The join tokens: `GET /v1/tokens`.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        self.call(Method::GET, "/v1/tokens".to_owned(), None::<&()>)
+            .await
+    }
+
+    /// Revokes a join token: `DELETE /v1/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<ActionResponse, ApiError> {
+        let target = format!("/v1/tokens/{}", encode(id));
+        self.call(Method::DELETE, target, None::<&()>).await
+    }
+
+    /// Cordons, uncordons, drains or labels a node: `POST /v1/nodes/{name}/action`.
+    pub async fn node_action(
+        &self,
+        node: &str,
+        action: &NodeAction,
+    ) -> Result<ActionResponse, ApiError> {
+        self.call(Method::POST, node_path(node, "action"), Some(action))
+            .await
+    }
+
+    /// Starts (or, with `finish`, ends) a rotation of the cluster's CA: `POST /v1/ca/rotate`.
+    pub async fn rotate_ca(&self, request: &CaRotateRequest) -> Result<ActionResponse, ApiError> {
+        self.call(Method::POST, "/v1/ca/rotate".to_owned(), Some(request))
+            .await
+    }
+
+    /// Forgets a node: `DELETE /v1/nodes/{name}`.
+    pub async fn delete_node(&self, node: &str) -> Result<ActionResponse, ApiError> {
+        let target = format!("/v1/nodes/{}", encode(node));
+        self.call(Method::DELETE, target, None::<&()>).await
     }
 
     /// One request with an optional JSON body, answered by one JSON document.
@@ -144,14 +291,20 @@ impl Client {
     ) -> Result<T, ApiError> {
         let request = format!("{method} {target}");
         let body = match body {
-            Some(body) => Some(serde_json::to_vec(body).map_err(|error| {
-                ApiError::Invalid(format!("cannot encode the body of {request}: {error}"))
-            })?),
+            Some(body) => Some(
+                serde_json::to_vec(body)
+                    .map_err(|error| {
+                        ApiError::Invalid(format!("cannot encode the body of {request}: {error}"))
+                    })?
+                    .into(),
+            ),
             None => None,
         };
-        let mut reply = self.send(method, &target, body).await?;
-        let bytes = reply.read_all().await?;
-        check_status(reply.response.status(), &bytes)?;
+        let (status, bytes) = self
+            .transport
+            .fetch(&Call::new(method, target, body))
+            .await?;
+        check_status(status, &bytes)?;
         serde_json::from_slice(&bytes).map_err(|source| ApiError::Decode { request, source })
     }
 
@@ -163,14 +316,15 @@ impl Client {
         self.stream_with(Method::GET, target, None).await
     }
 
-    /// A request answered by an NDJSON stream of `T`.
+    /// A request answered by an NDJSON stream of `T`, on a connection of its own.
     async fn stream_with<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         target: String,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<impl Stream<Item = Result<T, ApiError>> + Send + 'static, ApiError> {
-        let mut reply = self.send(method.clone(), &target, body).await?;
+        let call = Call::new(method, target, body);
+        let mut reply = self.transport.open(&call).await?;
         let status = reply.response.status();
         if !status.is_success() {
             let body = reply.read_all().await?;
@@ -179,7 +333,7 @@ impl Client {
         let lines = Lines {
             reply,
             buffer: Vec::new(),
-            request: format!("{method} {target}"),
+            request: call.to_string(),
         };
         Ok(stream::unfold(Some(lines), |lines| async move {
             let mut lines = lines?;
@@ -188,40 +342,70 @@ impl Client {
             Some((item, more))
         }))
     }
+}
 
-    async fn send(
-        &self,
-        method: Method,
-        target: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Reply, ApiError> {
+/// One request, kept whole so that it can be sent again on a fresh connection.
+#[derive(Debug)]
+struct Call {
+    method: Method,
+    target: String,
+    body: Option<Bytes>,
+}
+
+impl Call {
+    fn new(method: Method, target: String, body: Option<Bytes>) -> Self {
+        Self {
+            method,
+            target,
+            body,
+        }
+    }
+
+    /// The HTTP request, with `host` as its `Host`.
+    fn request(&self, host: &str) -> Result<Request<Full<Bytes>>, ApiError> {
         let mut request = Request::builder()
-            .method(method.clone())
-            .uri(target)
-            .header(header::HOST, "localhost");
-        if body.is_some() {
+            .method(self.method.clone())
+            .uri(&self.target)
+            .header(header::HOST, host);
+        if self.body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|error| {
-                ApiError::Invalid(format!(
-                    "cannot build the request {method} {target}: {error}"
-                ))
-            })?;
-        self.transport.send(request).await
+        request
+            .body(Full::new(self.body.clone().unwrap_or_default()))
+            .map_err(|error| ApiError::Invalid(format!("cannot build the request {self}: {error}")))
     }
 }
 
-/// How requests reach the server. The one place that knows about sockets; mutual TLS goes here.
-#[derive(Debug, Clone)]
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.target)
+    }
+}
+
+/// How requests reach the server. The one place that knows about sockets and TLS.
+#[derive(Debug)]
 enum Transport {
-    /// The local unix socket.
+    /// The local unix socket: a connection per request.
     Unix(PathBuf),
+    /// A remote server over mutual TLS.
+    Https(Https),
 }
 
 impl Transport {
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Reply, ApiError> {
+    /// Sends `call` and reads its whole answer.
+    async fn fetch(&self, call: &Call) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        match self {
+            Self::Unix(_) => {
+                let mut reply = self.open(call).await?;
+                let body = reply.read_all().await?;
+                Ok((reply.response.status(), body))
+            }
+            Self::Https(https) => https.fetch(call).await,
+        }
+    }
+
+    /// Sends `call` on a fresh connection that the answer keeps until it is dropped.
+    async fn open(&self, call: &Call) -> Result<Reply, ApiError> {
         match self {
             Self::Unix(path) => {
                 let stream =
@@ -231,42 +415,223 @@ impl Transport {
                             path: path.clone(),
                             source,
                         })?;
-                exchange(TokioIo::new(stream), request, path).await
+                let endpoint = Endpoint::Unix(path.clone());
+                let mut connection = handshake(TokioIo::new(stream), &endpoint).await?;
+                let response = connection
+                    .sender
+                    .send_request(call.request("localhost")?)
+                    .await
+                    .map_err(|error| endpoint.lost(error))?;
+                Ok(Reply {
+                    response,
+                    endpoint,
+                    connection: connection.task,
+                })
+            }
+            Self::Https(https) => {
+                let mut connection = https.connect().await?;
+                let response = connection
+                    .sender
+                    .send_request(call.request(&https.authority)?)
+                    .await
+                    .map_err(|error| https.endpoint().lost(error))?;
+                Ok(Reply {
+                    response,
+                    endpoint: https.endpoint(),
+                    connection: connection.task,
+                })
             }
         }
     }
 }
 
-/// Sends `request` over a fresh HTTP/1.1 connection on `io`.
-async fn exchange<I>(io: I, request: Request<Full<Bytes>>, path: &Path) -> Result<Reply, ApiError>
+/// A server at an `https://` URL, and the one idle connection kept for its next request.
+struct Https {
+    /// `https://` and the authority, for messages.
+    url: String,
+    /// `host:port`, to connect to and to send as `Host`.
+    authority: String,
+    /// The name the server's certificate must carry.
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    /// A connection whose last answer was read whole, ready for another request.
+    idle: Mutex<Option<Connection>>,
+}
+
+impl fmt::Debug for Https {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Https")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Https {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Https(self.url.clone())
+    }
+
+    /// Sends `call` on the idle connection if it is still open, else on a new one, and reads the
+    /// whole answer; the connection is then kept for the next call.
+    ///
+    /// A request that fails on the kept connection before it was sent (the server closed the
+    /// connection meanwhile), or a GET that fails on it, is sent again once on a new connection.
+    async fn fetch(&self, call: &Call) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        let kept = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut connection) = kept
+            && connection.sender.ready().await.is_ok()
+        {
+            match connection
+                .sender
+                .try_send_request(call.request(&self.authority)?)
+                .await
+            {
+                Ok(response) => return self.finish(connection, response).await,
+                Err(mut error) => {
+                    let unsent = error.take_message().is_some();
+                    if !unsent && call.method != Method::GET {
+                        return Err(self.endpoint().lost(error.into_error()));
+                    }
+                    tracing::debug!(
+                        error = %error.into_error(),
+                        "api client connection went away; sending on a new one"
+                    );
+                }
+            }
+        }
+        let mut connection = self.connect().await?;
+        let response = connection
+            .sender
+            .send_request(call.request(&self.authority)?)
+            .await
+            .map_err(|error| self.endpoint().lost(error))?;
+        self.finish(connection, response).await
+    }
+
+    /// Reads the answer whole, then keeps its connection for the next call.
+    async fn finish(
+        &self,
+        connection: Connection,
+        response: Response<Incoming>,
+    ) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        let Connection { sender, task } = connection;
+        let mut reply = Reply {
+            response,
+            endpoint: self.endpoint(),
+            connection: task,
+        };
+        let body = reply.read_all().await?;
+        let status = reply.response.status();
+        let connection = Connection {
+            sender,
+            task: reply.connection,
+        };
+        // One idle connection is enough: a concurrent call's connection is replaced and closes.
+        *self.idle.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection);
+        Ok((status, body))
+    }
+
+    /// A new connection: TCP, the TLS handshake (bounded by [`CONNECT_TIMEOUT`]), HTTP/1.1.
+    async fn connect(&self) -> Result<Connection, ApiError> {
+        let unreachable = |source| ApiError::Unreachable {
+            url: self.url.clone(),
+            source,
+        };
+        let connecting = async {
+            let tcp = TcpStream::connect(&self.authority)
+                .await
+                .map_err(unreachable)?;
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+            self.connector
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|error| {
+                    unreachable(io::Error::new(
+                        error.kind(),
+                        format!("TLS handshake failed: {error}"),
+                    ))
+                })
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| unreachable(io::Error::new(io::ErrorKind::TimedOut, "timed out")))??;
+        handshake(TokioIo::new(tls), &self.endpoint()).await
+    }
+}
+
+/// An HTTP/1.1 client connection: where to send requests, and the task driving it (aborted, which
+/// closes the connection, when dropped).
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    task: AbortOnDrop,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+/// Starts HTTP/1.1 on `io`.
+async fn handshake<I>(io: I, endpoint: &Endpoint) -> Result<Connection, ApiError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let io_error = |error: hyper::Error| ApiError::Io {
-        path: path.to_owned(),
-        source: io::Error::other(error),
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(io_error)?;
-    let connection = AbortOnDrop(tokio::spawn(async move {
+        .map_err(|error| endpoint.lost(error))?;
+    let task = AbortOnDrop(tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "api client connection ended with an error");
         }
     }));
-    let response = sender.send_request(request).await.map_err(io_error)?;
-    Ok(Reply {
-        response,
-        path: path.to_owned(),
-        _connection: connection,
-    })
+    Ok(Connection { sender, task })
+}
+
+/// The server a connection goes to, as its errors name it.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Unix(PathBuf),
+    Https(String),
+}
+
+impl Endpoint {
+    /// The connection to this server broke. The message has every cause in `error`'s chain:
+    /// hyper's own says only "connection error", while its source says which TLS alert ended it.
+    fn lost(&self, error: impl std::error::Error) -> ApiError {
+        let mut message = error.to_string();
+        let mut cause = error.source();
+        while let Some(error) = cause {
+            message.push_str(": ");
+            message.push_str(&error.to_string());
+            cause = error.source();
+        }
+        let source = io::Error::other(message);
+        match self {
+            Self::Unix(path) => ApiError::Io {
+                path: path.clone(),
+                source,
+            },
+            Self::Https(url) => ApiError::Lost {
+                url: url.clone(),
+                source,
+            },
+        }
+    }
 }
 
 /// A response, and the connection it arrives on: dropping the reply closes the connection.
 struct Reply {
     response: Response<Incoming>,
-    path: PathBuf,
-    _connection: AbortOnDrop,
+    endpoint: Endpoint,
+    /// The task driving the connection; it must live as long as the body is read.
+    connection: AbortOnDrop,
 }
 
 impl Reply {
@@ -278,12 +643,7 @@ impl Reply {
                         return Some(Ok(data));
                     }
                 }
-                Err(error) => {
-                    return Some(Err(ApiError::Io {
-                        path: self.path.clone(),
-                        source: io::Error::other(error),
-                    }));
-                }
+                Err(error) => return Some(Err(self.endpoint.lost(error))),
             }
         }
     }
@@ -374,6 +734,63 @@ fn check_status(status: StatusCode, body: &[u8]) -> Result<(), ApiError> {
     })
 }
 
+/// The authority (`host:port`, IPv6 in brackets) and the server name of an `https://` URL, or
+/// what is wrong with it.
+pub(crate) fn parse_https_url(url: &str) -> Result<(String, ServerName<'static>), String> {
+    let invalid = |why: &str| why.to_owned();
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
+    if !scheme.eq_ignore_ascii_case("https") {
+        return Err(invalid(&format!(
+            "the scheme is {scheme:?}; only https is supported"
+        )));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err(invalid("only a host and a port may follow https://"));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| invalid("no ] after the IPv6 address"))?;
+            match after {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(
+                        after
+                            .strip_prefix(':')
+                            .ok_or_else(|| invalid("only :PORT may follow the IPv6 address"))?,
+                    ),
+                ),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, Some(port)),
+            Some(_) => return Err(invalid("an IPv6 address must be in brackets")),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(invalid("no host"));
+    }
+    let port = match port {
+        None => 443,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| invalid(&format!("port {port:?} is not a number from 1 to 65535")))?,
+    };
+    let server_name = ServerName::try_from(host.to_owned())
+        .map_err(|_| invalid(&format!("{host:?} is not a DNS name or an IP address")))?;
+    let authority = match server_name {
+        ServerName::IpAddress(rustls::pki_types::IpAddr::V6(_)) => format!("[{host}]:{port}"),
+        _ => format!("{host}:{port}"),
+    };
+    Ok((authority, server_name))
+}
+
 /// `/v1/services/{name}` or `/v1/services/{name}/{sub}`.
 fn service_path(name: &str, sub: Option<&str>) -> String {
     let mut path = format!("/v1/services/{}", encode(name));
@@ -382,6 +799,10 @@ fn service_path(name: &str, sub: Option<&str>) -> String {
         path.push_str(sub);
     }
     path
+}
+
+fn node_path(node: &str, sub: &str) -> String {
+    format!("/v1/nodes/{}/{sub}", encode(node))
 }
 
 /// Appends the present `pairs` to `path` as a query string.

@@ -31,6 +31,10 @@ pub enum ServiceState {
     Stopped,
     /// Gave up: cannot be started as specified.
     Failed,
+    /// Assigned to a node that has not reported it yet, or not placeable (the message says why).
+    Pending,
+    /// Its node is lost: what runs there is not known.
+    Unknown,
 }
 
 /// What the operator asked a service to be.
@@ -255,6 +259,8 @@ pub struct LogsQuery {
     /// The previous run's lines instead of the current run's. `?previous` alone means true.
     #[serde(deserialize_with = "lenient_bool")]
     pub previous: bool,
+    /// The node whose copy to read (a service that runs on several).
+    pub node: Option<String>,
 }
 
 /// Query of `GET /v1/events`.
@@ -341,6 +347,9 @@ pub struct ExecRequest {
     pub working_dir: Option<String>,
     /// Kill the command (its process group) after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// The node to run it on (the server's own node when absent).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// One item of an exec stream: a chunk of output, or (last) how the command ended.
@@ -469,4 +478,207 @@ pub struct NodeStatus {
     pub limits: String,
     /// When this was read.
     pub observed_at: Timestamp,
+    /// What the node is for: `control`, `compute`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The node's labels (placement selects on them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `Ready`, `Lost` (no heartbeat for `nodeLostAfter`) or `Unknown` (not heard from since the
+    /// server started).
+    #[serde(default)]
+    pub state: String,
+    /// No new placements (`ctl cordon`).
+    #[serde(default)]
+    pub cordoned: bool,
+    /// Relocatable services are being moved off (`ctl drain`).
+    #[serde(default)]
+    pub draining: bool,
+    /// The agent's API (`https://host:port`), where the server fetches logs and runs exec.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// When the server last heard from it.
+    #[serde(default)]
+    pub last_heartbeat: Option<Timestamp>,
+    /// When its node certificate expires.
+    #[serde(default)]
+    pub cert_not_after: Option<Timestamp>,
+    /// How many services are assigned to it.
+    #[serde(default)]
+    pub services: u64,
+}
+
+/// Which services `GET /v1/services` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServicesQuery {
+    /// Only this node's services.
+    pub node: Option<String>,
+}
+
+/// The node a per-service verb is for (`?node=N`); without it, the service's only node, or every
+/// node that runs it (restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeQuery {
+    /// The node.
+    pub node: Option<String>,
+}
+
+/// `POST /v1/join`: an agent with a join token asks for its node certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    /// The token's `<id>.<secret>` part (the CA hash was checked by the agent).
+    pub token: String,
+    /// The node's name; becomes its certificate's common name.
+    pub node_name: String,
+    /// A PEM certificate signing request; the key stays on the node.
+    pub csr: String,
+    /// Labels to start with.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The agent's API (`https://host:port`).
+    pub address: Option<String>,
+}
+
+/// Answer to a join or a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateResponse {
+    /// The signed certificate (PEM).
+    pub certificate: String,
+    /// Every CA the cluster trusts now (PEM), the newest first.
+    pub ca: String,
+    /// The node's roles (from the token it joined with).
+    pub roles: Vec<String>,
+}
+
+/// `POST /v1/nodes/{name}/renew`: a fresh CSR from a node whose certificate is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewRequest {
+    /// A PEM certificate signing request for a new key.
+    pub csr: String,
+}
+
+/// `POST /v1/nodes/{name}/heartbeat`: the node is alive; its resources, conditions and services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// The node's resources and conditions.
+    pub node: NodeStatus,
+    /// Every service it runs, as its supervisor sees them.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// The revision of the node's assignments: fetch them when it changed.
+    pub assignments_revision: u64,
+    /// SHA-256 of the trusted CA bundle: fetch `/v1/cacerts` when it changed (a CA rotation).
+    pub ca_hash: String,
+}
+
+/// A service assigned to a node, as the server stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedService {
+    /// The applied manifest.
+    pub manifest: serde_json::Value,
+    /// Running or stopped.
+    pub desired: DesiredState,
+    /// The file it was applied from.
+    pub file: String,
+    /// Its document in that file.
+    pub document: usize,
+    /// When it was applied.
+    pub applied_at: Timestamp,
+}
+
+/// `GET /v1/nodes/{name}/assignments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignments {
+    /// The store revision they were read at.
+    pub revision: u64,
+    /// Every service assigned to the node.
+    pub services: Vec<AssignedService>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenRequest {
+    /// Lifetime in seconds (default one day).
+    pub ttl_seconds: Option<u64>,
+    /// `compute` (default) or `control`.
+    pub role: Option<String>,
+    /// What it is for.
+    pub description: Option<String>,
+}
+
+/// A join token, as listed (the secret is never shown again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// Its id (the part before the dot).
+    pub id: String,
+    /// The role nodes joining with it get.
+    pub role: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+    /// Who made it.
+    pub created_by: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// How many nodes joined with it.
+    pub uses: u64,
+}
+
+/// Answer to `POST /v1/tokens`: the only time the whole token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreated {
+    /// `K10<sha256 of the CA certificate>::<id>.<secret>`.
+    pub token: String,
+    /// What was stored (the secret only as a hash).
+    pub info: TokenInfo,
+}
+
+/// `POST /v1/nodes/{name}/{cordon|uncordon|drain|labels}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum NodeAction {
+    /// No new placements.
+    Cordon,
+    /// Placements again.
+    Uncordon,
+    /// Cordon, and move the relocatable services elsewhere; `force` moves every replicated one.
+    Drain {
+        /// Move non-relocatable services too.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Set and remove labels.
+    Label {
+        /// Labels to set.
+        #[serde(default)]
+        set: BTreeMap<String, String>,
+        /// Labels to remove.
+        #[serde(default)]
+        remove: Vec<String>,
+    },
+}
+
+/// `POST /v1/ca/rotate`: start a CA rotation, or finish one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CaRotateRequest {
+    /// Finish the rotation under way: stop trusting the previous CA.
+    pub finish: bool,
 }

@@ -2,11 +2,13 @@
 //!
 //! The server-side variants (`NotFound` .. `Internal`) are what a [`crate::Backend`] returns; each
 //! maps to exactly one HTTP status, and that mapping lives here and nowhere else. The client-side
-//! variants say why a request from [`crate::Client`] did not produce an answer. Every message is
+//! variants say why a request from [`crate::Client`] did not produce an answer, or why a client
+//! could not be set up (a bad admin config file, unusable credentials). Every message is
 //! complete on its own, because it is what the operator reads. This module never decides what a
 //! status *means* for the core: it only translates.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
@@ -24,6 +26,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The caller did not say who it is, or its certificate expired (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The caller may not do this (403).
     #[error("{0}")]
     Forbidden(String),
@@ -54,6 +59,14 @@ pub enum ApiError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Server: binding the TCP address of the TLS listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    ListenTcp {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
 
     /// Client: the server could not be reached at all.
     #[error(
@@ -67,6 +80,41 @@ pub enum ApiError {
         path: PathBuf,
         /// What the OS said.
         source: io::Error,
+    },
+    /// Client: the server at an `https://` URL could not be reached, or the TLS handshake with
+    /// it failed (an untrusted server certificate, say).
+    #[error("cannot reach the cloudlet server at {url}: {}", short_io(.source))]
+    Unreachable {
+        /// The server's URL.
+        url: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// Client: the connection to the server at an `https://` URL broke while talking to it (this
+    /// is also how a server that refuses this client's certificate shows, in TLS 1.3).
+    #[error("lost the connection to the cloudlet server at {url}: {source}")]
+    Lost {
+        /// The server's URL.
+        url: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// Client: an admin config file cannot be read, parsed or written. `reason` names the field
+    /// when one is at fault.
+    #[error("{}: {reason}", .path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Client: certificates or a key given to build a TLS client are unusable.
+    #[error("invalid {what}: {source}")]
+    Credentials {
+        /// Which of them, e.g. `ca` or `cert and key`.
+        what: &'static str,
+        /// What the PKI said.
+        source: cloudlet_pki::PkiError,
     },
     /// Client: the server answered with an error status. `message` is the server's `error` text,
     /// verbatim. A stream that fails after it started has no status line of its own; it is reported
@@ -106,14 +154,22 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Internal(_)
             | Self::SocketInUse { .. }
             | Self::NotASocket { .. }
-            | Self::Listen { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::Listen { .. }
+            | Self::ListenTcp { .. }
+            | Self::Config { .. }
+            | Self::Credentials { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Status { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Self::Connect { .. } | Self::Decode { .. } | Self::Io { .. } => StatusCode::BAD_GATEWAY,
+            Self::Connect { .. }
+            | Self::Unreachable { .. }
+            | Self::Lost { .. }
+            | Self::Decode { .. }
+            | Self::Io { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -160,6 +216,8 @@ mod tests {
             (ApiError::NotFound(String::new()), 404),
             (ApiError::Invalid(String::new()), 400),
             (ApiError::Conflict(String::new()), 409),
+            (ApiError::Unauthorized(String::new()), 401),
+            (ApiError::Forbidden(String::new()), 403),
             (ApiError::Unavailable(String::new()), 503),
             (ApiError::Internal(String::new()), 500),
             (

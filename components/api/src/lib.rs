@@ -1,5 +1,7 @@
-//! The HTTP API of cloudlet: its JSON contract ([`dto`]), the server ([`router`], [`serve_unix`],
-//! [`UnixServer`]) and the typed client ([`Client`]) that `cloudlet ctl` uses.
+//! The HTTP API of cloudlet: its JSON contract ([`dto`]), the servers ([`router`], [`serve_unix`],
+//! [`UnixServer`] on the local unix socket, [`TlsServer`] on TCP with mutual TLS), the typed
+//! client ([`Client`]) that `cloudlet ctl` and the agents use, and the admin config file
+//! ([`AdminConfig`]) that points `ctl` at a remote server.
 //!
 //! This crate is a translator. It reaches the core only through the [`Backend`] trait, which
 //! `cmd/cloudlet` implements; it parses requests into DTOs, calls the backend, and maps the
@@ -13,13 +15,19 @@
 
 #![warn(missing_docs)]
 
+mod authz;
 mod backend;
 mod client;
+mod config;
 pub mod dto;
 mod error;
 mod server;
+mod tls;
 
-pub use backend::{Backend, Caller, EventStream, ExecStream, LogStream, Socket};
+pub use authz::authorize;
+pub use backend::{Backend, Caller, EventStream, ExecStream, LogStream, Peer, Socket};
 pub use client::Client;
+pub use config::{ADMIN_CONFIG_API_VERSION, ADMIN_CONFIG_KIND, AdminConfig};
 pub use error::ApiError;
 pub use server::{NDJSON, UnixServer, router, serve_unix};
+pub use tls::{TlsConfigSource, TlsServer};

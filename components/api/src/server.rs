@@ -19,7 +19,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Json, Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
@@ -31,8 +31,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dto::{
-    Action, ActionResponse, ApplyRequest, ApplyResponse, ErrorBody, EventsQuery, ExecRequest,
-    LogsQuery, NodeStatus, RunRequest, ServiceDetail, ServiceStatus,
+    Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
+    CertificateResponse, ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse,
+    JoinRequest, LogsQuery, NodeAction, NodeQuery, NodeStatus, RenewRequest, RunRequest,
+    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, Backend, Caller, Socket};
 
@@ -69,6 +71,19 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/run", post(run::<B>))
         .route("/v1/nodes", get(nodes::<B>))
         .route("/v1/exec", post(exec::<B>))
+        .route("/v1/cacerts", get(cacerts::<B>))
+        .route("/v1/join", post(join::<B>))
+        .route("/v1/tokens", get(list_tokens::<B>).post(create_token::<B>))
+        .route("/v1/tokens/{id}", delete(revoke_token::<B>))
+        .route("/v1/nodes/{name}", delete(delete_node::<B>))
+        .route("/v1/nodes/{name}/heartbeat", post(heartbeat::<B>))
+        .route("/v1/nodes/{name}/assignments", get(assignments::<B>))
+        .route("/v1/nodes/{name}/events", post(push_events::<B>))
+        .route("/v1/nodes/{name}/renew", post(renew::<B>))
+        .route("/v1/nodes/{name}/action", post(node_action::<B>))
+        .route("/v1/ca/rotate", post(rotate_ca::<B>))
+        // Applies to the routes above: decided before any handler or body extraction runs.
+        .route_layer(axum::middleware::from_fn(crate::authz::layer))
         .fallback(no_route)
         // Must come after the routes: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)
@@ -77,7 +92,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
 
 /// An error answer: a status and an [`ErrorBody`].
 #[derive(Debug)]
-struct Failure(StatusCode, String);
+pub(crate) struct Failure(StatusCode, String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -129,16 +144,20 @@ async fn apply<B: Backend>(
 
 async fn list_services<B: Backend>(
     State(backend): Shared<B>,
+    query: Result<Query<ServicesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ServiceStatus>>, Failure> {
-    Ok(Json(backend.list_services().await?))
+    let Query(query) = query?;
+    Ok(Json(backend.list_services(query).await?))
 }
 
 async fn describe_service<B: Backend>(
     State(backend): Shared<B>,
     name: Result<UrlPath<String>, PathRejection>,
+    node: Result<Query<NodeQuery>, QueryRejection>,
 ) -> Result<Json<ServiceDetail>, Failure> {
     let UrlPath(name) = name?;
-    Ok(Json(backend.describe_service(&name).await?))
+    let Query(node) = node?;
+    Ok(Json(backend.describe_service(&name, node).await?))
 }
 
 async fn delete_service<B: Backend>(
@@ -151,9 +170,12 @@ async fn delete_service<B: Backend>(
 
 fn action_route<B: Backend>(action: Action) -> MethodRouter<Arc<B>> {
     post(
-        move |State(backend): Shared<B>, name: Result<UrlPath<String>, PathRejection>| async move {
+        move |State(backend): Shared<B>,
+              name: Result<UrlPath<String>, PathRejection>,
+              node: Result<Query<NodeQuery>, QueryRejection>| async move {
             let UrlPath(name) = name?;
-            Ok::<_, Failure>(Json(backend.service_action(&name, action).await?))
+            let Query(node) = node?;
+            Ok::<_, Failure>(Json(backend.service_action(&name, action, node).await?))
         },
     )
 }
@@ -188,6 +210,7 @@ fn caller(ext: Option<Extension<Caller>>) -> Caller {
             pid: None,
             uid: None,
             socket: Socket::Api,
+            peer: None,
         },
         |Extension(c)| c,
     )
@@ -215,6 +238,107 @@ async fn exec<B: Backend>(
     let Json(request) = request?;
     let output = backend.exec(caller(who), request).await?;
     Ok(ndjson(output, shutdown.map(|Extension(s)| s)))
+}
+
+async fn cacerts<B: Backend>(State(backend): Shared<B>) -> Result<Response, Failure> {
+    let pem = backend.cacerts().await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
+async fn join<B: Backend>(
+    State(backend): Shared<B>,
+    request: Result<Json<JoinRequest>, JsonRejection>,
+) -> Result<Json<CertificateResponse>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.join(request).await?))
+}
+
+async fn renew<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+    request: Result<Json<RenewRequest>, JsonRejection>,
+) -> Result<Json<CertificateResponse>, Failure> {
+    let UrlPath(name) = name?;
+    let Json(request) = request?;
+    Ok(Json(backend.renew(&name, request).await?))
+}
+
+async fn heartbeat<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+    request: Result<Json<Heartbeat>, JsonRejection>,
+) -> Result<Json<HeartbeatResponse>, Failure> {
+    let UrlPath(name) = name?;
+    let Json(request) = request?;
+    Ok(Json(backend.heartbeat(&name, request).await?))
+}
+
+async fn assignments<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<Assignments>, Failure> {
+    let UrlPath(name) = name?;
+    Ok(Json(backend.assignments(&name).await?))
+}
+
+async fn push_events<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+    request: Result<Json<Vec<Event>>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let UrlPath(name) = name?;
+    let Json(request) = request?;
+    backend.push_events(&name, request).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn create_token<B: Backend>(
+    State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
+    request: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<Json<TokenCreated>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.create_token(caller(who), request).await?))
+}
+
+async fn list_tokens<B: Backend>(
+    State(backend): Shared<B>,
+) -> Result<Json<Vec<TokenInfo>>, Failure> {
+    Ok(Json(backend.list_tokens().await?))
+}
+
+async fn revoke_token<B: Backend>(
+    State(backend): Shared<B>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<ActionResponse>, Failure> {
+    let UrlPath(id) = id?;
+    Ok(Json(backend.revoke_token(&id).await?))
+}
+
+async fn node_action<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+    request: Result<Json<NodeAction>, JsonRejection>,
+) -> Result<Json<ActionResponse>, Failure> {
+    let UrlPath(name) = name?;
+    let Json(request) = request?;
+    Ok(Json(backend.node_action(&name, request).await?))
+}
+
+async fn rotate_ca<B: Backend>(
+    State(backend): Shared<B>,
+    request: Result<Json<CaRotateRequest>, JsonRejection>,
+) -> Result<Json<ActionResponse>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.rotate_ca(request).await?))
+}
+
+async fn delete_node<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<ActionResponse>, Failure> {
+    let UrlPath(name) = name?;
+    Ok(Json(backend.delete_node(&name).await?))
 }
 
 async fn no_route(method: Method, uri: Uri) -> Failure {
@@ -378,7 +502,7 @@ impl UnixServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ApiError> {
         let (stop, stopping) = watch::channel(false);
-        let app = router(backend).layer(Extension(Shutdown(stopping.clone())));
+        let app = app(backend, stopping.clone());
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -391,10 +515,9 @@ impl UnixServer {
                             pid: cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok()),
                             uid: cred.map(|c| c.uid()),
                             socket,
+                            peer: None,
                         };
-                        let service = TowerToHyperService::new(app.clone().layer(Extension(who)));
-                        let shutdown = Shutdown(stopping.clone());
-                        connections.spawn(serve_connection(stream, service, shutdown));
+                        connections.spawn(serve_http1(stream, app.clone(), who, stopping.clone()));
                     }
                     Err(error) => {
                         // Out of file descriptors and the like: say so, and don't spin on it.
@@ -443,18 +566,25 @@ impl Drop for UnixServer {
     }
 }
 
-async fn serve_connection(
-    stream: UnixStream,
-    service: TowerToHyperService<Router>,
-    mut shutdown: Shutdown,
-) {
+/// The router with the listener's shutdown signal in every request (streams end on it).
+pub(crate) fn app<B: Backend>(backend: Arc<B>, stopping: watch::Receiver<bool>) -> Router {
+    router(backend).layer(Extension(Shutdown(stopping)))
+}
+
+/// Serves HTTP/1.1 on one connection of any listener, as `who`, until the client leaves or the
+/// listener stops (then idle connections close at once and a request in flight finishes first).
+pub(crate) async fn serve_http1<I>(io: I, app: Router, who: Caller, stopping: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app.layer(Extension(who)));
+    let mut shutdown = Shutdown(stopping);
     let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = shutdown.wait() => {
-            // Idle connections close now; a request in flight finishes first.
             connection.as_mut().graceful_shutdown();
             connection.await
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use cloudlet_api::dto::{
     Action, ActionResponse, ApplyAction, ApplyFile, ApplyItem, ApplyRequest, ApplyResponse,
     DesiredState, Event, EventsQuery, ExecOutput, ExecRequest, ExitInfo, LogLine, LogsQuery,
-    NodeStatus, RunRequest, ServiceDetail, ServiceState, ServiceStatus,
+    NodeQuery, NodeStatus, RunRequest, ServiceDetail, ServiceState, ServiceStatus, ServicesQuery,
 };
 use cloudlet_api::{
     ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream, UnixServer,
@@ -165,11 +165,15 @@ impl Backend for Fake {
         Ok(ApplyResponse { items })
     }
 
-    async fn list_services(&self) -> Result<Vec<ServiceStatus>, ApiError> {
+    async fn list_services(&self, _query: ServicesQuery) -> Result<Vec<ServiceStatus>, ApiError> {
         Ok(vec![status("db"), status("web")])
     }
 
-    async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
+    async fn describe_service(
+        &self,
+        name: &str,
+        _node: NodeQuery,
+    ) -> Result<ServiceDetail, ApiError> {
         check(name)?;
         Ok(ServiceDetail {
             usage: None,
@@ -188,7 +192,12 @@ impl Backend for Fake {
         })
     }
 
-    async fn service_action(&self, name: &str, action: Action) -> Result<ActionResponse, ApiError> {
+    async fn service_action(
+        &self,
+        name: &str,
+        action: Action,
+        _node: NodeQuery,
+    ) -> Result<ActionResponse, ApiError> {
         check(name)?;
         Ok(ActionResponse {
             name: name.to_owned(),
@@ -344,17 +353,27 @@ async fn every_route_round_trips_through_the_client() {
     );
 
     assert_eq!(
-        client.list_services().await.unwrap(),
+        client
+            .list_services(&ServicesQuery::default())
+            .await
+            .unwrap(),
         [status("db"), status("web")]
     );
 
-    let detail = client.describe_service("web").await.unwrap();
-    assert_eq!(detail, server.fake.describe_service("web").await.unwrap());
+    let detail = client.describe_service("web", None).await.unwrap();
+    assert_eq!(
+        detail,
+        server
+            .fake
+            .describe_service("web", NodeQuery::default())
+            .await
+            .unwrap()
+    );
 
     let deleted = client.delete_service("web").await.unwrap();
     assert_eq!(deleted.message, "web deleted");
     for action in [Action::Start, Action::Stop, Action::Restart] {
-        let done = client.service_action("web", action).await.unwrap();
+        let done = client.service_action("web", action, None).await.unwrap();
         assert_eq!(done.name, "web");
         assert_eq!(done.message, format!("web {action}"));
     }
@@ -364,6 +383,7 @@ async fn every_route_round_trips_through_the_client() {
         tail: Some(20),
         since: Some(ts("2024-05-01T10:00:00.5+02:00")),
         previous: true,
+        node: Some("n1".into()),
     };
     let lines: Vec<_> = client.logs("web", &query).await.unwrap().collect().await;
     let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
@@ -399,9 +419,12 @@ async fn backend_errors_reach_the_client_with_their_status_and_message() {
     for (name, code) in cases {
         let expected = failure(name).unwrap().to_string();
         let results = [
-            client.describe_service(name).await.map(drop),
+            client.describe_service(name, None).await.map(drop),
             client.delete_service(name).await.map(drop),
-            client.service_action(name, Action::Restart).await.map(drop),
+            client
+                .service_action(name, Action::Restart, None)
+                .await
+                .map(drop),
             client.logs(name, &LogsQuery::default()).await.map(drop),
         ];
         for result in results {
@@ -692,6 +715,7 @@ async fn run_sees_the_callers_pid_and_exec_streams_output_then_the_exit() {
         env: Default::default(),
         working_dir: None,
         timeout_ms: Some(1000),
+        node: None,
     };
     let items: Vec<ExecOutput> = client
         .exec(&exec)

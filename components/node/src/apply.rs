@@ -149,6 +149,28 @@ pub async fn apply<S: Store>(
     Ok(outcomes)
 }
 
+/// Deletes the record at `key` (a node's transient service) if it is there; false if it was not.
+pub async fn delete_key<S: Store>(store: &S, key: &str) -> Result<bool, NodeError> {
+    let Some(kv) = store.get(key).await? else {
+        return Ok(false);
+    };
+    let txn = Txn {
+        compares: vec![Compare::mod_revision(
+            key.to_owned(),
+            CompareOp::Equal,
+            kv.mod_revision,
+        )],
+        success: vec![Op::delete(key.to_owned())],
+        failure: Vec::new(),
+    };
+    if !store.txn(txn).await?.succeeded {
+        return Err(NodeError::Conflict(format!(
+            "{key} changed meanwhile; try again"
+        )));
+    }
+    Ok(true)
+}
+
 /// Deletes a service; refused while other services depend on it.
 pub async fn delete<S: Store>(store: &S, name: &str) -> Result<(), NodeError> {
     let (kvs, _) = store.list(SERVICES).await?;
@@ -185,13 +207,15 @@ pub async fn delete<S: Store>(store: &S, name: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Sets whether `name` should run; returns false when it already was so.
+/// Sets whether the service stored at `key` (named `name`) should run; returns false when it
+/// already was so.
 pub async fn set_desired<S: Store>(
     store: &S,
+    key: &str,
     name: &str,
     desired: DesiredRecord,
 ) -> Result<bool, NodeError> {
-    let key = service_key(name);
+    let key = key.to_owned();
     let Some(kv) = store.get(&key).await? else {
         return Err(NodeError::NotFound(name.to_owned()));
     };

@@ -5,19 +5,18 @@
 //! own beyond mapping verbs to the node's operations and errors to `ApiError` kinds.
 
 use cloudlet_api::dto::{
-    self, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DesiredState, Event,
-    EventsQuery, ExecOutput, ExecRequest, ExitInfo, LogLine, LogsQuery, RunRequest, ServiceDetail,
-    ServiceState, ServiceStatus,
+    self, ActionResponse, ApplyRequest, ApplyResponse, DesiredState, EventsQuery, ExecOutput,
+    ExecRequest, ExitInfo, LogLine, LogsQuery, NodeQuery, RunRequest, ServiceDetail, ServiceState,
+    ServiceStatus, ServicesQuery,
 };
 use cloudlet_api::{ApiError, Backend, Caller, EventStream, ExecStream, LogStream};
 use cloudlet_logs::{LogQuery, LogRecord, RunSelect};
-use cloudlet_store::{EventKind, KeyValue, Store};
+use cloudlet_store::Store;
 use cloudlet_supervisor::{Action, Desired, ExitView, ServiceView, State};
-use futures_util::StreamExt;
 
-use crate::apply::{self, Applied};
+use crate::apply;
 use crate::executor;
-use crate::records::{DesiredRecord, EVENTS, EventRecord, ExitRecord, ServiceRecord, service_key};
+use crate::records::{DesiredRecord, EventRecord, ServiceRecord, assignment_key};
 use crate::{Node, NodeError};
 
 impl From<NodeError> for ApiError {
@@ -56,28 +55,6 @@ fn exit_dto(e: &ExitView) -> ExitInfo {
         reason: e.reason.clone(),
         at: e.at,
     }
-}
-
-fn exit_record_dto(e: &ExitRecord) -> ExitInfo {
-    ExitInfo {
-        code: e.code,
-        signal: e.signal.clone(),
-        reason: e.reason.clone(),
-        at: e.at,
-    }
-}
-
-fn event_dto(kv: &KeyValue) -> Result<Event, NodeError> {
-    let r = EventRecord::decode(&kv.key, &kv.value)?;
-    Ok(Event {
-        revision: kv.mod_revision,
-        time: r.time,
-        service: r.service,
-        node: r.node,
-        reason: r.reason,
-        message: r.message,
-        exit: r.exit.as_ref().map(exit_record_dto),
-    })
 }
 
 fn usage_dto(cg: &cloudlet_cgroups::ServiceCgroup) -> dto::ServiceUsage {
@@ -183,7 +160,7 @@ impl<S: Store> Node<S> {
     }
 
     async fn record(&self, name: &str) -> Result<ServiceRecord, NodeError> {
-        let key = service_key(name);
+        let key = assignment_key(&self.options.node_name, name);
         let kv = self
             .store
             .get(&key)
@@ -191,74 +168,27 @@ impl<S: Store> Node<S> {
             .ok_or_else(|| NodeError::NotFound(name.to_owned()))?;
         ServiceRecord::decode(&key, &kv.value)
     }
-
-    async fn events_of(
-        &self,
-        service: Option<&str>,
-        since: Option<u64>,
-        limit: Option<usize>,
-    ) -> Result<(Vec<Event>, u64), NodeError> {
-        let (kvs, revision) = self.store.list(EVENTS).await?;
-        let mut out = Vec::new();
-        for kv in &kvs {
-            if since.is_some_and(|s| kv.mod_revision < s) {
-                continue;
-            }
-            let ev = event_dto(kv)?;
-            if service.is_some_and(|s| ev.service.as_deref() != Some(s)) {
-                continue;
-            }
-            out.push(ev);
-        }
-        if let Some(limit) = limit
-            && out.len() > limit
-        {
-            out.drain(..out.len() - limit);
-        }
-        Ok((out, revision))
-    }
 }
 
 impl<S: Store> Backend for Node<S> {
-    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ApiError> {
-        let files: Vec<(String, String)> = request
-            .files
-            .into_iter()
-            .map(|f| (f.name, f.content))
-            .collect();
-        let fit = crate::monitor::latest(&self.snapshot)
-            .map(|snap| (self.options.node_name.clone(), snap.allocatable));
-        let outcomes = apply::apply(&self.store, &files, fit.as_ref()).await?;
-        let items = outcomes
-            .into_iter()
-            .map(|o| {
-                let action = match o.applied {
-                    Applied::Created => ApplyAction::Created,
-                    Applied::Configured => ApplyAction::Configured,
-                    Applied::Unchanged => ApplyAction::Unchanged,
-                };
-                if action != ApplyAction::Unchanged {
-                    self.event(
-                        Some(&o.name),
-                        "Applied",
-                        format!("{:?} from {}", action, o.file).to_lowercase(),
-                    );
-                }
-                ApplyItem {
-                    name: o.name,
-                    file: o.file,
-                    action,
-                }
-            })
-            .collect();
-        Ok(ApplyResponse { items })
+    async fn apply(&self, _request: ApplyRequest) -> Result<ApplyResponse, ApiError> {
+        Err(ApiError::NotFound(
+            "this is a node's agent: apply manifests on the cluster's server".into(),
+        ))
     }
 
-    async fn list_services(&self) -> Result<Vec<ServiceStatus>, ApiError> {
+    async fn list_services(&self, query: ServicesQuery) -> Result<Vec<ServiceStatus>, ApiError> {
+        if query
+            .node
+            .as_ref()
+            .is_some_and(|n| *n != self.options.node_name)
+        {
+            return Ok(Vec::new());
+        }
         let views = self.supervisor.snapshot().await.map_err(NodeError::from)?;
         // The supervisor's view is the answer; the store only adds owners of transient
         // services. A store that cannot be read (a full disk) does not hide what runs.
-        let records = match crate::load_services(&self.store).await {
+        let records = match crate::load_services(&self.store, &self.prefix()).await {
             Ok((records, _)) => records,
             Err(e) => {
                 tracing::warn!("list services without the store's records: {e}");
@@ -274,13 +204,17 @@ impl<S: Store> Backend for Node<S> {
             .collect())
     }
 
-    async fn describe_service(&self, name: &str) -> Result<ServiceDetail, ApiError> {
+    async fn describe_service(
+        &self,
+        name: &str,
+        _node: NodeQuery,
+    ) -> Result<ServiceDetail, ApiError> {
         let record = self.record(name).await?;
         let mut view = self.view(name).await?;
         if let Ok(Some(live)) = self.supervisor.live_status(name).await {
             view.dropped_log_lines = live.dropped_log_lines;
         }
-        let (events, _) = self.events_of(Some(name), None, Some(20)).await?;
+        let (events, _) = crate::events::read(&self.store, Some(name), None, Some(20)).await?;
         let manifest = serde_json::to_value(&record.manifest)
             .map_err(|e| ApiError::Internal(format!("encode manifest: {e}")))?;
         let usage =
@@ -302,7 +236,13 @@ impl<S: Store> Backend for Node<S> {
     }
 
     async fn delete_service(&self, name: &str) -> Result<ActionResponse, ApiError> {
-        apply::delete(&self.store, name).await?;
+        let record = self.record(name).await?;
+        if record.transient.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "service {name} was placed here by the cluster's server: delete it there"
+            )));
+        }
+        apply::delete_key(&self.store, &assignment_key(&self.options.node_name, name)).await?;
         self.event(Some(name), "Deleting", "deleted by an operator".into());
         Ok(ActionResponse {
             name: name.to_owned(),
@@ -314,10 +254,12 @@ impl<S: Store> Backend for Node<S> {
         &self,
         name: &str,
         action: dto::Action,
+        _node: NodeQuery,
     ) -> Result<ActionResponse, ApiError> {
+        let key = assignment_key(&self.options.node_name, name);
         let message = match action {
             dto::Action::Stop => {
-                if apply::set_desired(&self.store, name, DesiredRecord::Stopped).await? {
+                if apply::set_desired(&self.store, &key, name, DesiredRecord::Stopped).await? {
                     self.event(Some(name), "StopRequested", "stopped by an operator".into());
                     format!("service {name} is stopping and stays stopped until `ctl start {name}`")
                 } else {
@@ -325,7 +267,7 @@ impl<S: Store> Backend for Node<S> {
                 }
             }
             dto::Action::Start => {
-                apply::set_desired(&self.store, name, DesiredRecord::Running).await?;
+                apply::set_desired(&self.store, &key, name, DesiredRecord::Running).await?;
                 self.supervisor
                     .action(name, Action::Start)
                     .await
@@ -403,7 +345,7 @@ impl<S: Store> Backend for Node<S> {
                 "the node monitor has not read this host yet".into(),
             ));
         };
-        let (records, _) = crate::load_services(&self.store).await?;
+        let (records, _) = crate::load_services(&self.store, &self.prefix()).await?;
         let requested = apply::requested(records.values().map(|r| &r.manifest));
         let res = |r: cloudlet_host::Resources| dto::NodeResources {
             cpu_millis: r.cpu_millis,
@@ -458,12 +400,21 @@ impl<S: Store> Backend for Node<S> {
                 |why| format!("not enforced ({why})"),
             ),
             observed_at: snap.at,
+            roles: Vec::new(),
+            labels: Default::default(),
+            state: "Ready".to_owned(),
+            cordoned: false,
+            draining: false,
+            address: None,
+            last_heartbeat: None,
+            cert_not_after: None,
+            services: u64::try_from(records.len()).unwrap_or(u64::MAX),
         }])
     }
 
     async fn run(&self, caller: Caller, request: RunRequest) -> Result<ActionResponse, ApiError> {
         let owner = executor::caller_name(&caller);
-        let record = executor::run(&self.store, &owner, &request).await?;
+        let record = executor::run(&self.store, &self.options.node_name, &owner, &request).await?;
         let group = record
             .transient
             .as_ref()
@@ -523,43 +474,6 @@ impl<S: Store> Backend for Node<S> {
     }
 
     async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {
-        let (past, revision) = self
-            .events_of(query.service.as_deref(), query.since_revision, query.limit)
-            .await?;
-        let head = futures_util::stream::iter(past.into_iter().map(Ok));
-        if !query.follow {
-            return Ok(Box::pin(head));
-        }
-        let watcher = self
-            .store
-            .watch(EVENTS, Some(revision + 1))
-            .await
-            .map_err(NodeError::from)?;
-        let service = query.service;
-        let live = futures_util::stream::unfold(watcher, |mut w| async move {
-            let item = w.next().await?;
-            Some((item, w))
-        })
-        .filter_map(move |item| {
-            let service = service.clone();
-            async move {
-                match item {
-                    Ok(ev) if ev.kind == EventKind::Put => match event_dto(&ev.kv) {
-                        Ok(e)
-                            if service
-                                .as_ref()
-                                .is_none_or(|s| e.service.as_ref() == Some(s)) =>
-                        {
-                            Some(Ok(e))
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(Err(ApiError::from(e))),
-                    },
-                    Ok(_) => None,
-                    Err(e) => Some(Err(ApiError::Internal(e.to_string()))),
-                }
-            }
-        });
-        Ok(Box::pin(head.chain(live)))
+        crate::events::stream(&self.store, query).await
     }
 }

@@ -8,7 +8,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use cloudlet_store::{Op, Store, Txn};
+use cloudlet_api::dto::{Event, EventsQuery, ExitInfo};
+use cloudlet_api::{ApiError, EventStream};
+use cloudlet_store::{EventKind, KeyValue, Op, Store, Txn};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::NodeError;
@@ -142,4 +145,97 @@ impl<S: Store> Writer<S> {
             }
         }
     }
+}
+
+/// The API's form of a stored event.
+pub fn event_dto(kv: &KeyValue) -> Result<Event, NodeError> {
+    let r = EventRecord::decode(&kv.key, &kv.value)?;
+    Ok(Event {
+        revision: kv.mod_revision,
+        time: r.time,
+        service: r.service,
+        node: r.node,
+        reason: r.reason,
+        message: r.message,
+        exit: r.exit.as_ref().map(|e| ExitInfo {
+            code: e.code,
+            signal: e.signal.clone(),
+            reason: e.reason.clone(),
+            at: e.at,
+        }),
+    })
+}
+
+/// The stored events (of one service, from a revision on, the last `limit`), oldest first, and
+/// the store revision they were read at.
+pub async fn read<S: Store>(
+    store: &S,
+    service: Option<&str>,
+    since: Option<u64>,
+    limit: Option<usize>,
+) -> Result<(Vec<Event>, u64), NodeError> {
+    let (kvs, revision) = store.list(EVENTS).await?;
+    let mut out = Vec::new();
+    for kv in &kvs {
+        if since.is_some_and(|s| kv.mod_revision < s) {
+            continue;
+        }
+        let ev = event_dto(kv)?;
+        if service.is_some_and(|s| ev.service.as_deref() != Some(s)) {
+            continue;
+        }
+        out.push(ev);
+    }
+    if let Some(limit) = limit
+        && out.len() > limit
+    {
+        out.drain(..out.len() - limit);
+    }
+    Ok((out, revision))
+}
+
+/// `GET /v1/events` over `store`: the stored events, then (with `follow`) new ones as written.
+pub async fn stream<S: Store>(store: &S, query: EventsQuery) -> Result<EventStream, ApiError> {
+    let (past, revision) = read(
+        store,
+        query.service.as_deref(),
+        query.since_revision,
+        query.limit,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    let head = futures_util::stream::iter(past.into_iter().map(Ok));
+    if !query.follow {
+        return Ok(Box::pin(head));
+    }
+    let watcher = store
+        .watch(EVENTS, Some(revision + 1))
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let service = query.service;
+    let live = futures_util::stream::unfold(watcher, |mut w| async move {
+        let item = w.next().await?;
+        Some((item, w))
+    })
+    .filter_map(move |item| {
+        let service = service.clone();
+        async move {
+            match item {
+                Ok(ev) if ev.kind == EventKind::Put => match event_dto(&ev.kv) {
+                    Ok(e)
+                        if service
+                            .as_ref()
+                            .is_none_or(|s| e.service.as_ref() == Some(s)) =>
+                    {
+                        Some(Ok(e))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(ApiError::from(e))),
+                },
+                Ok(_) => None,
+                Err(e) => Some(Err(ApiError::Internal(e.to_string()))),
+            }
+        }
+    });
+    Ok(Box::pin(head.chain(live)))
 }

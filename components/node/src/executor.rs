@@ -21,7 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::NodeError;
-use crate::records::{DesiredRecord, ServiceRecord, TransientRecord, service_key};
+use crate::records::{DesiredRecord, ServiceRecord, TransientRecord, assignment_key, service_key};
 
 /// The group of a transient service started without one.
 pub const DEFAULT_GROUP: &str = "transient";
@@ -32,8 +32,11 @@ pub fn caller_name(caller: &Caller) -> String {
     if let Some(service) = caller.pid.and_then(service_of_pid) {
         return service;
     }
+    if let Some(peer) = &caller.peer {
+        return format!("{} {}", peer.role.as_str(), peer.name);
+    }
     match (caller.socket, caller.pid) {
-        (cloudlet_api::Socket::Api, _) => "operator".to_owned(),
+        (cloudlet_api::Socket::Api | cloudlet_api::Socket::Tls, _) => "operator".to_owned(),
         (cloudlet_api::Socket::Executor, Some(pid)) => format!("pid {pid}"),
         (cloudlet_api::Socket::Executor, None) => "unknown".to_owned(),
     }
@@ -69,6 +72,7 @@ fn service_of_pid(pid: u32) -> Option<String> {
 /// any manifest (a JSON document is YAML), so its errors name the field like any other.
 pub async fn run<S: Store>(
     store: &S,
+    node: &str,
     owner: &str,
     request: &RunRequest,
 ) -> Result<ServiceRecord, NodeError> {
@@ -131,9 +135,13 @@ pub async fn run<S: Store>(
             owner: owner.to_owned(),
         }),
     };
-    let key = service_key(&request.name);
+    let key = assignment_key(node, &request.name);
     let txn = Txn {
-        compares: vec![Compare::absent(key.clone())],
+        // Also free as a cluster service (on the server's store; an agent's has none).
+        compares: vec![
+            Compare::absent(key.clone()),
+            Compare::absent(service_key(&request.name)),
+        ],
         success: vec![Op::put(key, record.encode()?)],
         failure: Vec::new(),
     };

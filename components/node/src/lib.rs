@@ -11,6 +11,7 @@
 //! keeps the agent half (watch assignments, run them, report).
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod apply;
 pub mod backend;
 pub mod events;
@@ -32,7 +33,7 @@ use cloudlet_supervisor::{
 use tokio::sync::mpsc;
 
 use crate::events::EventSink;
-use crate::records::{DesiredRecord, EventRecord, ExitRecord, SERVICES, ServiceRecord};
+use crate::records::{DesiredRecord, EventRecord, ExitRecord, ServiceRecord, assignment_prefix};
 
 /// Errors of the node.
 #[derive(Debug, thiserror::Error)]
@@ -103,12 +104,17 @@ pub struct Node<S> {
 }
 
 impl<S: Store> Node<S> {
-    /// Starts the supervisor on the services stored in `store` (adopting the shims an earlier
-    /// server left), then follows the store. Call inside a tokio runtime.
-    pub async fn start(store: S, options: NodeOptions) -> Result<Node<S>, NodeError> {
+    /// Starts the supervisor on the services assigned to this node in `store` (adopting the shims
+    /// an earlier server left), then follows the store. `events` is the store's event writer
+    /// (one per store: the control plane shares it). Call inside a tokio runtime.
+    pub async fn start(
+        store: S,
+        options: NodeOptions,
+        events: EventSink,
+    ) -> Result<Node<S>, NodeError> {
         let reaper = Reaper::start()?;
-        let events = events::spawn_writer(store.clone(), options.max_events).await?;
-        let (records, revision) = load_services(&store).await?;
+        let prefix = assignment_prefix(&options.node_name);
+        let (records, revision) = load_services(&store, &prefix).await?;
         let (cgroups, limits_unenforced) = setup_cgroups(options.cgroup_root.as_deref());
         if let Some(why) = &limits_unenforced {
             tracing::warn!("service limits are not enforced on this host: {why}");
@@ -142,6 +148,7 @@ impl<S: Store> Node<S> {
         ));
         tokio::spawn(follow_services(
             node.store.clone(),
+            prefix,
             node.supervisor.clone(),
             records,
             revision,
@@ -173,6 +180,21 @@ impl<S: Store> Node<S> {
         &self.store
     }
 
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.options.node_name
+    }
+
+    /// The prefix of this node's assignments in its store.
+    pub fn prefix(&self) -> String {
+        assignment_prefix(&self.options.node_name)
+    }
+
+    /// The event log of this node's store.
+    pub fn event_sink(&self) -> &EventSink {
+        &self.events
+    }
+
     /// Lets go of the shims; services keep running.
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
@@ -192,7 +214,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Records an event that did not come from the supervisor (apply, delete, ...).
-    pub(crate) fn event(&self, service: Option<&str>, reason: &str, message: String) {
+    pub fn event(&self, service: Option<&str>, reason: &str, message: String) {
         self.events.send(EventRecord {
             time: jiff::Timestamp::now(),
             service: service.map(str::to_owned),
@@ -204,10 +226,12 @@ impl<S: Store> Node<S> {
     }
 }
 
-type Records = BTreeMap<String, ServiceRecord>;
+/// Service records by name.
+pub type Records = BTreeMap<String, ServiceRecord>;
 
-pub(crate) async fn load_services<S: Store>(store: &S) -> Result<(Records, u64), NodeError> {
-    let (kvs, revision) = store.list(SERVICES).await?;
+/// The service records under `prefix` (`/services/`, or a node's assignments), by name.
+pub async fn load_services<S: Store>(store: &S, prefix: &str) -> Result<(Records, u64), NodeError> {
+    let (kvs, revision) = store.list(prefix).await?;
     let mut records = BTreeMap::new();
     for kv in kvs {
         let record = ServiceRecord::decode(&kv.key, &kv.value)?;
@@ -219,12 +243,16 @@ pub(crate) async fn load_services<S: Store>(store: &S) -> Result<(Records, u64),
 /// The executor's socket, in the data dir.
 pub const EXECUTOR_SOCKET: &str = "executor.sock";
 
+/// The supervisor's desired set from this node's records. A dependency placed on another node is
+/// not waited for here (the supervisor only sees this node's services); ordering across nodes is
+/// the cluster YAML's rollout (a later issue).
 fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<DesiredService> {
     records
         .values()
         .map(|r| DesiredService {
             config: {
                 let mut config = ServiceConfig::from_manifest(&r.manifest);
+                config.depends_on.retain(|d| records.contains_key(d));
                 if let Some(t) = &r.transient {
                     config.cgroup = format!(
                         "{}/{}/{}",
@@ -249,16 +277,17 @@ fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<Desi
         .collect()
 }
 
-/// Watches `/services/` and hands every change of the desired set to the supervisor.
+/// Watches this node's assignments and hands every change of the desired set to the supervisor.
 async fn follow_services<S: Store>(
     store: S,
+    prefix: String,
     supervisor: Supervisor,
     mut records: Records,
     mut revision: u64,
     executor_socket: PathBuf,
 ) {
     loop {
-        let mut watcher = match store.watch(SERVICES, Some(revision + 1)).await {
+        let mut watcher = match store.watch(&prefix, Some(revision + 1)).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!("watch services: {e}; retrying");
@@ -270,7 +299,7 @@ async fn follow_services<S: Store>(
             match item {
                 Ok(ev) => {
                     revision = ev.revision();
-                    let name = ev.kv.key.trim_start_matches(SERVICES).to_owned();
+                    let name = ev.kv.key.trim_start_matches(prefix.as_str()).to_owned();
                     match ev.kind {
                         EventKind::Put => match ServiceRecord::decode(&ev.kv.key, &ev.kv.value) {
                             Ok(r) => {
@@ -291,7 +320,7 @@ async fn follow_services<S: Store>(
             }
         }
         // The watcher ended (overflow or compaction): start over from a fresh list.
-        match load_services(&store).await {
+        match load_services(&store, &prefix).await {
             Ok((r, rev)) => {
                 records = r;
                 revision = rev;
@@ -332,7 +361,7 @@ async fn log_retention<S: Store>(node: Node<S>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        let Ok((records, _)) = load_services(&node.store).await else {
+        let Ok((records, _)) = load_services(&node.store, &node.prefix()).await else {
             continue;
         };
         let root = node.options.data_dir.join("logs");

@@ -1,7 +1,10 @@
 //! The node's key layout in the store and the records stored under it.
 //!
 //! - `/services/<name>`: a [`ServiceRecord`] (the manifest as applied, where it came from, and
-//!   whether the operator wants it running);
+//!   whether the operator wants it running): the cluster's desired services, on the server;
+//! - `/assignments/<node>/<name>`: a [`ServiceRecord`] a node runs: written by the server's placer
+//!   (and mirrored into an agent's own store), or by the node itself for a transient service
+//!   (`transient` set: the placer and the mirror never touch those);
 //! - `/events/<20-digit sequence>`: an [`EventRecord`], oldest first, bounded by retention.
 //!
 //! Records are JSON. This module owns their shapes and never does I/O.
@@ -15,6 +18,18 @@ use crate::NodeError;
 pub const SERVICES: &str = "/services/";
 /// Prefix of events.
 pub const EVENTS: &str = "/events/";
+/// Prefix of every node's assignments.
+pub const ASSIGNMENTS: &str = "/assignments/";
+
+/// The prefix of `node`'s assignments.
+pub fn assignment_prefix(node: &str) -> String {
+    format!("{ASSIGNMENTS}{node}/")
+}
+
+/// The key of service `name` assigned to `node`.
+pub fn assignment_key(node: &str, name: &str) -> String {
+    format!("{ASSIGNMENTS}{node}/{name}")
+}
 
 /// The key of a service's record.
 pub fn service_key(name: &str) -> String {

@@ -1,6 +1,6 @@
 //! The cluster CA: its creation (self-signed, ten years, ECDSA P-256), its two files, its pin (the
-//! SHA-256 of its certificate, which join tokens carry), and the signing of CSRs into server, node
-//! and admin certificates.
+//! SHA-256 of its certificate, which join tokens carry), the signing of CSRs into server, node
+//! and admin certificates, and the cross-signing of the CA that replaces it in a rotation.
 //!
 //! The CA decides what it certifies: the name, the role and the SANs come from the caller's
 //! [`CertSpec`], never from the CSR, whose only contribution is its (signature-checked) public key.
@@ -15,11 +15,15 @@ use jiff::Timestamp;
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::x509::AttributeTypeAndValue;
 
 use crate::files::{read_pem, write_certificate, write_private_key};
 use crate::identity::validity;
@@ -47,21 +51,17 @@ impl Ca {
     /// Its common name carries a random suffix so that an old and a new CA, trusted together
     /// during a rotation, never share a subject.
     pub fn create() -> Result<Ca, PkiError> {
+        let not_before = to_offset(Timestamp::now())?;
+        Ca::create_valid(not_before, add(not_before, CA_LIFETIME)?)
+    }
+
+    fn create_valid(not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Ca, PkiError> {
         let key = KeyPair::generate()?.inner;
         let mut suffix = [0u8; 4];
         rand::rng().fill_bytes(&mut suffix);
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn(&format!("cloudlet-ca-{}", hex(&suffix)), "cloudlet");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        let now = Timestamp::now();
-        params.not_before = to_offset(now)?;
-        params.not_after = add(params.not_before, CA_LIFETIME)?;
+        let mut params = ca_params(dn(&format!("cloudlet-ca-{}", hex(&suffix)), "cloudlet"));
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params
             .self_signed(&key)
             .map_err(|source| PkiError::Crypto {
@@ -140,6 +140,80 @@ impl Ca {
                 what: "sign the certificate",
                 source,
             })?;
+        Ok(cert.pem())
+    }
+
+    /// Cross-signs `newer`, the CA that replaces this one in a rotation: a CA certificate with
+    /// `newer`'s subject and public key (and its key identifier, basic constraints and key
+    /// usages), issued and signed by this CA, valid while both CAs are. Returns it as PEM; it is
+    /// public, like every certificate.
+    ///
+    /// It bridges the overlap of a rotation. A certificate `newer` issues, sent with the cross
+    /// certificate after it (`leaf, cross`), verifies for a peer that trusts only this (old) CA —
+    /// leaf, then cross (whose key is `newer`'s), then this CA's root — and for one that trusts
+    /// `newer` — leaf, then `newer`'s root. So a server may present a certificate of the new CA
+    /// before every peer has learned of it, and peers learn of it over a link they can still
+    /// verify.
+    ///
+    /// Verifiers that follow RFC 5280 to the letter ignore a trust anchor's path length, as
+    /// webpki (rustls) does; those that apply it to the root (OpenSSL, Go) refuse this path,
+    /// because every cloudlet CA allows no intermediate below it. They still accept the leaf
+    /// through `newer`'s root once they trust it.
+    pub fn cross_sign(&self, newer: &Ca) -> Result<String, PkiError> {
+        let invalid = |reason: String| PkiError::Certificate { reason };
+        let new = parse(newer.cert_der())?;
+        let old = parse(self.cert_der())?;
+        // A cloudlet CA's subject is a common name and an organization: rebuilt from them, and
+        // checked below to have come out byte for byte.
+        let subject = new.subject();
+        let mut params = ca_params(dn(
+            &first_text(subject.iter_common_name()),
+            &first_text(subject.iter_organization()),
+        ));
+        params.not_before = new
+            .validity()
+            .not_before
+            .to_datetime()
+            .max(old.validity().not_before.to_datetime());
+        params.not_after = new
+            .validity()
+            .not_after
+            .to_datetime()
+            .min(old.validity().not_after.to_datetime());
+        if params.not_before >= params.not_after {
+            return Err(invalid(format!(
+                "cannot cross-sign: the CAs are never valid at the same time ({} and {})",
+                newer.pin(),
+                self.pin()
+            )));
+        }
+        if let Some(ski) = new
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+        {
+            params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
+        }
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(newer.issuer.key(), &self.issuer)
+            .map_err(|source| PkiError::Crypto {
+                what: "cross-sign the new CA certificate",
+                source,
+            })?;
+        // Verifiers match an issuer to its certificate byte for byte: the subject must be the
+        // newer CA's exactly, the issuer this CA's.
+        let cross = parse(cert.der())?;
+        if cross.subject().as_raw() != new.subject().as_raw()
+            || cross.issuer().as_raw() != old.subject().as_raw()
+        {
+            return Err(invalid(format!(
+                "cannot cross-sign CA {}: its subject is not a common name and an organization",
+                newer.pin()
+            )));
+        }
         Ok(cert.pem())
     }
 
@@ -255,6 +329,38 @@ impl CertSpec {
         params.not_after = add(params.not_before, self.lifetime)?;
         Ok(params)
     }
+}
+
+/// The parameters every cloudlet CA certificate shares (the self-signed and the cross-signed
+/// one): a CA that signs end-entity certificates only, with a random serial.
+fn ca_params(subject: DistinguishedName) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    params
+}
+
+/// The first value of a name attribute as text (empty if there is none).
+fn first_text<'a>(mut values: impl Iterator<Item = &'a AttributeTypeAndValue<'a>>) -> String {
+    values
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| PkiError::Certificate {
+            reason: format!("DER: {e}"),
+        })
 }
 
 fn dn(common_name: &str, organization: &str) -> DistinguishedName {
@@ -459,6 +565,142 @@ mod tests {
         assert!(ca.sign_csr(&csr, &CertSpec::new(Role::Node, "")).is_err());
         let non_ascii = CertSpec::new(Role::Server, "s").dns_name("bücher");
         assert!(ca.sign_csr(&csr, &non_ascii).is_err());
+    }
+
+    fn subject_key_id(cert: &X509Certificate<'_>) -> Vec<u8> {
+        cert.iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn cross_sign_certifies_the_newer_ca_as_a_ca_under_the_old_one() {
+        let (old, new) = (Ca::create().unwrap(), Ca::create().unwrap());
+        let pem = old.cross_sign(&new).unwrap();
+        let certs = crate::tls::certs_from_pem(&pem).unwrap();
+        assert_eq!(certs.len(), 1);
+        let cross = parse(&certs[0]).unwrap();
+        let (new_x, old_x) = (
+            parse(new.cert_der()).unwrap(),
+            parse(old.cert_der()).unwrap(),
+        );
+
+        // The newer CA's subject and key, byte for byte, and its key identifier.
+        assert_eq!(cross.subject().as_raw(), new_x.subject().as_raw());
+        assert_eq!(cross.public_key().raw, new_x.public_key().raw);
+        assert_eq!(subject_key_id(&cross), subject_key_id(&new_x));
+        // Issued and signed by the old CA.
+        assert_eq!(cross.issuer().as_raw(), old_x.subject().as_raw());
+        cross.verify_signature(Some(old_x.public_key())).unwrap();
+        assert!(cross.verify_signature(Some(new_x.public_key())).is_err());
+        let aki = cross
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(aki.0, subject_key_id(&old_x).as_slice());
+        // A CA like the newer one: same basic constraints and key usages.
+        let constraints = |c: &X509Certificate<'_>| {
+            let bc = c.basic_constraints().unwrap().unwrap().value;
+            (bc.ca, bc.path_len_constraint)
+        };
+        assert_eq!(constraints(&cross), (true, Some(0)));
+        assert_eq!(constraints(&cross), constraints(&new_x));
+        assert_eq!(
+            cross.key_usage().unwrap().unwrap().value,
+            new_x.key_usage().unwrap().unwrap().value
+        );
+        assert_ne!(cross.raw_serial(), new_x.raw_serial());
+        // A leaf of the newer CA names the cross certificate's subject as its issuer.
+        let (leaf, _) = new.issue(&CertSpec::new(Role::Node, "n")).unwrap();
+        let leaf = crate::tls::certs_from_pem(&leaf).unwrap().remove(0);
+        let leaf = parse(&leaf).unwrap();
+        assert_eq!(leaf.issuer().as_raw(), cross.subject().as_raw());
+        leaf.verify_signature(Some(cross.public_key())).unwrap();
+    }
+
+    #[test]
+    fn cross_sign_validity_is_the_newer_cas_clipped_to_the_old_cas() {
+        let now = to_offset(Timestamp::now()).unwrap();
+        let hour = time::Duration::hours(1);
+        let validity = |pem: &str| {
+            let der = crate::tls::certs_from_pem(pem).unwrap().remove(0);
+            validity(&der).unwrap()
+        };
+        let at = |t: OffsetDateTime| Timestamp::from_second(t.unix_timestamp()).unwrap();
+
+        // The old CA ends first: the cross certificate ends with it.
+        let old = Ca::create_valid(now - 2 * hour, now + hour).unwrap();
+        let new = Ca::create().unwrap();
+        let (new_start, _) = validity(new.cert_pem());
+        assert_eq!(
+            validity(&old.cross_sign(&new).unwrap()),
+            (new_start, at(now + hour))
+        );
+
+        // The newer CA starts before the old one: the cross certificate starts with the old.
+        let old = Ca::create_valid(now - hour, now + 2 * hour).unwrap();
+        let new = Ca::create_valid(now - 2 * hour, now + 3 * hour).unwrap();
+        assert_eq!(
+            validity(&old.cross_sign(&new).unwrap()),
+            (at(now - hour), at(now + 2 * hour))
+        );
+
+        // Never valid together: nothing to bridge.
+        let old = Ca::create_valid(now - 2 * hour, now - hour).unwrap();
+        let err = old.cross_sign(&Ca::create().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("never valid at the same time"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cross_sign_works_for_cas_loaded_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (dir.path().join("old"), dir.path().join("new"));
+        fs::create_dir(&old_dir).unwrap();
+        fs::create_dir(&new_dir).unwrap();
+        Ca::create().unwrap().save(&old_dir).unwrap();
+        Ca::create().unwrap().save(&new_dir).unwrap();
+        let (old, new) = (Ca::load(&old_dir).unwrap(), Ca::load(&new_dir).unwrap());
+        let cross = crate::tls::certs_from_pem(&old.cross_sign(&new).unwrap()).unwrap();
+        let cross = parse(&cross[0]).unwrap();
+        let (old_x, new_x) = (
+            parse(old.cert_der()).unwrap(),
+            parse(new.cert_der()).unwrap(),
+        );
+        assert_eq!(cross.subject().as_raw(), new_x.subject().as_raw());
+        assert_eq!(cross.issuer().as_raw(), old_x.subject().as_raw());
+        cross.verify_signature(Some(old_x.public_key())).unwrap();
+    }
+
+    #[test]
+    fn cross_sign_refuses_a_subject_it_cannot_reproduce() {
+        // A CA with a subject no cloudlet CA has: an organizational unit besides CN and O.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut subject = dn("foreign-ca", "elsewhere");
+        subject.push(DnType::OrganizationalUnitName, "ops");
+        let mut params = ca_params(subject);
+        params.not_before = to_offset(Timestamp::now()).unwrap();
+        params.not_after = add(params.not_before, Duration::from_secs(3600)).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let foreign = Ca {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        };
+        let err = Ca::create().unwrap().cross_sign(&foreign).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a common name and an organization"),
+            "{err}"
+        );
     }
 
     fn base64(bytes: &[u8]) -> String {

@@ -75,7 +75,7 @@ impl Identity {
 }
 
 /// The validity of a DER certificate: (not_before, not_after).
-pub(crate) fn validity(der: &[u8]) -> Result<(Timestamp, Timestamp), PkiError> {
+pub fn validity(der: &[u8]) -> Result<(Timestamp, Timestamp), PkiError> {
     times(&parse(der)?)
 }
 

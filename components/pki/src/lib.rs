@@ -1,7 +1,10 @@
 //! The cluster's public-key infrastructure: the CA ([`Ca`]) and the certificates it signs for
-//! servers, nodes and admins ([`CertSpec`]), the identity a verified certificate carries
+//! servers, nodes and admins ([`CertSpec`]) or, in a rotation, for the CA replacing it
+//! ([`Ca::cross_sign`]), the identity a verified certificate carries
 //! ([`Identity`]), join tokens ([`Token`]), and rustls configs whose certificate is hot-swapped
-//! ([`ReloadingResolver`], [`server_config`], [`client_config`]).
+//! ([`ReloadingResolver`], [`server_config`], [`client_config`]), and the two configs of joining
+//! ([`unverified_client_config`], only for the pinned CA download, and
+//! [`verified_client_config_without_cert`]).
 //!
 //! This crate never sends a private key anywhere (an agent makes its key with [`KeyPair`] and sends
 //! only a CSR) and never writes one with a mode other than 0600. It has no network code of its own:
@@ -19,9 +22,12 @@ mod token;
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CA_LIFETIME, Ca, CertSpec, DEFAULT_CERT_LIFETIME, pin_of};
 pub use error::PkiError;
 pub use files::{CERT_MODE, KEY_MODE, write_certificate, write_private_key};
-pub use identity::Identity;
+pub use identity::{Identity, validity};
 pub use key::KeyPair;
-pub use tls::{ReloadingResolver, certs_from_pem, client_config, server_config};
+pub use tls::{
+    ReloadingResolver, certs_from_pem, client_config, server_config, unverified_client_config,
+    verified_client_config_without_cert,
+};
 pub use token::{MIN_SECRET_LEN, SECRET_LEN, Token, constant_time_eq, hash_secret};
 
 /// What a certificate holder may be, written by the CA into the certificate's organization
@@ -43,6 +49,15 @@ impl Role {
             Role::Server => "cloudlet:server",
             Role::Node => "cloudlet:node",
             Role::Admin => "cloudlet:admin",
+        }
+    }
+
+    /// The role in one word: `server`, `node` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Node => "node",
+            Role::Admin => "admin",
         }
     }
 

@@ -1,24 +1,30 @@
 //! rustls configurations for the cluster: TLS 1.3 only, mutual (a server requires a client
-//! certificate from one of the trusted CAs), with certificates served from a
-//! [`ReloadingResolver`] so a renewed certificate is used by the next handshake without a restart
-//! and without touching established connections.
+//! certificate from one of the trusted CAs, or none at all where it lets anonymous agents join),
+//! with certificates served from a [`ReloadingResolver`] so a renewed certificate is used by the
+//! next handshake without a restart and without touching established connections.
 //!
 //! Several CAs may be trusted at once (the overlap of a CA rotation). Session resumption is off on
 //! the server: every connection presents and verifies a certificate, so an expired or untrusted one
 //! can never ride on an old session. This module never reads or writes key files.
+//!
+//! The two configs for joining are here too: [`unverified_client_config`], which trusts any server
+//! and exists only to download the CA bundle whose SHA-256 the join token pins, and
+//! [`verified_client_config_without_cert`] for the join request itself. No other config in the
+//! cluster may skip server verification.
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::client::ResolvesClientCert;
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::PkiError;
 
@@ -100,17 +106,28 @@ impl ResolvesClientCert for ReloadingResolver {
 /// A server config that requires a client certificate issued by one of `ca_roots` (give the old
 /// and the new CA during a rotation) and presents the resolver's certificate.
 ///
+/// With `anonymous`, a client that presents no certificate at all is let in too (an agent that
+/// has not joined yet); the caller must then treat a connection without a peer certificate as
+/// anonymous and let it do no more than join. A client that does present a certificate must still
+/// present a valid one from `ca_roots`: an expired one or one from another CA fails the handshake
+/// either way.
+///
 /// Set `alpn_protocols` on the result if the protocol needs it.
 pub fn server_config(
     ca_roots: &[CertificateDer<'static>],
     resolver: Arc<ReloadingResolver>,
+    anonymous: bool,
 ) -> Result<ServerConfig, PkiError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(
+    let builder = WebPkiClientVerifier::builder_with_provider(
         Arc::new(root_store(ca_roots)?),
         Arc::clone(&provider),
-    )
-    .build()?;
+    );
+    let verifier = if anonymous {
+        builder.allow_unauthenticated().build()?
+    } else {
+        builder.build()?
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| PkiError::Tls {
@@ -141,6 +158,108 @@ pub fn client_config(
     // The server never resumes; do not keep tickets it will not honour.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
+}
+
+/// A client config that trusts servers with a certificate from one of `ca_roots` and presents no
+/// certificate of its own: for the join request of an agent that has none yet, once it has
+/// checked the CA against its token's pin. The server must allow anonymous clients
+/// ([`server_config`] with `anonymous`).
+pub fn verified_client_config_without_cert(
+    ca_roots: &[CertificateDer<'static>],
+) -> Result<ClientConfig, PkiError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| PkiError::Tls {
+            what: "choose TLS versions",
+            source,
+        })?
+        .with_root_certificates(root_store(ca_roots)?)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// **DANGER: a client config that accepts ANY server certificate**, from anyone, for any name,
+/// and presents no certificate of its own. Whoever sits between the client and the server can
+/// read and change everything sent over it.
+///
+/// It exists for exactly one request: an agent downloading the server's CA bundle before it
+/// trusts anything (as k3s fetches `/cacerts`). The downloaded bytes are worthless until their
+/// SHA-256 has been compared with the pin in the join token ([`crate::pin_of`]); only then may
+/// they be used as roots, with [`verified_client_config_without_cert`] or [`client_config`].
+/// Nothing else may ever use this config: no join request, no token secret, no CSR, no other API
+/// call.
+///
+/// The server's handshake signature is still checked against the certificate it presents, which
+/// proves nothing about who it is.
+pub fn unverified_client_config() -> ClientConfig {
+    let provider = provider();
+    let verifier = Arc::new(AcceptAnyServer {
+        provider: Arc::clone(&provider),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        // Fails only for a provider without TLS 1.3 suites or key exchange groups; ours is a
+        // constant (aws-lc-rs' defaults), and the tests build this config.
+        .expect("the aws-lc-rs provider supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config
+}
+
+/// The verifier of [`unverified_client_config`]: any certificate is accepted.
+#[derive(Debug)]
+struct AcceptAnyServer {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// The one crypto provider of the cluster's TLS, chosen explicitly so that no process-wide default
@@ -217,9 +336,11 @@ mod tests {
         let ca = Ca::create().unwrap();
         let (cert, key) = ca.issue(&CertSpec::new(Role::Node, "n")).unwrap();
         let resolver = Arc::new(ReloadingResolver::new(&cert, &key.to_pem()).unwrap());
-        assert!(server_config(&[], Arc::clone(&resolver)).is_err());
+        assert!(server_config(&[], Arc::clone(&resolver), false).is_err());
+        assert!(server_config(&[], Arc::clone(&resolver), true).is_err());
         assert!(client_config(&[], Arc::clone(&resolver)).is_err());
-        assert!(server_config(&[ca.cert_der().clone()], Arc::clone(&resolver)).is_ok());
+        assert!(verified_client_config_without_cert(&[]).is_err());
+        assert!(server_config(&[ca.cert_der().clone()], Arc::clone(&resolver), false).is_ok());
     }
 
     #[test]

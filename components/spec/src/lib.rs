@@ -31,8 +31,9 @@ pub use effective::{
 pub use error::{Problem, SpecError};
 pub use manifest::{
     ApiVersion, BackoffSpec, ExecProbeSpec, HttpProbeSpec, IoLimitSpec, Kind, LogsSpec, Manifest,
-    Metadata, ReadinessSpec, ResourceLimits, ResourceRequests, ResourcesSpec, RestartPolicy,
-    RestartSpec, ServiceManifest, ServiceSpec, Signal, Source, StopSpec, TcpProbeSpec,
+    Metadata, NodeRole, NodeSelectorSpec, PlacementSpec, ReadinessSpec, ResourceLimits,
+    ResourceRequests, ResourcesSpec, RestartPolicy, RestartSpec, ServiceManifest, ServiceSpec,
+    Signal, Source, StopSpec, TcpProbeSpec,
 };
 pub use parse::parse_file;
 pub use set::validate_set;

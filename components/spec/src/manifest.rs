@@ -215,6 +215,9 @@ pub struct ServiceSpec {
     /// it may run host commands and start daemons that outlive it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub executor: bool,
+    /// Where in the cluster it runs; without it, one replica that never relocates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
 }
 
 impl ServiceSpec {
@@ -232,6 +235,7 @@ impl ServiceSpec {
             logs: None,
             resources: None,
             executor: false,
+            placement: None,
         }
     }
 }
@@ -499,6 +503,71 @@ pub struct LogsSpec {
     /// Rotated files to keep (default 5, 1..=100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_files: Option<u32>,
+}
+
+/// `spec.placement`: on every matching node, or `replicas` copies on distinct nodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
+pub struct PlacementSpec {
+    /// One copy on every node the selector matches, including nodes that join later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_node: bool,
+    /// Copies on distinct nodes (default 1); not with `everyNode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Which nodes may run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<NodeSelectorSpec>,
+    /// Start a copy elsewhere when its node is lost or drained. Off by default: a service that
+    /// manages a host (VMs, its network) must never run twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relocate: bool,
+}
+
+/// `spec.placement.nodeSelector`: a node matches when it has any of `roles` (or `roles` is
+/// empty) and every label in `labels`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
+pub struct NodeSelectorSpec {
+    /// Node roles, any of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<NodeRole>,
+    /// Labels, all of.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a node is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Runs the control services.
+    Control,
+    /// Runs VMs and their host services.
+    Compute,
+}
+
+impl NodeRole {
+    /// The role as written in manifests and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Control => "control",
+            NodeRole::Compute => "compute",
+        }
+    }
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "control" => Ok(NodeRole::Control),
+            "compute" => Ok(NodeRole::Compute),
+            other => Err(format!(
+                "unknown role {other:?}: expected control or compute"
+            )),
+        }
+    }
 }
 
 /// `spec.resources`.

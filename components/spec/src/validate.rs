@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use crate::effective::{DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX};
 use crate::error::{Problem, SpecError};
 use crate::manifest::{
-    HttpProbeSpec, LogsSpec, ReadinessSpec, ResourcesSpec, RestartSpec, ServiceManifest,
+    HttpProbeSpec, LogsSpec, PlacementSpec, ReadinessSpec, ResourcesSpec, RestartSpec,
+    ServiceManifest,
 };
 
 /// Smallest `spec.logs.maxSize` in bytes (4Ki).
@@ -162,7 +163,33 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
     if let Some(resources) = &spec.resources {
         check_resources(&mut f, resources);
     }
+    if let Some(placement) = &spec.placement {
+        check_placement(&mut f, placement);
+    }
     f.0
+}
+
+fn check_placement(f: &mut Findings, placement: &PlacementSpec) {
+    if placement.every_node && placement.replicas.is_some() {
+        f.add(
+            "spec.placement.replicas",
+            "cannot be set with everyNode: true (one copy runs on every matching node)",
+        );
+    }
+    if placement.replicas == Some(0) {
+        f.add(
+            "spec.placement.replicas",
+            "must be at least 1 (delete the service or `ctl stop` it to run none)",
+        );
+    }
+    if let Some(selector) = &placement.node_selector
+        && selector.labels.keys().any(String::is_empty)
+    {
+        f.add(
+            "spec.placement.nodeSelector.labels",
+            "label names must not be empty",
+        );
+    }
 }
 
 fn check_readiness(f: &mut Findings, readiness: &ReadinessSpec) {

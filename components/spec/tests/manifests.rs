@@ -206,7 +206,8 @@ fn rejections() {
         (
             service("web", &["restrat: {policy: always}"]),
             "services.yaml: document 1: spec.restrat: unknown field \"restrat\", expected one of \
-             command, env, workingDir, user, dependsOn, readiness, restart, stop, logs, resources",
+             command, env, workingDir, user, dependsOn, readiness, restart, stop, logs, resources, \
+             executor, placement",
         ),
         (
             service("web", &["restart: {backoff: {maxx: 30s}}"]),
@@ -216,6 +217,20 @@ fn rejections() {
         (
             "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [x]}\nstatus: {}\n".into(),
             "services.yaml: document 1: status: unknown field \"status\", expected one of apiVersion, kind, metadata, spec",
+        ),
+        // Placement.
+        (
+            service("web", &["placement: {everyNode: true, replicas: 2}"]),
+            "services.yaml: document 1: spec.placement.replicas: cannot be set with everyNode: true",
+        ),
+        (
+            service("web", &["placement: {replicas: 0}"]),
+            "services.yaml: document 1: spec.placement.replicas: must be at least 1",
+        ),
+        (
+            service("web", &["placement: {nodeSelector: {roles: [storage]}}"]),
+            "services.yaml: document 1: spec.placement.nodeSelector.roles[0]: unknown value \"storage\", \
+             expected one of control, compute (line 6",
         ),
         // Values with units.
         (

@@ -1,0 +1,214 @@
+//! `TlsServer`: the API on a TCP address with mutual TLS (rustls, TLS 1.3), for agents and for
+//! operators on other machines.
+//!
+//! Each accepted connection takes the server config current at that moment (so a CA rotation can
+//! swap it; a renewed certificate already hot-swaps through the config's resolver), completes its
+//! handshake within a bound, and carries the identity of the verified client certificate to the
+//! handlers as [`Caller::peer`] (`None` for a client without a certificate, which the config
+//! lets in only when anonymous joining is allowed). The routes are those of the unix socket.
+//!
+//! This module never verifies a certificate itself (the config's verifier does, in the
+//! handshake) and never decides what a caller may do: that is for the handlers and the backend.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use cloudlet_pki::Identity;
+use jiff::Timestamp;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::server::{app, serve_http1};
+use crate::{ApiError, Backend, Caller, Peer, Socket};
+
+/// Gives the server config for a new connection. It is called once for each accepted
+/// connection, so what it returns may change between connections (a CA rotation); the
+/// connections already established keep theirs.
+pub type TlsConfigSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
+/// How long a client gets to complete the TLS handshake before its connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long in-flight requests get to finish after shutdown before their connections are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The API's TCP listener, bound and not yet serving. Binding first lets the caller fail early
+/// and learn the address (port 0 picks one).
+#[derive(Debug)]
+pub struct TlsServer {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl TlsServer {
+    /// Binds `addr` (the OS picks the port if it is 0).
+    pub async fn bind(addr: SocketAddr) -> Result<TlsServer, ApiError> {
+        let listen_error = |source| ApiError::ListenTcp { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        tracing::info!(%addr, "api listening with mutual tls");
+        Ok(TlsServer { listener, addr })
+    }
+
+    /// The address it listens on, with the port the OS picked.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves HTTP/1.1 over TLS until `shutdown` completes, with `config()` for each connection.
+    ///
+    /// A failed or too slow handshake only ends that connection (logged at debug with the peer's
+    /// address). A connection whose client certificate expires is closed then (after the request
+    /// in flight); the next one fails its handshake. At shutdown it stops accepting; in-flight
+    /// requests get a few seconds to finish, and follow streams end at once with a final error
+    /// line.
+    pub async fn serve<B: Backend>(
+        self,
+        backend: Arc<B>,
+        config: TlsConfigSource,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let (stop, stopping) = watch::channel(false);
+        let app = app(backend, stopping.clone());
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, remote)) => {
+                        let acceptor = TlsAcceptor::from(config());
+                        connections.spawn(connection(
+                            tcp,
+                            remote,
+                            acceptor,
+                            app.clone(),
+                            stopping.clone(),
+                        ));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: say so, and don't spin on it.
+                        tracing::warn!(%error, "api accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(error) = joined {
+                        tracing::warn!(%error, "api connection task failed");
+                    }
+                }
+            }
+        }
+        let addr = self.addr;
+        // Closes the listener.
+        drop(self);
+        stop.send_replace(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "api tls connections still busy at shutdown; cutting them"
+            );
+            connections.abort_all();
+        }
+        tracing::info!(%addr, "api tls listener stopped");
+        Ok(())
+    }
+}
+
+/// One connection: the handshake, then HTTP/1.1 as the certificate's holder until the client
+/// leaves, the server stops or the certificate expires.
+async fn connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut stopping: watch::Receiver<bool>,
+) {
+    // Requests and answers are small and interactive: do not wait to fill segments.
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%remote, %error, "cannot set TCP_NODELAY");
+    }
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%remote, %error, "api tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "api tls handshake timed out");
+                return;
+            }
+        },
+        () = stopped(&mut stopping) => return,
+    };
+    let peer = match peer(&tls) {
+        Ok(peer) => peer,
+        Err(error) => {
+            // Verified by our CA yet without a cloudlet identity: nothing to serve it as.
+            tracing::warn!(%remote, %error, "api tls client certificate has no cloudlet identity");
+            return;
+        }
+    };
+    let expiry = peer.as_ref().map(|peer| peer.not_after);
+    let who = Caller {
+        pid: None,
+        uid: None,
+        socket: Socket::Tls,
+        peer,
+    };
+    // This connection's own stop: the server's, or the end of the certificate's validity.
+    let (close, closing) = watch::channel(false);
+    let serving = serve_http1(tls, app, who, closing);
+    tokio::pin!(serving);
+    tokio::select! {
+        () = &mut serving => {}
+        () = stopped(&mut stopping) => {
+            close.send_replace(true);
+            serving.await;
+        }
+        () = expired(expiry) => {
+            tracing::debug!(%remote, "api tls client certificate expired; closing its connection");
+            close.send_replace(true);
+            serving.await;
+        }
+    }
+}
+
+/// The holder of the connection's verified client certificate; `None` without one.
+fn peer(tls: &TlsStream<TcpStream>) -> Result<Option<Peer>, cloudlet_pki::PkiError> {
+    let Some(der) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_der(der)?;
+    Ok(Some(Peer {
+        role: identity.role,
+        name: identity.name,
+        not_after: identity.not_after,
+    }))
+}
+
+/// Completes when the server starts stopping.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens when the server has stopped.
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}
+
+/// Completes at `not_after` (at once if it has passed); never without one.
+async fn expired(not_after: Option<Timestamp>) {
+    let Some(not_after) = not_after else {
+        return std::future::pending().await;
+    };
+    let left = Duration::try_from(Timestamp::now().duration_until(not_after)).unwrap_or_default();
+    tokio::time::sleep(left).await;
+}

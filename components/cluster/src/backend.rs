@@ -1,0 +1,1059 @@
+//! The cluster as the API sees it: `cloudlet_api::Backend` on [`ControlPlane`].
+//!
+//! Cluster verbs (apply, delete, start/stop, nodes, tokens, join, heartbeats) act on the store;
+//! node-local verbs (describe, restart, logs, exec) go to the node that runs the service: the
+//! server's own node in-process, any other through its agent's API over mutual TLS, with the
+//! server's certificate. Errors become `ApiError` kinds here and nowhere else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cloudlet_api::dto::{
+    self, Action, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse,
+    AssignedService, Assignments, CaRotateRequest, CertificateResponse, DesiredState, Event,
+    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NodeAction,
+    NodeQuery, NodeStatus, RenewRequest, RunRequest, ServiceDetail, ServiceState, ServiceStatus,
+    ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+};
+use cloudlet_api::{ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream};
+use cloudlet_node::Node;
+use cloudlet_node::apply::{self, Applied};
+use cloudlet_node::records::{
+    ASSIGNMENTS, DesiredRecord, EventRecord, SERVICES, ServiceRecord, assignment_prefix,
+    service_key,
+};
+use cloudlet_placement::Health;
+use cloudlet_spec::NodeRole;
+use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
+
+use crate::records::{NodeRecord, TokenRecord, decode, encode, node_key};
+use crate::{ClusterError, ControlPlane, Inner, placer, tokens};
+
+/// A join token lives one day unless the operator says otherwise.
+const DEFAULT_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Node(n) => ApiError::from(n),
+            ClusterError::Refused(m) => ApiError::Forbidden(m),
+            ClusterError::Invalid(m) => ApiError::Invalid(m),
+            ClusterError::NotFound(m) => ApiError::NotFound(m),
+            ClusterError::Conflict(m) => ApiError::Conflict(m),
+            ClusterError::Agent(m) => ApiError::Unavailable(m),
+            ClusterError::Store(s @ cloudlet_store::StoreError::DiskFull { .. }) => {
+                ApiError::Unavailable(s.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Where a node-local verb goes.
+enum Target<'a, S> {
+    Local(&'a Node<S>),
+    Remote(Client),
+}
+
+impl<S: Store> Inner<S> {
+    fn is_local(&self, node: &str) -> bool {
+        self.local.as_ref().is_some_and(|l| l.name() == node)
+    }
+
+    /// The nodes `service` is assigned to (transient services of the server's node included).
+    async fn nodes_of(&self, service: &str) -> Result<Vec<String>, ClusterError> {
+        let (kvs, _) = self.store.list(ASSIGNMENTS).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let (node, name) = kv.key.strip_prefix(ASSIGNMENTS)?.split_once('/')?;
+                (name == service).then(|| node.to_owned())
+            })
+            .collect())
+    }
+
+    /// The node a per-service verb is for: the one asked for, or the only one that runs it.
+    async fn resolve(&self, service: &str, node: Option<&str>) -> Result<String, ClusterError> {
+        if let Some(n) = node {
+            return Ok(n.to_owned());
+        }
+        let nodes = self.nodes_of(service).await?;
+        match nodes.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(ClusterError::NotFound(format!(
+                "service {service:?} not found on any node"
+            ))),
+            many => Err(ClusterError::Invalid(format!(
+                "service {service} runs on {}: pick one with --node",
+                many.join(", ")
+            ))),
+        }
+    }
+
+    async fn target(&self, node: &str) -> Result<Target<'_, S>, ClusterError> {
+        if let Some(local) = self.local.as_ref().filter(|l| l.name() == node) {
+            return Ok(Target::Local(local));
+        }
+        Ok(Target::Remote(self.agent(node).await?))
+    }
+
+    /// A client of `node`'s agent API.
+    async fn agent(&self, node: &str) -> Result<Client, ClusterError> {
+        let record = self.node_record(node).await?;
+        let address = record.address.ok_or_else(|| {
+            ClusterError::Agent(format!("node {node} has no agent address to reach it at"))
+        })?;
+        let tag = format!("{address} {}", self.pki.ca_hash());
+        if let Some((t, c)) = self.agents().get(node)
+            && *t == tag
+        {
+            return Ok(c.clone());
+        }
+        let client = Client::https(&address, self.pki.client_tls())
+            .map_err(|e| ClusterError::Agent(format!("node {node}: {e}")))?;
+        self.agents().insert(node.to_owned(), (tag, client.clone()));
+        Ok(client)
+    }
+
+    async fn node_record(&self, node: &str) -> Result<NodeRecord, ClusterError> {
+        let key = node_key(node);
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ClusterError::NotFound(format!("node {node:?} not found")))?;
+        decode(&key, &kv.value)
+    }
+
+    /// Changes a node record with compare-and-swap, retrying on a concurrent change.
+    async fn update_node(
+        &self,
+        node: &str,
+        change: impl Fn(&mut NodeRecord),
+    ) -> Result<NodeRecord, ClusterError> {
+        let key = node_key(node);
+        for _ in 0..5 {
+            let kv = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| ClusterError::NotFound(format!("node {node:?} not found")))?;
+            let mut record: NodeRecord = decode(&key, &kv.value)?;
+            change(&mut record);
+            let txn = Txn {
+                compares: vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision,
+                )],
+                success: vec![Op::put(key.clone(), encode(&key, &record)?)],
+                failure: Vec::new(),
+            };
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(record);
+            }
+        }
+        Err(ClusterError::Conflict(format!(
+            "node {node} kept changing; try again"
+        )))
+    }
+
+    /// Refuses an apply whose new or changed services the placer could not place now.
+    async fn check_placeable(&self, files: &[(String, String)]) -> Result<(), ClusterError> {
+        let mut services = cloudlet_node::load_services(&self.store, SERVICES).await?.0;
+        let mut changed = BTreeSet::new();
+        for (name, text) in files {
+            // Parse errors are reported by apply itself, with every file's problems.
+            let Ok(manifests) = cloudlet_spec::parse_file(name, text) else {
+                return Ok(());
+            };
+            for m in manifests.iter().filter_map(|m| m.as_service()) {
+                let name = m.metadata.name.clone();
+                if services.get(&name).is_some_and(|r| r.manifest == *m) {
+                    continue;
+                }
+                changed.insert(name.clone());
+                services.insert(
+                    name,
+                    ServiceRecord {
+                        manifest: m.clone(),
+                        desired: DesiredRecord::Running,
+                        file: String::new(),
+                        document: 0,
+                        applied_at: jiff::Timestamp::now(),
+                        transient: None,
+                    },
+                );
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let nodes = placer::load_nodes(&self.store).await?;
+        let (p_services, p_nodes) = placer::inputs(self, &services, &nodes);
+        let (kvs, _) = self.store.list(ASSIGNMENTS).await?;
+        let current = kvs
+            .iter()
+            .filter_map(|kv| {
+                let (node, name) = kv.key.strip_prefix(ASSIGNMENTS)?.split_once('/')?;
+                Some((name.to_owned(), node.to_owned()))
+            })
+            .collect();
+        let plan = cloudlet_placement::place(&p_services, &p_nodes, &current)
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let refused: Vec<String> = plan
+            .unplaced
+            .iter()
+            .filter(|u| changed.contains(&u.service))
+            .map(|u| {
+                let at = services
+                    .get(&u.service)
+                    .and_then(|r| r.manifest.source().map(|s| format!("{s}: ")))
+                    .unwrap_or_default();
+                format!("{at}cannot be placed: {u}")
+            })
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ClusterError::Invalid(format!(
+                "{}\n(cloudlet never overcommits a node: it has no eviction to fall back on)",
+                refused.join("\n")
+            )))
+        }
+    }
+
+    /// The status rows of one node: fresh from the server's own node, else its last heartbeat
+    /// (marked unknown when the node is lost), plus assigned services it has not reported yet.
+    async fn rows_of(
+        &self,
+        node: &str,
+        assigned: &BTreeSet<String>,
+    ) -> Result<Vec<ServiceStatus>, ApiError> {
+        if let Some(local) = self.local.as_ref().filter(|l| l.name() == node) {
+            let mut rows = local.list_services(ServicesQuery::default()).await?;
+            let known: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
+            for name in assigned.difference(&known) {
+                rows.push(pending_row(name, node, "assigned; starting".into()));
+            }
+            return Ok(rows);
+        }
+        let registry = self.lock_registry();
+        let lost = registry.health(node) == Health::Lost;
+        let mut rows: Vec<ServiceStatus> = registry
+            .get(node)
+            .map(|l| l.services.clone())
+            .unwrap_or_default();
+        drop(registry);
+        for row in &mut rows {
+            if lost {
+                let last = serde_json::to_value(row.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                row.message = Some(if assigned.contains(&row.name) {
+                    format!("node {node} is lost; last reported {last}")
+                } else {
+                    format!(
+                        "node {node} is lost and this copy was relocated; the node stops it \
+                         when it returns"
+                    )
+                });
+                row.state = ServiceState::Unknown;
+                row.ready = false;
+            }
+        }
+        let reported: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
+        for name in assigned.difference(&reported) {
+            rows.push(pending_row(
+                name,
+                node,
+                format!("assigned to node {node}; not reported by it yet"),
+            ));
+        }
+        Ok(rows)
+    }
+}
+
+fn pending_row(name: &str, node: &str, message: String) -> ServiceStatus {
+    ServiceStatus {
+        name: name.to_owned(),
+        node: node.to_owned(),
+        state: ServiceState::Pending,
+        ready: false,
+        pid: None,
+        restarts: 0,
+        run: 0,
+        last_exit: None,
+        since: jiff::Timestamp::now(),
+        waiting_for: Vec::new(),
+        message: Some(message),
+        labels: BTreeMap::new(),
+        desired: DesiredState::Running,
+        next_restart_at: None,
+        dropped_log_lines: 0,
+        owner: None,
+        group: None,
+        limits: None,
+    }
+}
+
+fn role_of(s: Option<&str>) -> Result<NodeRole, ApiError> {
+    s.unwrap_or("compute").parse().map_err(ApiError::Invalid)
+}
+
+fn token_info(r: &TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: r.id.clone(),
+        role: r.role.as_str().to_owned(),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        created_by: r.created_by.clone(),
+        description: r.description.clone(),
+        uses: r.uses,
+    }
+}
+
+/// The host part of an `https://host:port` address, for the node certificate's SAN.
+fn host_of(address: &str) -> Option<&str> {
+    let rest = address.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
+}
+
+fn check_node_name(name: &str) -> Result<(), ApiError> {
+    cloudlet_spec::check_name(name).map_err(|e| ApiError::Invalid(format!("node name: {e}")))
+}
+
+impl<S: Store> Backend for ControlPlane<S> {
+    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ApiError> {
+        let inner = &self.inner;
+        let files: Vec<(String, String)> = request
+            .files
+            .into_iter()
+            .map(|f| (f.name, f.content))
+            .collect();
+        inner.check_placeable(&files).await?;
+        let outcomes = apply::apply(&inner.store, &files, None).await?;
+        let items = outcomes
+            .into_iter()
+            .map(|o| {
+                let action = match o.applied {
+                    Applied::Created => ApplyAction::Created,
+                    Applied::Configured => ApplyAction::Configured,
+                    Applied::Unchanged => ApplyAction::Unchanged,
+                };
+                if action != ApplyAction::Unchanged {
+                    inner.event(
+                        Some(&o.name),
+                        &inner.options.server_name,
+                        "Applied",
+                        format!("{action:?} from {}", o.file).to_lowercase(),
+                    );
+                }
+                ApplyItem {
+                    name: o.name,
+                    file: o.file,
+                    action,
+                }
+            })
+            .collect();
+        placer::place_now(inner).await;
+        Ok(ApplyResponse { items })
+    }
+
+    async fn list_services(&self, query: ServicesQuery) -> Result<Vec<ServiceStatus>, ApiError> {
+        let inner = &self.inner;
+        let nodes = placer::load_nodes(&inner.store).await?;
+        if let Some(n) = &query.node
+            && !nodes.contains_key(n)
+        {
+            return Err(ApiError::NotFound(format!("node {n:?} not found")));
+        }
+        let (kvs, _) = inner
+            .store
+            .list(ASSIGNMENTS)
+            .await
+            .map_err(ClusterError::from)?;
+        let mut assigned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for kv in &kvs {
+            if let Some((node, name)) = kv
+                .key
+                .strip_prefix(ASSIGNMENTS)
+                .and_then(|r| r.split_once('/'))
+            {
+                assigned
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(name.to_owned());
+            }
+        }
+        let mut rows = Vec::new();
+        for node in nodes.keys() {
+            if query.node.as_ref().is_some_and(|n| n != node) {
+                continue;
+            }
+            let empty = BTreeSet::new();
+            rows.extend(
+                inner
+                    .rows_of(node, assigned.get(node).unwrap_or(&empty))
+                    .await?,
+            );
+        }
+        if query.node.is_none() {
+            for (service, why) in inner.unplaced() {
+                rows.push(pending_row(&service, "", why));
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn describe_service(
+        &self,
+        name: &str,
+        node: NodeQuery,
+    ) -> Result<ServiceDetail, ApiError> {
+        let inner = &self.inner;
+        let node = inner.resolve(name, node.node.as_deref()).await?;
+        match inner.target(&node).await? {
+            Target::Local(local) => local.describe_service(name, NodeQuery::default()).await,
+            Target::Remote(client) => client.describe_service(name, None).await,
+        }
+    }
+
+    async fn delete_service(&self, name: &str) -> Result<ActionResponse, ApiError> {
+        let inner = &self.inner;
+        if inner
+            .store
+            .get(&service_key(name))
+            .await
+            .map_err(ClusterError::from)?
+            .is_none()
+        {
+            // Not a cluster service: a transient one of the server's own node, if anything.
+            return match &inner.local {
+                Some(local) => local.delete_service(name).await,
+                None => Err(ApiError::NotFound(format!("service {name:?} not found"))),
+            };
+        }
+        apply::delete(&inner.store, name).await?;
+        inner.event(
+            Some(name),
+            &inner.options.server_name,
+            "Deleting",
+            "deleted by an operator".into(),
+        );
+        placer::place_now(inner).await;
+        Ok(ActionResponse {
+            name: name.to_owned(),
+            message: format!("service {name} deleted; its logs are kept"),
+        })
+    }
+
+    async fn service_action(
+        &self,
+        name: &str,
+        action: Action,
+        node: NodeQuery,
+    ) -> Result<ActionResponse, ApiError> {
+        let inner = &self.inner;
+        let key = service_key(name);
+        let cluster = inner
+            .store
+            .get(&key)
+            .await
+            .map_err(ClusterError::from)?
+            .is_some();
+        if !cluster {
+            return match &inner.local {
+                Some(local) => local.service_action(name, action, node).await,
+                None => Err(ApiError::NotFound(format!("service {name:?} not found"))),
+            };
+        }
+        let message = match action {
+            Action::Stop => {
+                if apply::set_desired(&inner.store, &key, name, DesiredRecord::Stopped).await? {
+                    inner.event(
+                        Some(name),
+                        &inner.options.server_name,
+                        "StopRequested",
+                        "stopped by an operator".into(),
+                    );
+                    placer::place_now(inner).await;
+                    format!("service {name} is stopping and stays stopped until `ctl start {name}`")
+                } else {
+                    format!("service {name} was already stopped")
+                }
+            }
+            Action::Start | Action::Restart => {
+                if action == Action::Start {
+                    apply::set_desired(&inner.store, &key, name, DesiredRecord::Running).await?;
+                    placer::place_now(inner).await;
+                }
+                let nodes = match &node.node {
+                    Some(n) => vec![n.clone()],
+                    None => inner.nodes_of(name).await?,
+                };
+                let mut done = Vec::new();
+                for n in &nodes {
+                    let result = match inner.target(n).await? {
+                        Target::Local(local) => {
+                            local
+                                .service_action(name, action, NodeQuery::default())
+                                .await
+                        }
+                        Target::Remote(client) => client.service_action(name, action, None).await,
+                    };
+                    match result {
+                        Ok(_) => done.push(n.clone()),
+                        // A start the node has not received yet is done by the placer.
+                        Err(e) if action == Action::Start => {
+                            tracing::debug!("start {name} on {n}: {e}");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if action == Action::Start {
+                    format!("service {name} is starting")
+                } else if done.is_empty() {
+                    return Err(ApiError::NotFound(format!(
+                        "service {name:?} is not running on any node"
+                    )));
+                } else {
+                    format!("service {name} is restarting on {}", done.join(", "))
+                }
+            }
+        };
+        Ok(ActionResponse {
+            name: name.to_owned(),
+            message,
+        })
+    }
+
+    async fn logs(&self, name: &str, query: LogsQuery) -> Result<LogStream, ApiError> {
+        let inner = &self.inner;
+        let node = match inner.resolve(name, query.node.as_deref()).await {
+            Ok(n) => n,
+            // Logs of a deleted service stay on its node: the server's own, if it has one.
+            Err(ClusterError::NotFound(_)) if inner.local.is_some() => inner
+                .local
+                .as_ref()
+                .map(|l| l.name().to_owned())
+                .unwrap_or_default(),
+            Err(e) => return Err(e.into()),
+        };
+        let query = LogsQuery {
+            node: None,
+            ..query
+        };
+        match inner.target(&node).await? {
+            Target::Local(local) => local.logs(name, query).await,
+            Target::Remote(client) => client.logs(name, &query).await,
+        }
+    }
+
+    async fn run(&self, caller: Caller, request: RunRequest) -> Result<ActionResponse, ApiError> {
+        match &self.inner.local {
+            Some(local) => local.run(caller, request).await,
+            None => Err(ApiError::NotFound(
+                "this server runs no node (--disable-agent): run on a node's agent".into(),
+            )),
+        }
+    }
+
+    async fn exec(&self, caller: Caller, request: ExecRequest) -> Result<ExecStream, ApiError> {
+        let inner = &self.inner;
+        let node = match (&request.node, &inner.local) {
+            (Some(n), _) => n.clone(),
+            (None, Some(local)) => local.name().to_owned(),
+            (None, None) => {
+                return Err(ApiError::Invalid(
+                    "this server runs no node: pick one with --node".into(),
+                ));
+            }
+        };
+        let request = ExecRequest {
+            node: None,
+            ..request
+        };
+        match inner.target(&node).await? {
+            Target::Local(local) => local.exec(caller, request).await,
+            Target::Remote(client) => client.exec(&request).await,
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeStatus>, ApiError> {
+        let inner = &self.inner;
+        let records = placer::load_nodes(&inner.store).await?;
+        let (kvs, _) = inner
+            .store
+            .list(ASSIGNMENTS)
+            .await
+            .map_err(ClusterError::from)?;
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for kv in &kvs {
+            if let Some((node, _)) = kv
+                .key
+                .strip_prefix(ASSIGNMENTS)
+                .and_then(|r| r.split_once('/'))
+            {
+                *counts.entry(node).or_default() += 1;
+            }
+        }
+        let mut out = Vec::new();
+        for (name, record) in &records {
+            let mut status = match inner.local.as_ref().filter(|l| l.name() == name) {
+                Some(local) => local.nodes().await?.into_iter().next(),
+                None => inner.lock_registry().get(name).map(|l| l.status.clone()),
+            }
+            .unwrap_or_else(|| empty_status(name));
+            let registry = inner.lock_registry();
+            status.name = name.clone();
+            status.roles = record.roles.iter().map(|r| r.as_str().to_owned()).collect();
+            status.labels = record.labels.clone();
+            status.state = if inner.is_local(name) {
+                "Ready".to_owned()
+            } else {
+                registry.state(name).to_owned()
+            };
+            status.cordoned = record.cordoned || record.draining.is_some();
+            status.draining = record.draining.is_some();
+            status.address = record.address.clone();
+            status.last_heartbeat = registry.get(name).map(|l| l.at);
+            status.cert_not_after = if inner.is_local(name) {
+                inner
+                    .pki
+                    .expiries()
+                    .into_iter()
+                    .find(|(what, _)| what == "server")
+                    .map(|(_, at)| at)
+            } else {
+                record.cert_not_after
+            };
+            status.services = counts.get(name.as_str()).copied().unwrap_or(0);
+            out.push(status);
+        }
+        Ok(out)
+    }
+
+    async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {
+        cloudlet_node::events::stream(&self.inner.store, query).await
+    }
+
+    async fn cacerts(&self) -> Result<String, ApiError> {
+        Ok(self.inner.pki.ca_bundle_pem())
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<CertificateResponse, ApiError> {
+        let inner = &self.inner;
+        check_node_name(&request.node_name)?;
+        if inner.is_local(&request.node_name) {
+            return Err(ApiError::Conflict(format!(
+                "node name {} is the server's own node: pick another --node-name",
+                request.node_name
+            )));
+        }
+        let token = tokens::redeem(
+            &inner.store,
+            &request.token,
+            &inner.pki.pin(),
+            jiff::Timestamp::now(),
+        )
+        .await?;
+        let host = request.address.as_deref().and_then(host_of);
+        let (certificate, identity) = inner
+            .pki
+            .sign_node(&request.csr, &request.node_name, host)
+            .map_err(ApiError::from)?;
+        let name = request.node_name.clone();
+        let key = node_key(&name);
+        let existing = inner.store.get(&key).await.map_err(ClusterError::from)?;
+        let mut record = match &existing {
+            Some(kv) => decode::<NodeRecord>(&key, &kv.value)?,
+            None => NodeRecord {
+                name: name.clone(),
+                roles: Vec::new(),
+                labels: BTreeMap::new(),
+                address: None,
+                cordoned: false,
+                draining: None,
+                joined_at: jiff::Timestamp::now(),
+                cert_serial: None,
+                cert_not_after: None,
+            },
+        };
+        if !record.roles.contains(&token.role) {
+            record.roles.push(token.role);
+        }
+        record.labels.extend(request.labels);
+        record.address = request.address;
+        record.joined_at = jiff::Timestamp::now();
+        record.cert_serial = Some(identity.serial);
+        record.cert_not_after = Some(identity.not_after);
+        inner
+            .store
+            .put(&key, encode(&key, &record)?, None)
+            .await
+            .map_err(ClusterError::from)?;
+        inner.agents().remove(&name);
+        inner.event(
+            None,
+            &name,
+            if existing.is_some() {
+                "NodeRejoined"
+            } else {
+                "NodeJoined"
+            },
+            format!(
+                "joined with token {} as {}",
+                token.id,
+                record
+                    .roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        inner.kick.notify_one();
+        Ok(CertificateResponse {
+            certificate,
+            ca: inner.pki.ca_bundle_pem(),
+            roles: record.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        })
+    }
+
+    async fn renew(
+        &self,
+        node: &str,
+        request: RenewRequest,
+    ) -> Result<CertificateResponse, ApiError> {
+        let inner = &self.inner;
+        let record = inner.node_record(node).await?;
+        let host = record.address.as_deref().and_then(host_of);
+        let (certificate, identity) = inner
+            .pki
+            .sign_node(&request.csr, node, host)
+            .map_err(ApiError::from)?;
+        let updated = inner
+            .update_node(node, |r| {
+                r.cert_serial = Some(identity.serial.clone());
+                r.cert_not_after = Some(identity.not_after);
+            })
+            .await?;
+        tracing::info!(node, serial = %identity.serial, "node certificate renewed");
+        Ok(CertificateResponse {
+            certificate,
+            ca: inner.pki.ca_bundle_pem(),
+            roles: updated
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        heartbeat: Heartbeat,
+    ) -> Result<HeartbeatResponse, ApiError> {
+        let inner = &self.inner;
+        if inner
+            .store
+            .get(&node_key(node))
+            .await
+            .map_err(ClusterError::from)?
+            .is_none()
+        {
+            return Err(ApiError::NotFound(format!(
+                "node {node} is not part of this cluster (deleted?): join it again with a token"
+            )));
+        }
+        if inner.lock_registry().beat(node, heartbeat) {
+            inner.kick.notify_one();
+        }
+        Ok(HeartbeatResponse {
+            assignments_revision: inner.assignments_revision(node),
+            ca_hash: inner.pki.ca_hash(),
+        })
+    }
+
+    async fn assignments(&self, node: &str) -> Result<Assignments, ApiError> {
+        let inner = &self.inner;
+        // The revision first: a write after it makes the next heartbeat fetch again.
+        let revision = inner.assignments_revision(node);
+        let (records, _) = cloudlet_node::load_services(&inner.store, &assignment_prefix(node))
+            .await
+            .map_err(ApiError::from)?;
+        let mut services = Vec::new();
+        for r in records.into_values().filter(|r| r.transient.is_none()) {
+            services.push(AssignedService {
+                manifest: serde_json::to_value(&r.manifest)
+                    .map_err(|e| ApiError::Internal(format!("encode a manifest: {e}")))?,
+                desired: match r.desired {
+                    DesiredRecord::Running => DesiredState::Running,
+                    DesiredRecord::Stopped => DesiredState::Stopped,
+                },
+                file: r.file,
+                document: r.document,
+                applied_at: r.applied_at,
+            });
+        }
+        Ok(Assignments { revision, services })
+    }
+
+    async fn push_events(&self, node: &str, events: Vec<Event>) -> Result<(), ApiError> {
+        for e in events {
+            self.inner.events.send(EventRecord {
+                time: e.time,
+                service: e.service,
+                node: node.to_owned(),
+                reason: e.reason,
+                message: e.message,
+                exit: e.exit.map(|x| cloudlet_node::records::ExitRecord {
+                    code: x.code,
+                    signal: x.signal,
+                    reason: x.reason,
+                    at: x.at,
+                }),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_token(
+        &self,
+        caller: Caller,
+        request: TokenRequest,
+    ) -> Result<TokenCreated, ApiError> {
+        let inner = &self.inner;
+        let role = role_of(request.role.as_deref())?;
+        let ttl = request
+            .ttl_seconds
+            .map_or(DEFAULT_TOKEN_TTL, std::time::Duration::from_secs);
+        let by = caller.peer.as_ref().map_or_else(
+            || "operator".to_owned(),
+            |p| format!("{} {}", p.role.as_str(), p.name),
+        );
+        let (token, record) = tokens::create(
+            &inner.store,
+            &inner.pki.pin(),
+            role,
+            ttl,
+            &by,
+            request.description,
+        )
+        .await?;
+        inner.event(
+            None,
+            &inner.options.server_name,
+            "TokenCreated",
+            format!(
+                "join token {} for {} nodes, expires {}",
+                record.id,
+                role.as_str(),
+                record.expires_at
+            ),
+        );
+        Ok(TokenCreated {
+            token: token.to_string(),
+            info: token_info(&record),
+        })
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        Ok(tokens::list(&self.inner.store)
+            .await?
+            .iter()
+            .map(token_info)
+            .collect())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<ActionResponse, ApiError> {
+        tokens::revoke(&self.inner.store, id).await?;
+        self.inner.event(
+            None,
+            &self.inner.options.server_name,
+            "TokenRevoked",
+            format!("join token {id} revoked"),
+        );
+        Ok(ActionResponse {
+            name: id.to_owned(),
+            message: format!("token {id} revoked: nodes can no longer join with it"),
+        })
+    }
+
+    async fn node_action(
+        &self,
+        node: &str,
+        action: NodeAction,
+    ) -> Result<ActionResponse, ApiError> {
+        let inner = &self.inner;
+        let message = match &action {
+            NodeAction::Cordon => format!("node {node} cordoned: no new services are placed on it"),
+            NodeAction::Uncordon => format!("node {node} uncordoned: it takes new services again"),
+            NodeAction::Drain { force: false } => format!(
+                "node {node} draining: relocatable services move elsewhere; the others stay \
+                 (--force moves every replicated service)"
+            ),
+            NodeAction::Drain { force: true } => {
+                format!("node {node} draining: every replicated service moves elsewhere")
+            }
+            NodeAction::Label { set, remove } => {
+                for k in set.keys().chain(remove) {
+                    if k.is_empty() {
+                        return Err(ApiError::Invalid("label names must not be empty".into()));
+                    }
+                }
+                format!("node {node} labelled")
+            }
+        };
+        inner
+            .update_node(node, |r| match &action {
+                NodeAction::Cordon => r.cordoned = true,
+                NodeAction::Uncordon => {
+                    r.cordoned = false;
+                    r.draining = None;
+                }
+                NodeAction::Drain { force } => {
+                    r.cordoned = true;
+                    r.draining = Some(*force);
+                }
+                NodeAction::Label { set, remove } => {
+                    for k in remove {
+                        r.labels.remove(k);
+                    }
+                    r.labels.extend(set.clone());
+                }
+            })
+            .await?;
+        inner.event(None, node, "NodeChanged", message.clone());
+        inner.kick.notify_one();
+        Ok(ActionResponse {
+            name: node.to_owned(),
+            message,
+        })
+    }
+
+    async fn rotate_ca(&self, request: CaRotateRequest) -> Result<ActionResponse, ApiError> {
+        let inner = &self.inner;
+        let pki = Arc::clone(&inner.pki);
+        let finish = request.finish;
+        let done = tokio::task::spawn_blocking(move || {
+            if finish {
+                pki.finish_rotation()
+            } else {
+                pki.rotate_ca().map(|()| true)
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the CA task failed: {e}")))??;
+        inner.pki_changed.notify_one();
+        inner.agents().clear();
+        let message = match (finish, done) {
+            (false, _) => "a new CA signs from now on; both CAs are trusted until \
+                           `cloudlet ctl ca rotate --finish`. Agents fetch the new CA bundle \
+                           and renew their certificates with their next heartbeats; copy the \
+                           rewritten admin.conf to where operators use it"
+                .to_owned(),
+            (true, true) => "the previous CA is no longer trusted; nodes that have not renewed \
+                             since the rotation must join again"
+                .to_owned(),
+            (true, false) => "no CA rotation was under way".to_owned(),
+        };
+        inner.event(
+            None,
+            &inner.options.server_name,
+            if finish {
+                "CaRotationFinished"
+            } else {
+                "CaRotated"
+            },
+            message.clone(),
+        );
+        Ok(ActionResponse {
+            name: "ca".to_owned(),
+            message,
+        })
+    }
+
+    async fn delete_node(&self, node: &str) -> Result<ActionResponse, ApiError> {
+        let inner = &self.inner;
+        if inner.is_local(node) {
+            return Err(ApiError::Conflict(format!(
+                "node {node} is the server's own node: it cannot be deleted"
+            )));
+        }
+        inner.node_record(node).await?;
+        let (kvs, _) = inner
+            .store
+            .list(&assignment_prefix(node))
+            .await
+            .map_err(ClusterError::from)?;
+        let mut ops = vec![Op::delete(node_key(node))];
+        ops.extend(kvs.into_iter().map(|kv| Op::delete(kv.key)));
+        inner
+            .store
+            .txn(Txn::ops(ops))
+            .await
+            .map_err(ClusterError::from)?;
+        inner.lock_registry().remove(node);
+        inner.agents().remove(node);
+        inner.event(None, node, "NodeDeleted", "deleted by an operator".into());
+        inner.kick.notify_one();
+        Ok(ActionResponse {
+            name: node.to_owned(),
+            message: format!(
+                "node {node} deleted: it must join again with a token; what it runs keeps running \
+                 until its agent hears that its assignments are gone"
+            ),
+        })
+    }
+}
+
+fn empty_status(name: &str) -> NodeStatus {
+    let zero = dto::NodeResources {
+        cpu_millis: 0,
+        memory_bytes: 0,
+        pids: 0,
+    };
+    NodeStatus {
+        name: name.to_owned(),
+        capacity: zero,
+        reserve: zero,
+        allocatable: zero,
+        requested: zero,
+        memory_available_bytes: 0,
+        pids_in_use: 0,
+        disks: Vec::new(),
+        conditions: Vec::new(),
+        limits: String::new(),
+        observed_at: jiff::Timestamp::now(),
+        roles: Vec::new(),
+        labels: BTreeMap::new(),
+        state: String::new(),
+        cordoned: false,
+        draining: false,
+        address: None,
+        last_heartbeat: None,
+        cert_not_after: None,
+        services: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_addresses() {
+        assert_eq!(host_of("https://10.0.0.1:10250"), Some("10.0.0.1"));
+        assert_eq!(host_of("https://node-a:10250/x"), Some("node-a"));
+        assert_eq!(host_of("https://[fd00::1]:10250"), Some("fd00::1"));
+        assert_eq!(host_of("http://x:1"), None);
+    }
+}
