@@ -4,7 +4,12 @@
 # release mode (static, as cloudlet ships), then runs the `bench` binary, which starts 30 services under each supervisor in
 # turn (all under temp dirs of its own), measures restart latency after SIGKILL and the
 # supervisor's own memory (PSS), prints a table and cleans up every process it started.
-# BENCH_KILLS sets the number of SIGKILLs per supervisor (default 60, round-robin over the 30).
+# Then it runs `clusterbench`: one cloudlet server with 300 simulated agents (real joins, mutual
+# TLS) heartbeating every 2 s, and reports the server's CPU and memory against the cluster targets
+# (under 25% of one core, under 150 MB) and k3s' documented footprint.
+# BENCH_KILLS sets the number of SIGKILLs per supervisor (default 60, round-robin over the 30);
+# CLUSTERBENCH_AGENTS and CLUSTERBENCH_MEASURE the agents (default 300) and the measured time
+# (default 60s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,9 +51,17 @@ echo "==> versions"
 echo "supervisord $("$supervisord_bin" --version) ($supervisord_bin)"
 echo "runit $(dpkg-query -W -f='${Version}' runit 2>/dev/null || echo unknown) ($runsvdir_bin)"
 
-exec "$rel/bench" \
+echo "==> bench: cloudlet, supervisord and runit"
+"$rel/bench" \
   --cloudlet "$PWD/$rel/cloudlet" \
   --workload "$PWD/target/release/workload" \
   --supervisord "$supervisord_bin" \
   --runsvdir "$runsvdir_bin" \
   --kills "${BENCH_KILLS:-60}"
+
+echo
+echo "==> clusterbench: one server, ${CLUSTERBENCH_AGENTS:-300} simulated agents"
+exec "$rel/clusterbench" \
+  --cloudlet "$PWD/$rel/cloudlet" \
+  --agents "${CLUSTERBENCH_AGENTS:-300}" \
+  --measure "${CLUSTERBENCH_MEASURE:-60s}"

@@ -549,20 +549,9 @@ pub fn free_port() -> u16 {
 
 /// Kills everything in a cgroup subtree the test made and removes it, leaves first.
 pub(crate) fn remove_cgroup_tree(dir: &Path) {
-    if !dir.is_dir() {
-        return;
+    if let Err(e) = cloudlet_cgroups::ServiceCgroup::at(dir).remove_tree(Duration::from_secs(5)) {
+        eprintln!("cleanup: {e}");
     }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let cg = cloudlet_cgroups::ServiceCgroup::at(dir);
-    let _ = cg.kill();
-    let _ = cg.wait_empty(Duration::from_secs(5));
-    let _ = cg.remove();
 }
 
 /// A tmpfs mounted by a test in its own temp dir, unmounted on drop.

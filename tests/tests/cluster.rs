@@ -532,33 +532,20 @@ fn logs_exec_and_restart_reach_the_node_that_runs_the_service() {
     });
 }
 
-/// `certNotAfter` of every node.
-fn cert_expiries(fleet: &Fleet) -> std::collections::BTreeMap<String, String> {
-    fleet
-        .nodes()
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap().to_owned(),
-                n["certNotAfter"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_ca_rotation_moves_every_node_to_the_new_ca_without_losing_one() {
     let mut fleet = Fleet::new("rotate");
     fleet.start_server("s", &[]);
     let old_token = fleet.token(&[]);
     fleet.join("n1", &old_token, &["--heartbeat", "500ms"]);
-    let before = cert_expiries(&fleet);
+    let node_cert = fleet.data_dir("n1").join("pki/node.crt");
+    let before = std::fs::read_to_string(&node_cert).unwrap();
     let old_pin = old_token.split("::").next().unwrap().to_owned();
 
     fleet.ctl_ok(&["ca", "rotate"]);
     // n1 learns of the new bundle from a heartbeat answer, fetches it and renews.
     fleet.wait_for("n1 renewed with the new CA", Duration::from_secs(15), |f| {
-        cert_expiries(f).get("n1") != before.get("n1")
+        std::fs::read_to_string(&node_cert).is_ok_and(|now| now != before)
             && std::fs::read_to_string(f.data_dir("n1").join("pki/ca.crt"))
                 .is_ok_and(|b| b.matches("BEGIN CERTIFICATE").count() == 2)
     });
@@ -589,4 +576,47 @@ fn a_ca_rotation_moves_every_node_to_the_new_ca_without_losing_one() {
     fleet.start_agent("n3", Some(&old_token), &[]);
     let (status, log) = fleet.wait_exit("n3", Duration::from_secs(20));
     assert!(!status.success(), "{log}");
+}
+
+#[test]
+fn a_server_without_its_own_node_places_on_agents_and_forgets_a_deleted_node() {
+    let mut fleet = Fleet::new("noagent");
+    fleet.start_server("s", &["--disable-agent"]);
+    let token = fleet.token(&["--role", "control"]);
+    fleet.join("n1", &token, &[]);
+    let nodes = fleet.nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["roles"], serde_json::json!(["control"]));
+    fleet.apply(
+        "one.yaml",
+        &sleeper("one", "{replicas: 1, nodeSelector: {roles: [control]}}"),
+    );
+    fleet.wait_for("one on n1", Duration::from_secs(10), |f| {
+        f.running_on("one") == ["n1"]
+    });
+    // Nowhere else to go: a second replica cannot be placed, and apply says why.
+    std::fs::write(fleet.path("two.yaml"), sleeper("two", "{replicas: 2}")).unwrap();
+    let out = fleet.ctl(&["apply", "-f", fleet.path("two.yaml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "two replicas on one node were accepted"
+    );
+    assert!(
+        err.contains("two.yaml: document 1: cannot be placed: two: 1 of 2 replicas placed"),
+        "{err}"
+    );
+    assert!(err.contains("node n1: already runs a copy"), "{err}");
+
+    let out = fleet.ctl_ok(&["delete", "node", "n1"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(fleet.nodes().is_empty());
+    // The forgotten node keeps running what it ran: nothing stops a service for lack of a server.
+    assert!(fleet.local_ctl("n1", &["get", "services"]).status.success());
+    let local =
+        String::from_utf8_lossy(&fleet.local_ctl("n1", &["get", "services"]).stdout).into_owned();
+    assert!(
+        local.contains("one") && local.contains("running"),
+        "{local}"
+    );
 }

@@ -388,6 +388,25 @@ impl ServiceCgroup {
             }),
         }
     }
+
+    /// Ends everything in this cgroup and every cgroup below it, and removes them all, the
+    /// deepest first; waits up to `timeout` for each to empty. A cgroup that does not exist is
+    /// fine. For tearing down a whole subtree someone made (a test's, a bench's).
+    pub fn remove_tree(&self, timeout: Duration) -> Result<(), CgroupError> {
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    ServiceCgroup::at(&entry.path()).remove_tree(timeout)?;
+                }
+            }
+        } else {
+            return Ok(());
+        }
+        // Nothing may be left running; a kill that finds nothing is not an error worth reporting.
+        let _ = self.kill();
+        self.wait_empty(timeout)?;
+        self.remove()
+    }
 }
 
 #[cfg(test)]

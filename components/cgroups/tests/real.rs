@@ -375,3 +375,27 @@ fn node_pressure_and_block_devices_of_this_host() {
         }
     }
 }
+
+#[test]
+fn remove_tree_ends_every_process_below_and_removes_every_cgroup() {
+    let scratch = Scratch::new("tree");
+    let mid = scratch.dir.join("mid");
+    let leaf = mid.join("leaf");
+    fs::create_dir_all(&leaf).unwrap();
+    let mut in_mid = sleep();
+    let mut in_leaf = sleep();
+    ServiceCgroup::at(&mid).add_process(in_mid.pid()).unwrap();
+    ServiceCgroup::at(&leaf).add_process(in_leaf.pid()).unwrap();
+
+    ServiceCgroup::at(&mid)
+        .remove_tree(Duration::from_secs(5))
+        .unwrap();
+
+    assert!(!mid.exists(), "{} is still there", mid.display());
+    in_mid.assert_killed();
+    in_leaf.assert_killed();
+    // Gone already: nothing to do, no error.
+    ServiceCgroup::at(&mid)
+        .remove_tree(Duration::from_secs(5))
+        .unwrap();
+}

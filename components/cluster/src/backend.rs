@@ -650,6 +650,9 @@ impl<S: Store> Backend for ControlPlane<S> {
     async fn join(&self, request: JoinRequest) -> Result<CertificateResponse, ApiError> {
         let inner = &self.inner;
         check_node_name(&request.node_name)?;
+        // Joins are rare and cheap: one at a time, so that a fleet booting with one token never
+        // races on the token's use count.
+        let _one_at_a_time = inner.joins.lock().await;
         if inner.is_local(&request.node_name) {
             return Err(ApiError::Conflict(format!(
                 "node name {} is the server's own node: pick another --node-name",

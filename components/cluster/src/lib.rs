@@ -85,6 +85,8 @@ pub(crate) struct Inner<S> {
     pub(crate) pki_changed: Notify,
     /// Held by a placement round: rounds never overlap.
     pub(crate) round: tokio::sync::Mutex<()>,
+    /// Held by a join.
+    pub(crate) joins: tokio::sync::Mutex<()>,
     registry: Mutex<Registry>,
     /// Per node: the store revision of the last write to its assignments.
     revisions: Mutex<HashMap<String, u64>>,
@@ -174,6 +176,7 @@ impl<S: Store> ControlPlane<S> {
             kick: Notify::new(),
             pki_changed: Notify::new(),
             round: tokio::sync::Mutex::new(()),
+            joins: tokio::sync::Mutex::new(()),
             store,
             pki,
             local,

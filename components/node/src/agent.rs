@@ -16,15 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use cloudlet_api::dto::{Assignments, DesiredState, Heartbeat, JoinRequest, RenewRequest};
+use cloudlet_api::dto::{Assignments, DesiredState, Event, Heartbeat, JoinRequest, RenewRequest};
 use cloudlet_api::{Backend as _, Client};
 use cloudlet_pki::{Identity, KeyPair, ReloadingResolver, Token};
 use cloudlet_spec::ServiceManifest;
-use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
+use cloudlet_store::{Compare, CompareOp, EventKind, Op, Store, Txn};
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
-use crate::records::{DesiredRecord, ServiceRecord, assignment_key};
+use crate::records::{DesiredRecord, EVENTS, ServiceRecord, assignment_key};
 use crate::{Node, NodeError};
 
 /// The agent's certificate files, under `DIR/pki`.
@@ -176,10 +176,10 @@ async fn join(
         Arc::new(cloudlet_pki::unverified_client_config()),
     )
     .map_err(|e| api("--server", e))?;
-    let bundle = tokio::time::timeout(CALL_TIMEOUT, insecure.cacerts())
-        .await
-        .map_err(|_| NodeError::Internal(format!("{}: no answer", options.server)))?
-        .map_err(|e| api("fetch the server's CA", e))?;
+    let bundle = retrying("fetch the server's CA", &options.server, || {
+        insecure.cacerts()
+    })
+    .await?;
     let pinned: Vec<CertificateDer<'static>> = cloudlet_pki::certs_from_pem(&bundle)
         .map_err(pki)?
         .into_iter()
@@ -206,10 +206,7 @@ async fn join(
         labels: options.labels.clone(),
         address: Some(options.address.clone()),
     };
-    let answer = tokio::time::timeout(CALL_TIMEOUT, verified.join(&request))
-        .await
-        .map_err(|_| NodeError::Internal(format!("{}: no answer to the join", options.server)))?
-        .map_err(|e| api("join", e))?;
+    let answer = retrying("join", &options.server, || verified.join(&request)).await?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -236,6 +233,36 @@ async fn join(
     Ok(creds)
 }
 
+/// `call` until it succeeds or fails for good: a server that is not up yet, slow, busy (409) or
+/// failing (5xx) is waited for with growing pauses, as a fleet that boots before its server
+/// needs; a refusal (a bad token: 403, or any other 4xx) ends it at once.
+async fn retrying<T, F, Fut>(what: &str, server: &str, mut call: F) -> Result<T, NodeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, cloudlet_api::ApiError>>,
+{
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match tokio::time::timeout(CALL_TIMEOUT, call()).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) => {
+                let status = e.status_code().as_u16();
+                let retry = status == 409 || status >= 500;
+                if !retry {
+                    return Err(api(what, e));
+                }
+                e.to_string()
+            }
+            Err(_) => format!("{server} did not answer within {CALL_TIMEOUT:?}"),
+        };
+        tracing::warn!("agent: {what}: {error}; trying again in {pause:?}");
+        // A little jitter, so that nodes booting together do not retry together.
+        let jitter = Duration::from_millis(u64::from(std::process::id() % 250));
+        tokio::time::sleep(pause + jitter).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// The agent's loop: beat, sync, push events, renew — until the process ends. Failures are
 /// logged and retried at the next beat; nothing that runs is touched by them.
 pub async fn run<S: Store>(node: Node<S>, mut creds: Credentials, options: AgentOptions) {
@@ -246,6 +273,8 @@ pub async fn run<S: Store>(node: Node<S>, mut creds: Credentials, options: Agent
             return;
         }
     };
+    let (clients, client_rx) = tokio::sync::watch::channel(client.clone());
+    tokio::spawn(push_events(node.clone(), client_rx));
     let mut synced: Option<u64> = None;
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -265,7 +294,10 @@ pub async fn run<S: Store>(node: Node<S>, mut creds: Credentials, options: Agent
                         tracing::warn!("agent: {e}");
                     }
                     match connect(&creds, &options) {
-                        Ok(c) => client = c,
+                        Ok(c) => {
+                            client = c;
+                            clients.send_replace(client.clone());
+                        }
                         Err(e) => tracing::warn!("agent: {e}"),
                     }
                     // A rotated CA: get a certificate of the new one at once.
@@ -288,9 +320,6 @@ pub async fn run<S: Store>(node: Node<S>, mut creds: Credentials, options: Agent
             && let Err(e) = renew(&node, &client, &mut creds).await
         {
             tracing::warn!("agent: certificate renewal failed, retrying: {e}");
-        }
-        if let Err(e) = push_events(&node, &client).await {
-            tracing::debug!("agent: pushing events: {e}");
         }
     }
 }
@@ -470,25 +499,86 @@ async fn refresh_ca(client: &Client, creds: &mut Credentials) -> Result<(), Node
     Ok(())
 }
 
-/// Pushes the node's events the server has not seen yet.
-async fn push_events<S: Store>(node: &Node<S>, client: &Client) -> Result<(), NodeError> {
-    let store = node.store();
-    let cursor: u64 = match store.get(EVENTS_CURSOR).await? {
-        Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
-        None => 0,
-    };
-    let (events, _) = crate::events::read(store, None, Some(cursor + 1), None).await?;
-    for batch in events.chunks(EVENTS_BATCH) {
-        let Some(last) = batch.last().map(|e| e.revision) else {
-            break;
+/// Pushes the node's events to the server as they are written, in batches: it follows the
+/// store's watch from the cursor (the last revision the server accepted, kept in the store), so
+/// no event is scanned twice, and none is lost while the server is away — the store keeps them
+/// and the push resumes where it stopped, also across agent restarts.
+async fn push_events<S: Store>(node: Node<S>, client: tokio::sync::watch::Receiver<Client>) {
+    let store = node.store().clone();
+    loop {
+        let cursor: u64 = match store.get(EVENTS_CURSOR).await {
+            Ok(Some(kv)) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::debug!("agent: events cursor: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
         };
-        tokio::time::timeout(CALL_TIMEOUT, client.push_events(node.name(), batch))
-            .await
-            .map_err(|_| NodeError::Internal("events: the server did not answer".into()))?
-            .map_err(|e| api("push events", e))?;
-        store
-            .put(EVENTS_CURSOR, last.to_string().into_bytes(), None)
-            .await?;
+        let mut watcher = match store.watch(EVENTS, Some(cursor + 1)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("agent: watching events from revision {}: {e}", cursor + 1);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let Some((batch, last)) = next_batch(&mut watcher).await else {
+                break;
+            };
+            let mut delay = Duration::from_secs(1);
+            loop {
+                let c = client.borrow().clone();
+                match tokio::time::timeout(CALL_TIMEOUT, c.push_events(node.name(), &batch)).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => tracing::debug!("agent: pushing events: {e}"),
+                    Err(_) => tracing::debug!("agent: pushing events: the server did not answer"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            if let Err(e) = store
+                .put(EVENTS_CURSOR, last.to_string().into_bytes(), None)
+                .await
+            {
+                tracing::debug!("agent: saving the events cursor: {e}");
+            }
+        }
     }
-    Ok(())
+}
+
+/// The next events from `watcher`: the first one as it comes, then whatever follows within a
+/// moment, up to a batch; with the revision of the last change seen. `None` when the watch ended.
+async fn next_batch(watcher: &mut cloudlet_store::Watcher) -> Option<(Vec<Event>, u64)> {
+    let mut batch = Vec::new();
+    let mut last = 0;
+    let mut wait = None;
+    while batch.len() < EVENTS_BATCH {
+        let item = match wait {
+            None => watcher.next().await,
+            Some(linger) => match tokio::time::timeout(linger, watcher.next()).await {
+                Ok(item) => item,
+                Err(_) => break,
+            },
+        };
+        match item {
+            Some(Ok(ev)) => {
+                last = ev.revision();
+                if ev.kind == EventKind::Put {
+                    match crate::events::event_dto(&ev.kv) {
+                        Ok(e) => batch.push(e),
+                        Err(e) => tracing::warn!("agent: an unreadable event: {e}"),
+                    }
+                }
+                wait = Some(Duration::from_millis(100));
+            }
+            Some(Err(e)) => {
+                tracing::debug!("agent: the events watch ended: {e}");
+                return (last > 0).then_some((batch, last));
+            }
+            None => return (last > 0).then_some((batch, last)),
+        }
+    }
+    Some((batch, last))
 }

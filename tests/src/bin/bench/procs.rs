@@ -199,20 +199,8 @@ pub fn remove_cgroups_for(dir: &Path) -> Result<(), String> {
 }
 
 fn remove_cgroup_tree(path: &Path) -> Result<(), String> {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&entry.path())?;
-        }
-    }
-    let cgroup = ServiceCgroup::at(path);
-    // Nothing should run there after the sweep; kill whatever does all the same.
-    let _ = cgroup.kill();
-    cgroup
-        .wait_empty(Duration::from_secs(5))
-        .and_then(|()| cgroup.remove())
+    ServiceCgroup::at(path)
+        .remove_tree(Duration::from_secs(5))
         .map_err(|e| format!("removing cgroup {}: {e}", path.display()))
 }
 
