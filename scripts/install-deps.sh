@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in build-essential pkg-config python3 procps iproute2 iputils-ping netcat-openbsd ethtool curl ca-certificates; do
+for pkg in build-essential pkg-config python3 procps iproute2 iputils-ping netcat-openbsd ethtool curl ca-certificates openvswitch-switch iptables nftables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

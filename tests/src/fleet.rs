@@ -32,6 +32,7 @@ pub struct Fleet {
     cgroups: Vec<PathBuf>,
     tag: String,
     server: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -56,6 +57,19 @@ impl Fleet {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
             server: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for every cloudlet process started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Adds a node namespace without starting anything in it.
+    pub fn add_node(&mut self, name: &str) {
+        if self.net.try_node(name).is_none() {
+            self.net.add_node(name);
         }
     }
 
@@ -103,6 +117,7 @@ impl Fleet {
             .args(["--node-name", node, "--log", "info"])
             .arg("--cgroup-root")
             .arg(&cgroup)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

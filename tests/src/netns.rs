@@ -147,6 +147,27 @@ impl Net {
         ip(&["-n", &self.hub, "link", "set", port, "down"]);
     }
 
+    /// Turns TX checksum offload off on both ends of node `name`'s veth: Open vSwitch's
+    /// userspace datapath does not fill in the checksums a veth leaves to offload, so TCP
+    /// through a `netdev` bridge needs this (testing.md).
+    pub fn tx_offload_off(&self, name: &str) {
+        let node = self.node(name);
+        for (ns, dev) in [
+            (node.ns.as_str(), "eth0"),
+            (self.hub.as_str(), node.port.as_str()),
+        ] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"])
+                .output()
+                .unwrap_or_else(|e| panic!("ethtool in {ns}: {e}"));
+            assert!(
+                out.status.success(),
+                "ethtool -K {dev} tx off in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+
     /// Undoes [`Net::partition`]: the hub-side veth of node `name` comes up again.
     pub fn heal(&self, name: &str) {
         let port = &self.node(name).port;

@@ -146,6 +146,11 @@ pub struct NodeArgs {
     /// Log filter for cloudlet's own messages (e.g. info, debug, cloudlet_supervisor=debug).
     #[arg(long, env = "CLOUDLET_LOG", default_value = "info")]
     pub log: String,
+    /// This node's network (kind: NodeNetwork): Open vSwitch bridges, the uplink NIC whose
+    /// addresses move to its bridge, ports, and the node firewall as OpenFlow rules — kept true
+    /// continuously; never iptables.
+    #[arg(long, value_name = "FILE")]
+    pub network: Option<PathBuf>,
 }
 
 /// `cloudlet check-config`.
@@ -200,6 +205,9 @@ pub enum Kind {
     /// Nodes: capacity, allocatable, pressure conditions (also: node).
     #[value(alias = "node")]
     Nodes,
+    /// Node networks: OVS bridges, ports, firewall, drift repairs (also: net).
+    #[value(alias = "net")]
+    Network,
 }
 
 /// `cloudlet ctl` verbs.
@@ -208,7 +216,8 @@ pub enum Verb {
     /// Validate manifests and store them; the server starts what they describe.
     #[command(
         after_help = "Examples:\n  cloudlet ctl apply -f examples/stack.yaml\n  \
-        cloudlet ctl apply -f ./manifests/        # every *.yaml and *.yml in the directory\n\n\
+        cloudlet ctl apply -f ./manifests/        # every *.yaml and *.yml in the directory\n  \
+        cloudlet ctl manifests show openvswitch | cloudlet ctl apply -f -   # - is stdin\n\n\
         All files are validated first; if any document is invalid nothing is applied."
     )]
     Apply {
@@ -225,6 +234,7 @@ pub enum Verb {
     #[command(after_help = "Examples:\n  cloudlet ctl get services\n  \
         cloudlet ctl get services --node n2\n  \
         cloudlet ctl get nodes -o wide\n  \
+        cloudlet ctl get network --node n2\n  \
         cloudlet ctl get services -o json | jq '.[] | select(.state != \"running\")'")]
     Get {
         /// What to list.
@@ -389,6 +399,13 @@ pub enum Verb {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The manifests compiled into cloudlet: list them, print one.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloudlet ctl manifests list\n  \
+        cloudlet ctl manifests show openvswitch | cloudlet ctl apply -f -"
+    )]
+    Manifests(ManifestsVerb),
     /// Join tokens: create (printed once), list, revoke.
     #[command(
         subcommand,
@@ -436,6 +453,20 @@ pub enum Verb {
         /// Move every replicated service, relocatable or not.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// `cloudlet ctl manifests` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ManifestsVerb {
+    /// The embedded manifest files and what they run.
+    #[command(after_help = "Example:\n  cloudlet ctl manifests list")]
+    List,
+    /// Print one embedded manifest file, ready to edit or apply.
+    #[command(after_help = "Example:\n  cloudlet ctl manifests show openvswitch > ovs.yaml")]
+    Show {
+        /// Its name (from `list`).
+        name: String,
     },
 }
 

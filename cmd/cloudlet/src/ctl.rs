@@ -13,7 +13,7 @@ use cloudlet_api::{AdminConfig, Client};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-use crate::cli::{CaVerb, CtlArgs, Kind, Output, TokenVerb, Verb};
+use crate::cli::{CaVerb, CtlArgs, Kind, ManifestsVerb, Output, TokenVerb, Verb};
 
 /// Runs one verb.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -67,6 +67,23 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
             }
         }
         Verb::Get {
+            kind: Kind::Network,
+            output,
+            node,
+            ..
+        } => {
+            let nets = client.network(node.as_deref()).await.map_err(api)?;
+            print_network(&nets, output)
+        }
+        Verb::Describe {
+            kind: Kind::Network,
+            ..
+        }
+        | Verb::Delete {
+            kind: Kind::Network,
+            ..
+        } => bail!("networks are listed with `cloudlet ctl get network [--node N]`"),
+        Verb::Get {
             kind: _,
             output,
             node,
@@ -110,6 +127,21 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Stop { name } => action(client, &name, Action::Stop, None).await,
         Verb::Start { name } => action(client, &name, Action::Start, None).await,
         Verb::Token(t) => token(client, t).await,
+        Verb::Manifests(ManifestsVerb::List) => {
+            let mut rows = vec![vec!["NAME".to_owned(), "RUNS".to_owned()]];
+            for m in crate::embedded::MANIFESTS {
+                rows.push(vec![m.name.to_owned(), m.about.to_owned()]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        Verb::Manifests(ManifestsVerb::Show { name }) => {
+            let Some(m) = crate::embedded::find(&name) else {
+                bail!("no embedded manifest {name:?} (`cloudlet ctl manifests list` names them)");
+            };
+            print!("{}", m.text);
+            Ok(())
+        }
         Verb::Ca(CaVerb::Rotate { finish }) => {
             let r = client
                 .rotate_ca(&CaRotateRequest { finish })
@@ -390,6 +422,10 @@ fn age_until_human(t: Timestamp) -> String {
 fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
+        if p == Path::new("-") {
+            out.push(p.clone());
+            continue;
+        }
         let meta = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
@@ -415,6 +451,16 @@ fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 async fn apply(client: &Client, paths: &[PathBuf]) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for path in manifest_files(paths)? {
+        if path == Path::new("-") {
+            let mut content = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut content)
+                .context("read manifests from stdin")?;
+            files.push(ApplyFile {
+                name: "<stdin>".to_owned(),
+                content,
+            });
+            continue;
+        }
         let content =
             std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         files.push(ApplyFile {
@@ -744,6 +790,61 @@ fn print_nodes(nodes: &[cloudlet_api::dto::NodeStatus], output: Output) -> anyho
             ]);
         }
         rows.push(row);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_network(nets: &[cloudlet_api::dto::NetworkStatus], output: Output) -> anyhow::Result<()> {
+    if !matches!(output, Output::Table | Output::Wide) {
+        return print_value(&nets, output);
+    }
+    let mut rows = vec![
+        [
+            "NODE", "BRIDGE", "PORTS", "UPLINK", "FIREWALL", "REPAIRS", "STATE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for n in nets {
+        let state = match (&n.problem, n.connected) {
+            (Some(p), _) => p.clone(),
+            (None, false) => format!("not connected to {}", n.ovsdb),
+            (None, true) => n.reconciled_at.map_or_else(
+                || "reconciling".to_owned(),
+                |t| format!("in sync ({} ago)", age(t)),
+            ),
+        };
+        let repairs = match &n.last_repair {
+            Some(last) if output == Output::Wide => format!("{} (last: {last})", n.repairs),
+            _ => n.repairs.to_string(),
+        };
+        if n.bridges.is_empty() {
+            rows.push(vec![
+                n.node.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                repairs.clone(),
+                state.clone(),
+            ]);
+        }
+        for b in &n.bridges {
+            let firewall = match &n.firewall {
+                Some(f) if f.bridge == b.name => format!("{} rules, {} flows", f.rules, f.flows),
+                _ => "-".into(),
+            };
+            rows.push(vec![
+                n.node.clone(),
+                b.name.clone(),
+                b.ports.join(","),
+                b.uplink.clone().unwrap_or_else(|| "-".into()),
+                firewall,
+                repairs.clone(),
+                state.clone(),
+            ]);
+        }
     }
     print_table(&rows);
     Ok(())

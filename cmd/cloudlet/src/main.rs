@@ -6,6 +6,7 @@
 mod check;
 mod cli;
 mod ctl;
+mod embedded;
 mod server;
 
 use std::process::ExitCode;

@@ -143,7 +143,20 @@ fn node_name(args: &NodeArgs) -> anyhow::Result<String> {
 }
 
 fn node_options(args: &NodeArgs, node_name: String) -> anyhow::Result<NodeOptions> {
+    let network = match &args.network {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read --network {}", path.display()))?;
+            Some(
+                cloudlet_netovs::network::parse(&path.display().to_string(), &text)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .spec,
+            )
+        }
+    };
     Ok(NodeOptions {
+        network,
         node_name,
         data_dir: args.data_dir.clone(),
         exe: std::env::current_exe().context("find the cloudlet executable")?,

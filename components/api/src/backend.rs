@@ -13,8 +13,9 @@ use crate::ApiError;
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
     CertificateResponse, Event, EventsQuery, ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse,
-    JoinRequest, LogLine, LogsQuery, NodeAction, NodeQuery, NodeStatus, RenewRequest, RunRequest,
-    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    JoinRequest, LogLine, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus,
+    RenewRequest, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo,
+    TokenRequest,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -125,6 +126,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The nodes (this node, until the cluster arrives).
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeStatus>, ApiError>> + Send;
+
+    /// The node's network (OVS bridges, firewall, drift repairs).
+    fn network(
+        &self,
+        _node: NodeQuery,
+    ) -> impl Future<Output = Result<Vec<NetworkStatus>, ApiError>> + Send {
+        async {
+            Err(ApiError::NotFound(
+                "this node manages no network (start it with --network FILE)".to_owned(),
+            ))
+        }
+    }
 
     /// Events, oldest first.
     fn events(

@@ -31,8 +31,8 @@ use tokio_rustls::TlsConnector;
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
     CertificateResponse, ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse,
-    JoinRequest, LogsQuery, NodeAction, NodeStatus, RenewRequest, RunRequest, ServiceDetail,
-    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeStatus, RenewRequest, RunRequest,
+    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, EventStream, ExecStream, LogStream};
 
@@ -173,6 +173,15 @@ impl Client {
     pub async fn nodes(&self) -> Result<Vec<NodeStatus>, ApiError> {
         self.call(Method::GET, "/v1/nodes".to_owned(), None::<&()>)
             .await
+    }
+
+    /// The network of one node, or of every node: `GET /v1/network`.
+    pub async fn network(&self, node: Option<&str>) -> Result<Vec<NetworkStatus>, ApiError> {
+        let target = with_query(
+            "/v1/network".to_owned(),
+            &[("node", node.map(str::to_owned))],
+        );
+        self.call(Method::GET, target, None::<&()>).await
     }
 
     /// Starts a transient service: `POST /v1/run`.

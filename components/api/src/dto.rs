@@ -682,3 +682,58 @@ pub struct CaRotateRequest {
     /// Finish the rotation under way: stop trusting the previous CA.
     pub finish: bool,
 }
+
+/// A node's network as cloudlet keeps it: `GET /v1/network`, `ctl get network`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    /// The node.
+    pub node: String,
+    /// The OVS database it talks to.
+    pub ovsdb: String,
+    /// Whether it is connected to it now.
+    pub connected: bool,
+    /// The bridges it owns, as last seen.
+    pub bridges: Vec<BridgeStatus>,
+    /// The firewall, if one is configured.
+    pub firewall: Option<FirewallStatus>,
+    /// Drift found and repaired since the node started (a port deleted by hand, a setting
+    /// changed, flows removed).
+    pub repairs: u64,
+    /// The last repair, in words.
+    pub last_repair: Option<String>,
+    /// When the network last matched its spec.
+    pub reconciled_at: Option<Timestamp>,
+    /// Why it does not match now, if it does not.
+    pub problem: Option<String>,
+}
+
+/// One bridge cloudlet owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeStatus {
+    /// Its name.
+    pub name: String,
+    /// Its ports (the bridge's own internal port included).
+    pub ports: Vec<String>,
+    /// `standalone` or `secure`.
+    pub fail_mode: Option<String>,
+    /// `system` or `netdev`.
+    pub datapath_type: Option<String>,
+    /// The uplink: `eth0 (addresses moved)`, `eth0 (rolled back: ...)`.
+    pub uplink: Option<String>,
+}
+
+/// The node firewall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallStatus {
+    /// The bridge it is on.
+    pub bridge: String,
+    /// Rules in the policy.
+    pub rules: u64,
+    /// OpenFlow flows it installed.
+    pub flows: u64,
+    /// When flows were last changed.
+    pub applied_at: Option<Timestamp>,
+}

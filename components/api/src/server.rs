@@ -33,8 +33,8 @@ use tokio::task::JoinSet;
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
     CertificateResponse, ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse,
-    JoinRequest, LogsQuery, NodeAction, NodeQuery, NodeStatus, RenewRequest, RunRequest,
-    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest,
+    RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, Backend, Caller, Socket};
 
@@ -70,6 +70,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/events", get(events::<B>))
         .route("/v1/run", post(run::<B>))
         .route("/v1/nodes", get(nodes::<B>))
+        .route("/v1/network", get(network::<B>))
         .route("/v1/exec", post(exec::<B>))
         .route("/v1/cacerts", get(cacerts::<B>))
         .route("/v1/join", post(join::<B>))
@@ -218,6 +219,14 @@ fn caller(ext: Option<Extension<Caller>>) -> Caller {
 
 async fn nodes<B: Backend>(State(backend): Shared<B>) -> Result<Json<Vec<NodeStatus>>, Failure> {
     Ok(Json(backend.nodes().await?))
+}
+
+async fn network<B: Backend>(
+    State(backend): Shared<B>,
+    node: Result<Query<NodeQuery>, QueryRejection>,
+) -> Result<Json<Vec<NetworkStatus>>, Failure> {
+    let Query(node) = node?;
+    Ok(Json(backend.network(node).await?))
 }
 
 async fn run<B: Backend>(

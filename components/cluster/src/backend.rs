@@ -11,9 +11,9 @@ use std::sync::Arc;
 use cloudlet_api::dto::{
     self, Action, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse,
     AssignedService, Assignments, CaRotateRequest, CertificateResponse, DesiredState, Event,
-    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NodeAction,
-    NodeQuery, NodeStatus, RenewRequest, RunRequest, ServiceDetail, ServiceState, ServiceStatus,
-    ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
+    NodeAction, NodeQuery, NodeStatus, RenewRequest, RunRequest, ServiceDetail, ServiceState,
+    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use cloudlet_api::{ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream};
 use cloudlet_node::Node;
@@ -641,6 +641,44 @@ impl<S: Store> Backend for ControlPlane<S> {
 
     async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {
         cloudlet_node::events::stream(&self.inner.store, query).await
+    }
+
+    async fn network(&self, node: NodeQuery) -> Result<Vec<NetworkStatus>, ApiError> {
+        let inner = &self.inner;
+        let all = node.node.is_none();
+        let nodes: Vec<String> = match node.node {
+            Some(n) => vec![n],
+            None => placer::load_nodes(&inner.store)
+                .await?
+                .into_keys()
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for n in &nodes {
+            let answer = match inner.target(n).await {
+                Ok(Target::Local(local)) => local.network(NodeQuery::default()).await,
+                Ok(Target::Remote(client)) => client.network(None).await,
+                Err(e) => Err(e.into()),
+            };
+            match answer {
+                Ok(nets) => out.extend(nets),
+                // One node's network unknown (not configured, unreachable) is not an error of
+                // the others: it says so in its row when asked for all.
+                Err(e) if all => out.push(NetworkStatus {
+                    node: n.clone(),
+                    ovsdb: String::new(),
+                    connected: false,
+                    bridges: Vec::new(),
+                    firewall: None,
+                    repairs: 0,
+                    last_repair: None,
+                    reconciled_at: None,
+                    problem: Some(e.to_string()),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     async fn cacerts(&self) -> Result<String, ApiError> {

@@ -473,6 +473,43 @@ impl<S: Store> Backend for Node<S> {
         Ok(Box::pin(stream))
     }
 
+    async fn network(&self, _node: NodeQuery) -> Result<Vec<dto::NetworkStatus>, ApiError> {
+        let Some(s) = self.network_status() else {
+            return Err(ApiError::NotFound(format!(
+                "node {} manages no network (start it with --network FILE)",
+                self.options.node_name
+            )));
+        };
+        Ok(vec![dto::NetworkStatus {
+            node: self.options.node_name.clone(),
+            ovsdb: s.ovsdb,
+            connected: s.connected,
+            bridges: s
+                .bridges
+                .into_iter()
+                .map(|b| dto::BridgeStatus {
+                    name: b.name,
+                    ports: b.ports,
+                    fail_mode: b.fail_mode,
+                    datapath_type: b.datapath_type,
+                    uplink: b.uplink,
+                })
+                .collect(),
+            firewall: s
+                .firewall
+                .map(|(bridge, rules, flows)| dto::FirewallStatus {
+                    bridge,
+                    rules: u64::try_from(rules).unwrap_or(u64::MAX),
+                    flows: u64::try_from(flows).unwrap_or(u64::MAX),
+                    applied_at: None,
+                }),
+            repairs: s.repairs,
+            last_repair: s.last_repair,
+            reconciled_at: s.reconciled_at,
+            problem: s.problem,
+        }])
+    }
+
     async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {
         crate::events::stream(&self.store, query).await
     }

@@ -87,6 +87,8 @@ pub struct NodeOptions {
     /// cloudlet's cgroup, relative to the cgroup v2 mount. None: the cgroup cloudlet was started
     /// in when systemd delegated it, or `/cloudlet` when cloudlet was started at the root.
     pub cgroup_root: Option<PathBuf>,
+    /// The node's network (OVS bridges, uplinks, firewall) to keep true, if any.
+    pub network: Option<cloudlet_netovs::network::NetworkSpec>,
 }
 
 /// A running node: the store, the supervisor and the tasks that connect them.
@@ -98,6 +100,7 @@ pub struct Node<S> {
     cgroups: Option<Arc<Hierarchy>>,
     limits_unenforced: Option<String>,
     snapshot: monitor::SharedSnapshot,
+    network: Option<tokio::sync::watch::Receiver<cloudlet_netovs::reconcile::Status>>,
     started_at: jiff::Timestamp,
     events: EventSink,
     options: NodeOptions,
@@ -137,10 +140,33 @@ impl<S: Store> Node<S> {
             cgroups,
             limits_unenforced,
             snapshot: Arc::default(),
+            network: None,
             started_at: jiff::Timestamp::now(),
             events,
             options,
         };
+        let mut node = node;
+        if let Some(spec) = node.options.network.clone() {
+            let (tx, rx) = tokio::sync::watch::channel(Default::default());
+            let sink = node.events.clone();
+            let name = node.options.node_name.clone();
+            tokio::spawn(cloudlet_netovs::reconcile::run(
+                spec,
+                Arc::new(ReaperRunner(node.reaper.clone())),
+                move |r| {
+                    sink.send(EventRecord {
+                        time: jiff::Timestamp::now(),
+                        service: None,
+                        node: name.clone(),
+                        reason: r.reason.to_owned(),
+                        message: r.message,
+                        exit: None,
+                    });
+                },
+                tx,
+            ));
+            node.network = Some(rx);
+        }
         tokio::spawn(forward_events(
             sup_events,
             node.events.clone(),
@@ -190,6 +216,11 @@ impl<S: Store> Node<S> {
         assignment_prefix(&self.options.node_name)
     }
 
+    /// The node's network as last reconciled, if it manages one.
+    pub fn network_status(&self) -> Option<cloudlet_netovs::reconcile::Status> {
+        self.network.as_ref().map(|rx| rx.borrow().clone())
+    }
+
     /// The event log of this node's store.
     pub fn event_sink(&self) -> &EventSink {
         &self.events
@@ -223,6 +254,23 @@ impl<S: Store> Node<S> {
             message,
             exit: None,
         });
+    }
+}
+
+/// Runs the network's tools (`ip`, `ping`, `ovs-ofctl`) through the node's reaper, which reaps
+/// every child of this process.
+#[derive(Debug)]
+struct ReaperRunner(Reaper);
+
+impl cloudlet_netovs::run::Runner for ReaperRunner {
+    fn run(&self, job: cloudlet_netovs::run::Job) -> cloudlet_netovs::run::Running<'_> {
+        Box::pin(async move {
+            let mut cmd = std::process::Command::new(&job.program);
+            cmd.args(&job.args);
+            self.0
+                .output(&mut cmd, job.input.map(String::into_bytes), job.timeout)
+                .await
+        })
     }
 }
 

@@ -35,7 +35,7 @@ pub use manifest::{
     ResourceRequests, ResourcesSpec, RestartPolicy, RestartSpec, ServiceManifest, ServiceSpec,
     Signal, Source, StopSpec, TcpProbeSpec,
 };
-pub use parse::parse_file;
+pub use parse::{parse_config, parse_file};
 pub use set::validate_set;
 pub use units::{CpuQuantity, Duration, Quantity, parse_duration};
 pub use validate::{MAX_LOG_MAX_FILES, MIN_LOG_MAX_SIZE, check_name};

@@ -42,6 +42,29 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Manifest>, SpecError> {
     }
 }
 
+/// Parses a one-document configuration file (such as a node's network config) into `T`, with
+/// the same errors as manifests: `file: field.path: what is expected (line, column)`. `T` does
+/// its own semantic checks (e.g. through `#[serde(try_from)]`).
+pub fn parse_config<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, SpecError> {
+    let documents = split_documents(text);
+    let [document] = documents.as_slice() else {
+        return Err(SpecError::Invalid(vec![Problem {
+            file: Some(file.to_owned()),
+            document: None,
+            path: None,
+            message: format!(
+                "expected exactly one YAML document, found {}",
+                documents.len()
+            ),
+            line_column: None,
+        }]));
+    };
+    deserialize::<T>(&document.padded()).map_err(|mut problem| {
+        problem.file = Some(file.to_owned());
+        SpecError::Invalid(vec![problem])
+    })
+}
+
 /// One document of a file: its text and the 0-based line it starts on.
 #[derive(Debug, PartialEq, Eq)]
 struct Document<'a> {

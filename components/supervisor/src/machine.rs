@@ -1155,7 +1155,10 @@ impl Core {
         let tx = self.tx.clone();
         let reaper = self.reaper.clone();
         let name_owned = name.to_owned();
-        svc.probe = Some(tokio::spawn(probe_loop(name_owned, run, probe, reaper, tx)));
+        let env = svc.config.process.env.clone();
+        svc.probe = Some(tokio::spawn(probe_loop(
+            name_owned, run, probe, env, reaper, tx,
+        )));
     }
 
     fn probe_result(&mut self, name: &str, run: u64, result: Result<(), String>) {
@@ -1241,6 +1244,7 @@ async fn probe_loop(
     name: String,
     run: u64,
     probe: ProbeSpec,
+    env: std::collections::BTreeMap<String, String>,
     reaper: Reaper,
     tx: mpsc::UnboundedSender<Input>,
 ) {
@@ -1250,7 +1254,7 @@ async fn probe_loop(
     let mut passed = false;
     loop {
         let started = tokio::time::Instant::now();
-        let result = probe::check(&probe.probe, probe.timeout, &reaper).await;
+        let result = probe::check(&probe.probe, probe.timeout, &env, &reaper).await;
         passed |= result.is_ok();
         if tx
             .send(Input::Probe {

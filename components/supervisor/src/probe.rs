@@ -20,15 +20,25 @@ pub use cloudlet_spec::Probe as ProbeCheck;
 /// A probe and its timing, defaults applied (`cloudlet_spec::Readiness`), used as is.
 pub use cloudlet_spec::Readiness as ProbeSpec;
 
-/// Runs one check; `Err` says why it failed.
-pub async fn check(probe: &ProbeCheck, timeout: Duration, reaper: &Reaper) -> Result<(), String> {
-    match tokio::time::timeout(timeout, check_inner(probe, reaper)).await {
+/// Runs one check; `Err` says why it failed. An exec probe runs with `env` added: the service's
+/// own environment, as a Kubernetes exec probe runs in its container's.
+pub async fn check(
+    probe: &ProbeCheck,
+    timeout: Duration,
+    env: &BTreeMap<String, String>,
+    reaper: &Reaper,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, check_inner(probe, env, reaper)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-async fn check_inner(probe: &ProbeCheck, reaper: &Reaper) -> Result<(), String> {
+async fn check_inner(
+    probe: &ProbeCheck,
+    env: &BTreeMap<String, String>,
+    reaper: &Reaper,
+) -> Result<(), String> {
     match probe {
         ProbeCheck::Tcp { host, port } => TcpStream::connect((host.as_str(), *port))
             .await
@@ -40,7 +50,7 @@ async fn check_inner(probe: &ProbeCheck, reaper: &Reaper) -> Result<(), String> 
             path,
             headers,
         } => http_get(host, *port, path, headers).await,
-        ProbeCheck::Exec { command } => exec(command, reaper).await,
+        ProbeCheck::Exec { command } => exec(command, env, reaper).await,
     }
 }
 
@@ -95,12 +105,17 @@ async fn http_get(
     }
 }
 
-async fn exec(argv: &[String], reaper: &Reaper) -> Result<(), String> {
+async fn exec(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    reaper: &Reaper,
+) -> Result<(), String> {
     let Some(program) = argv.first() else {
         return Err("exec: empty command".into());
     };
     let mut cmd = Command::new(program);
     cmd.args(&argv[1..])
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -78,6 +78,91 @@ impl Reaper {
     }
 }
 
+impl Reaper {
+    /// Runs `cmd` to completion (its stdin fed `input`, stdout and stderr collected), killing it
+    /// after `timeout`: `std::process::Command::output` for a process whose children this reaper
+    /// reaps. The pipes are drained on threads of their own, so a large output never blocks it.
+    pub async fn output(
+        &self,
+        cmd: &mut Command,
+        input: Option<Vec<u8>>,
+        timeout: std::time::Duration,
+    ) -> Result<std::process::Output, std::io::Error> {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let (mut child, exit) = self.spawn(cmd)?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let writer = std::thread::spawn(move || {
+            if let (Some(mut stdin), Some(input)) = (stdin, input) {
+                // A program that exits without reading all of it is not an error here.
+                let _ = stdin.write_all(&input);
+            }
+        });
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let status = match tokio::time::timeout(timeout, exit).await {
+            Ok(Ok(exit)) => exit,
+            Ok(Err(_)) => {
+                return Err(std::io::Error::other("lost track of the child"));
+            }
+            Err(_) => {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("killed after {timeout:?}"),
+                ));
+            }
+        };
+        let join = |h: std::thread::JoinHandle<Vec<u8>>| h.join().unwrap_or_default();
+        let _ = writer.join();
+        let (stdout, stderr) = tokio::task::spawn_blocking(move || (join(stdout), join(stderr)))
+            .await
+            .map_err(std::io::Error::other)?;
+        use std::os::unix::process::ExitStatusExt;
+        let status = match status {
+            ChildExit::Code(c) => std::process::ExitStatus::from_raw((c & 0xff) << 8),
+            ChildExit::Signal(s) => std::process::ExitStatus::from_raw(s & 0x7f),
+        };
+        Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
 fn reap_all(waiters: &Mutex<Waiters>) {
     let mut waiters = waiters.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
