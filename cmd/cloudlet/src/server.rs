@@ -292,8 +292,10 @@ impl Listeners {
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let dir = args.node.data_dir.clone();
-    let store = open_store(&dir)?;
     let name = node_name(&args.node)?;
+    // Every file given on the command line is checked before anything is started.
+    let node_opts = node_options(&args.node, name.clone())?;
+    let store = open_store(&dir)?;
     let events = cloudlet_node::events::spawn_writer(store.clone(), args.node.max_events)
         .await
         .context("start the event log")?;
@@ -322,13 +324,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None
     } else {
         Some(
-            Node::start(
-                store.clone(),
-                node_options(&args.node, name.clone())?,
-                events.clone(),
-            )
-            .await
-            .context("start the node")?,
+            Node::start(store.clone(), node_opts, events.clone())
+                .await
+                .context("start the node")?,
         )
     };
     let cp = ControlPlane::start(
@@ -384,8 +382,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let dir = args.node.data_dir.clone();
-    let store = open_store(&dir)?;
     let name = node_name(&args.node)?;
+    let node_opts = node_options(&args.node, name.clone())?;
+    let store = open_store(&dir)?;
     let tls = TlsServer::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -404,7 +403,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let events = cloudlet_node::events::spawn_writer(store.clone(), args.node.max_events)
         .await
         .context("start the event log")?;
-    let node = Node::start(store, node_options(&args.node, name)?, events)
+    let node = Node::start(store, node_opts, events)
         .await
         .context("start the node")?;
     let shutdown = stop_signal()?;
