@@ -7,9 +7,15 @@
 # Then it runs `clusterbench`: one cloudlet server with 300 simulated agents (real joins, mutual
 # TLS) heartbeating every 2 s, and reports the server's CPU and memory against the cluster targets
 # (under 25% of one core, under 150 MB) and k3s' documented footprint.
+# Last `netbench` (needs root; installs openvswitch-switch if missing): in a network namespace of
+# its own, an ovsdb-server and an ovs-vswitchd (netdev datapath), OVSDB transact and
+# monitor-notification latency of cloudlet's client against ovsdb-client and ovs-vsctl, and a
+# 1,000-rule firewall applied, re-applied and re-applied with one rule changed against
+# ovs-ofctl replace-flows of the whole flow set; ratios, no timing asserts.
 # BENCH_KILLS sets the number of SIGKILLs per supervisor (default 60, round-robin over the 30);
 # CLUSTERBENCH_AGENTS and CLUSTERBENCH_MEASURE the agents (default 300) and the measured time
-# (default 60s).
+# (default 60s). NETBENCH_CALLS, NETBENCH_RULES: netbench's transactions per side (default 500)
+# and firewall rules (default 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +29,7 @@ apt_install() {
 }
 
 command -v runsvdir >/dev/null 2>&1 || apt_install runit
+command -v ovs-vswitchd >/dev/null 2>&1 || apt_install openvswitch-switch iproute2
 
 if ! command -v supervisord >/dev/null 2>&1; then
   command -v pip >/dev/null 2>&1 || apt_install python3-pip
@@ -61,7 +68,14 @@ echo "==> bench: cloudlet, supervisord and runit"
 
 echo
 echo "==> clusterbench: one server, ${CLUSTERBENCH_AGENTS:-300} simulated agents"
-exec "$rel/clusterbench" \
+"$rel/clusterbench" \
   --cloudlet "$PWD/$rel/cloudlet" \
   --agents "${CLUSTERBENCH_AGENTS:-300}" \
   --measure "${CLUSTERBENCH_MEASURE:-60s}"
+
+echo
+echo "==> netbench: OVSDB and the firewall against the Open vSwitch tools"
+exec "$rel/netbench" \
+  --calls "${NETBENCH_CALLS:-500}" \
+  --changes "${NETBENCH_CALLS:-500}" \
+  --rules "${NETBENCH_RULES:-1000}"

@@ -92,7 +92,7 @@ fn the_issue_example_is_accepted_and_a_directory_applies_all_or_nothing() {
     .unwrap();
     // The issue's exact example is the `web` document of the example stack.
     assert!(example.contains("headers: {User-Agent: kube-probe}"));
-    let dir = c.path("manifests");
+    let dir = c.path("to-apply");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("a.yaml"), GOOD).unwrap();
     std::fs::write(dir.join("b.yaml"), "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: b}\nspec: {command: [x], bogus: 1}\n").unwrap();

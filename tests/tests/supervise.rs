@@ -412,3 +412,33 @@ fn a_changed_command_restarts_the_service_with_it_and_an_unchanged_apply_does_no
     assert_ne!(s["pid"].as_u64().unwrap(), pid1);
     assert_eq!(s["restarts"], 0, "a new version is not a crash: {s}");
 }
+
+#[test]
+fn declared_files_are_in_place_before_the_start_and_a_changed_one_restarts_the_service() {
+    let c = Cluster::start();
+    let conf = c.path("etc/app/app.conf");
+    let manifest = |content: &str| {
+        format!(
+            "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  command: [/bin/sh, -c, 'echo \"config: $(cat {conf})\"; exec sleep 1000']\n  files:\n    - {{path: {conf}, content: \"{content}\", mode: \"0600\"}}\n",
+            conf = conf.display()
+        )
+    };
+    c.apply_ok("app.yaml", &manifest("first"));
+    c.wait_log("app", Duration::from_secs(10), |l| {
+        l.contains("config: first")
+    });
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&conf).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o600);
+    let (pid, _) = c.pids_and_restarts()["app"];
+    c.apply_ok("app.yaml", &manifest("second"));
+    c.wait_log("app", Duration::from_secs(10), |l| {
+        l.contains("config: second")
+    });
+    assert_ne!(
+        c.pids_and_restarts()["app"].0,
+        pid,
+        "the service kept its old config"
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "second");
+}

@@ -399,6 +399,15 @@ pub enum Verb {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The cluster YAML (kind: Cluster): apply it, see its revisions, diff, roll back, export.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloudlet ctl cluster apply -f cluster.yaml\n  \
+        cloudlet ctl cluster diff -f cluster.yaml      # per service: added, removed, changed fields\n  \
+        cloudlet ctl cluster history\n  cloudlet ctl cluster rollback --to 3\n  \
+        cloudlet ctl cluster export > cluster.yaml     # stable: export, apply, export is identical"
+    )]
+    Cluster(ClusterVerb),
     /// The manifests compiled into cloudlet: list them, print one.
     #[command(
         subcommand,
@@ -454,6 +463,49 @@ pub enum Verb {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `cloudlet ctl cluster` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ClusterVerb {
+    /// Apply a cluster YAML: a new numbered revision; its services are rendered from the
+    /// embedded templates and applied, the ones it no longer has are deleted.
+    #[command(after_help = "Example:\n  cloudlet ctl cluster apply -f cluster.yaml")]
+    Apply {
+        /// The cluster YAML (- for stdin).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// What a cluster YAML would change against the current revision.
+    #[command(after_help = "Example:\n  cloudlet ctl cluster diff -f cluster.yaml")]
+    Diff {
+        /// The cluster YAML (- for stdin).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Every applied revision: when, by whom, what it changed.
+    #[command(after_help = "Example:\n  cloudlet ctl cluster history")]
+    History {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Apply an earlier revision again (as a new revision).
+    #[command(after_help = "Example:\n  cloudlet ctl cluster rollback --to 3")]
+    Rollback {
+        /// The revision to go back to.
+        #[arg(long)]
+        to: u64,
+    },
+    /// Print the current cluster YAML in canonical form.
+    #[command(after_help = "Example:\n  cloudlet ctl cluster export > cluster.yaml")]
+    Export,
 }
 
 /// `cloudlet ctl manifests` verbs.

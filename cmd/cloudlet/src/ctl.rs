@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cloudlet_api::dto::{
-    Action, ApplyFile, ApplyRequest, CaRotateRequest, Event, EventsQuery, ExecRequest, LogsQuery,
-    NodeAction, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenRequest,
+    Action, ApplyFile, ApplyRequest, CaRotateRequest, ClusterRequest, Event, EventsQuery,
+    ExecRequest, LogsQuery, NodeAction, RollbackRequest, RunRequest, ServiceDetail, ServiceStatus,
+    ServicesQuery, TokenRequest,
 };
 use cloudlet_api::{AdminConfig, Client};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-use crate::cli::{CaVerb, CtlArgs, Kind, ManifestsVerb, Output, TokenVerb, Verb};
+use crate::cli::{CaVerb, ClusterVerb, CtlArgs, Kind, ManifestsVerb, Output, TokenVerb, Verb};
 
 /// Runs one verb.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -127,6 +128,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Stop { name } => action(client, &name, Action::Stop, None).await,
         Verb::Start { name } => action(client, &name, Action::Start, None).await,
         Verb::Token(t) => token(client, t).await,
+        Verb::Cluster(c) => cluster(client, c).await,
         Verb::Manifests(ManifestsVerb::List) => {
             let mut rows = vec![vec!["NAME".to_owned(), "RUNS".to_owned()]];
             for m in crate::embedded::MANIFESTS {
@@ -402,6 +404,118 @@ async fn token(client: &Client, verb: TokenVerb) -> anyhow::Result<()> {
         TokenVerb::Revoke { id } => {
             let r = client.revoke_token(&id).await.map_err(api)?;
             println!("{}", r.message);
+            Ok(())
+        }
+    }
+}
+
+/// A file's text, or stdin's for `-`.
+fn read_input(path: &Path) -> anyhow::Result<(String, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("read stdin")?;
+        return Ok(("<stdin>".to_owned(), text));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    Ok((display_name(path), text))
+}
+
+fn print_service_changes(changes: &[cloudlet_api::dto::ServiceChange]) {
+    let mut rows = vec![
+        ["SERVICE", "CHANGE", "NODES", "FIELDS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for c in changes {
+        rows.push(vec![
+            c.name.clone(),
+            c.change.clone(),
+            if c.nodes.is_empty() {
+                "-".into()
+            } else {
+                c.nodes.join(",")
+            },
+            if c.fields.is_empty() {
+                "-".into()
+            } else {
+                c.fields.join(", ")
+            },
+        ]);
+    }
+    print_table(&rows);
+}
+
+async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
+    match verb {
+        ClusterVerb::Apply { file, output } => {
+            let (file, content) = read_input(&file)?;
+            let applied = client
+                .apply_cluster(&ClusterRequest { file, content })
+                .await
+                .map_err(api)?;
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(&applied, output);
+            }
+            println!("revision {}: {}", applied.revision, applied.summary);
+            print_service_changes(&applied.services);
+            Ok(())
+        }
+        ClusterVerb::Diff { file, output } => {
+            let (file, content) = read_input(&file)?;
+            let diff = client
+                .diff_cluster(&ClusterRequest { file, content })
+                .await
+                .map_err(api)?;
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(&diff, output);
+            }
+            println!("against revision {}:", diff.against);
+            for f in &diff.fields {
+                println!(
+                    "  {}: {} -> {}",
+                    f.path,
+                    f.old.as_deref().unwrap_or("(unset)"),
+                    f.new.as_deref().unwrap_or("(unset)")
+                );
+            }
+            if diff.fields.is_empty() {
+                println!("  no field changes");
+            }
+            print_service_changes(&diff.services);
+            Ok(())
+        }
+        ClusterVerb::History { output } => {
+            let revisions = client.cluster_history().await.map_err(api)?;
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(&revisions, output);
+            }
+            let mut rows = vec![
+                ["REVISION", "APPLIED", "BY", "SUMMARY"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for r in &revisions {
+                rows.push(vec![
+                    r.revision.to_string(),
+                    format!("{} ({} ago)", r.applied_at, age(r.applied_at)),
+                    r.applied_by.clone(),
+                    r.summary.clone(),
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        ClusterVerb::Rollback { to } => {
+            let applied = client
+                .rollback_cluster(&RollbackRequest { to })
+                .await
+                .map_err(api)?;
+            println!("revision {}: {}", applied.revision, applied.summary);
+            print_service_changes(&applied.services);
+            Ok(())
+        }
+        ClusterVerb::Export => {
+            print!("{}", client.export_cluster().await.map_err(api)?);
             Ok(())
         }
     }

@@ -13,11 +13,60 @@ pub struct Embedded {
 }
 
 /// Every embedded manifest file.
-pub const MANIFESTS: &[Embedded] = &[Embedded {
-    name: "openvswitch",
-    about: "openvswitch-db and openvswitch-switch on every compute node",
-    text: include_str!("../../../embedded-manifests/openvswitch.yaml"),
-}];
+pub const MANIFESTS: &[Embedded] = &[
+    Embedded {
+        name: "openvswitch",
+        about: "openvswitch-db and openvswitch-switch on every compute node",
+        text: include_str!("../../../embedded-manifests/openvswitch.yaml"),
+    },
+    // Templates: `${binDir}`, `${configDir}` and `${version}` are filled in from the cluster YAML.
+    // Open vSwitch comes along because `host` and `sdnagent` depend on `openvswitch-switch`.
+    Embedded {
+        name: "cloudpods",
+        about: "the Cloudpods control and compute services, with Open vSwitch (templates)",
+        text: concat!(
+            include_str!("../../../embedded-manifests/cloudpods/keystone.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/region.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/scheduler.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/glance.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/webconsole.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/apigateway.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/logger.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/yunionconf.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/kubeserver.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/monitor.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/cloudmon.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/notify.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/esxi-agent.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/baremetal-agent.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/host-deployer.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/host.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/host-image.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/host-health.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/sdnagent.yaml"),
+            "---\n",
+            include_str!("../../../embedded-manifests/openvswitch.yaml"),
+        ),
+    },
+];
 
 /// The embedded file named `name`.
 pub fn find(name: &str) -> Option<&'static Embedded> {

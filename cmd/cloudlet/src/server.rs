@@ -339,10 +339,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             server_name: name,
             node_lost_after: args.node_lost_after,
             cert_lifetime: args.cert_lifetime,
+            templates: crate::embedded::MANIFESTS
+                .iter()
+                .map(|m| (m.name.to_owned(), m.text.to_owned()))
+                .collect(),
         },
     )
     .await
     .context("start the control plane")?;
+    tokio::spawn(cloudlet_cluster::autodeploy::run(
+        cp.clone(),
+        dir.join("manifests"),
+    ));
 
     let shutdown = stop_signal()?;
     let cp = Arc::new(cp);

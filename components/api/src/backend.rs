@@ -12,10 +12,10 @@ use futures_util::Stream;
 use crate::ApiError;
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
-    CertificateResponse, Event, EventsQuery, ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse,
-    JoinRequest, LogLine, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus,
-    RenewRequest, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo,
-    TokenRequest,
+    CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, Event, EventsQuery,
+    ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogLine, LogsQuery,
+    NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest,
+    RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -232,6 +232,42 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         _request: CaRotateRequest,
     ) -> impl Future<Output = Result<ActionResponse, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Applies a cluster YAML as a new revision.
+    fn apply_cluster(
+        &self,
+        _caller: Caller,
+        _request: ClusterRequest,
+    ) -> impl Future<Output = Result<ClusterApplied, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// What a cluster YAML would change.
+    fn diff_cluster(
+        &self,
+        _request: ClusterRequest,
+    ) -> impl Future<Output = Result<ClusterDiff, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// The revisions of the cluster YAML, oldest first.
+    fn cluster_history(&self) -> impl Future<Output = Result<Vec<RevisionInfo>, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// The current cluster YAML, in canonical form.
+    fn export_cluster(&self) -> impl Future<Output = Result<String, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Applies revision `to` again, as a new revision.
+    fn rollback_cluster(
+        &self,
+        _caller: Caller,
+        _request: RollbackRequest,
+    ) -> impl Future<Output = Result<ClusterApplied, ApiError>> + Send {
         async { Err(not_a_server()) }
     }
 

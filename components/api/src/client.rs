@@ -30,9 +30,10 @@ use tokio_rustls::TlsConnector;
 
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
-    CertificateResponse, ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse,
-    JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeStatus, RenewRequest, RunRequest,
-    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, ErrorBody, Event,
+    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
+    NodeAction, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RunRequest, ServiceDetail,
+    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, EventStream, ExecStream, LogStream};
 
@@ -283,6 +284,49 @@ impl Client {
     pub async fn rotate_ca(&self, request: &CaRotateRequest) -> Result<ActionResponse, ApiError> {
         self.call(Method::POST, "/v1/ca/rotate".to_owned(), Some(request))
             .await
+    }
+
+    /// Applies a cluster YAML: `POST /v1/cluster`.
+    pub async fn apply_cluster(
+        &self,
+        request: &ClusterRequest,
+    ) -> Result<ClusterApplied, ApiError> {
+        self.call(Method::POST, "/v1/cluster".to_owned(), Some(request))
+            .await
+    }
+
+    /// What a cluster YAML would change: `POST /v1/cluster/diff`.
+    pub async fn diff_cluster(&self, request: &ClusterRequest) -> Result<ClusterDiff, ApiError> {
+        self.call(Method::POST, "/v1/cluster/diff".to_owned(), Some(request))
+            .await
+    }
+
+    /// The revisions: `GET /v1/cluster/revisions`.
+    pub async fn cluster_history(&self) -> Result<Vec<RevisionInfo>, ApiError> {
+        self.call(Method::GET, "/v1/cluster/revisions".to_owned(), None::<&()>)
+            .await
+    }
+
+    /// The current cluster YAML: `GET /v1/cluster`.
+    pub async fn export_cluster(&self) -> Result<String, ApiError> {
+        let call = Call::new(Method::GET, "/v1/cluster".to_owned(), None);
+        let (status, body) = self.transport.fetch(&call).await?;
+        check_status(status, &body)?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::Invalid("GET /v1/cluster: the answer is not text".into()))
+    }
+
+    /// Applies an earlier revision again: `POST /v1/cluster/rollback`.
+    pub async fn rollback_cluster(
+        &self,
+        request: &RollbackRequest,
+    ) -> Result<ClusterApplied, ApiError> {
+        self.call(
+            Method::POST,
+            "/v1/cluster/rollback".to_owned(),
+            Some(request),
+        )
+        .await
     }
 
     /// Forgets a node: `DELETE /v1/nodes/{name}`.

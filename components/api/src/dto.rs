@@ -737,3 +737,85 @@ pub struct FirewallStatus {
     /// When flows were last changed.
     pub applied_at: Option<Timestamp>,
 }
+
+/// `POST /v1/cluster` (apply) and `POST /v1/cluster/diff`: a cluster YAML (`kind: Cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRequest {
+    /// The file name, for messages.
+    pub file: String,
+    /// Its text.
+    pub content: String,
+}
+
+/// Answer to a cluster apply or rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterApplied {
+    /// The new revision (the same as before when nothing changed).
+    pub revision: u64,
+    /// What changed, in words.
+    pub summary: String,
+    /// The services rendered from it and what happened to each (`deleted` too).
+    pub services: Vec<ServiceChange>,
+}
+
+/// One applied revision of the cluster YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionInfo {
+    /// Its number, from 1.
+    pub revision: u64,
+    /// When it was applied.
+    pub applied_at: Timestamp,
+    /// By whom.
+    pub applied_by: String,
+    /// What it changed.
+    pub summary: String,
+}
+
+/// What a cluster YAML changes, against the current revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDiff {
+    /// The revision compared against (0: none yet).
+    pub against: u64,
+    /// Changed fields of the cluster YAML, by path.
+    pub fields: Vec<FieldChange>,
+    /// The services it would add, remove or change, and where they run.
+    pub services: Vec<ServiceChange>,
+}
+
+/// One changed field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    /// `spec.components.region.version`.
+    pub path: String,
+    /// The value before (`None`: absent).
+    pub old: Option<String>,
+    /// The value after (`None`: removed).
+    pub new: Option<String>,
+}
+
+/// A service a cluster YAML adds, removes or changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceChange {
+    /// The service.
+    pub name: String,
+    /// `added`, `removed`, `changed` or `unchanged`.
+    pub change: String,
+    /// Its manifest fields that change (`spec.command`, `spec.env.X`, ...).
+    pub fields: Vec<String>,
+    /// The nodes it runs (or would run) on.
+    pub nodes: Vec<String>,
+}
+
+/// `POST /v1/cluster/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// The revision to go back to (applied again as a new revision).
+    pub to: u64,
+}

@@ -32,9 +32,10 @@ use tokio::task::JoinSet;
 
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
-    CertificateResponse, ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse,
-    JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest,
-    RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, ErrorBody, Event,
+    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
+    NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RunRequest,
+    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, Backend, Caller, Socket};
 
@@ -83,6 +84,13 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/nodes/{name}/renew", post(renew::<B>))
         .route("/v1/nodes/{name}/action", post(node_action::<B>))
         .route("/v1/ca/rotate", post(rotate_ca::<B>))
+        .route(
+            "/v1/cluster",
+            get(export_cluster::<B>).post(apply_cluster::<B>),
+        )
+        .route("/v1/cluster/diff", post(diff_cluster::<B>))
+        .route("/v1/cluster/revisions", get(cluster_history::<B>))
+        .route("/v1/cluster/rollback", post(rollback_cluster::<B>))
         // Applies to the routes above: decided before any handler or body extraction runs.
         .route_layer(axum::middleware::from_fn(crate::authz::layer))
         .fallback(no_route)
@@ -340,6 +348,43 @@ async fn rotate_ca<B: Backend>(
 ) -> Result<Json<ActionResponse>, Failure> {
     let Json(request) = request?;
     Ok(Json(backend.rotate_ca(request).await?))
+}
+
+async fn apply_cluster<B: Backend>(
+    State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
+    request: Result<Json<ClusterRequest>, JsonRejection>,
+) -> Result<Json<ClusterApplied>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.apply_cluster(caller(who), request).await?))
+}
+
+async fn diff_cluster<B: Backend>(
+    State(backend): Shared<B>,
+    request: Result<Json<ClusterRequest>, JsonRejection>,
+) -> Result<Json<ClusterDiff>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.diff_cluster(request).await?))
+}
+
+async fn cluster_history<B: Backend>(
+    State(backend): Shared<B>,
+) -> Result<Json<Vec<RevisionInfo>>, Failure> {
+    Ok(Json(backend.cluster_history().await?))
+}
+
+async fn export_cluster<B: Backend>(State(backend): Shared<B>) -> Result<Response, Failure> {
+    let yaml = backend.export_cluster().await?;
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response())
+}
+
+async fn rollback_cluster<B: Backend>(
+    State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
+    request: Result<Json<RollbackRequest>, JsonRejection>,
+) -> Result<Json<ClusterApplied>, Failure> {
+    let Json(request) = request?;
+    Ok(Json(backend.rollback_cluster(caller(who), request).await?))
 }
 
 async fn delete_node<B: Backend>(

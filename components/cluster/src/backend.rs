@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use cloudlet_api::dto::{
     self, Action, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse,
-    AssignedService, Assignments, CaRotateRequest, CertificateResponse, DesiredState, Event,
-    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
-    NodeAction, NodeQuery, NodeStatus, RenewRequest, RunRequest, ServiceDetail, ServiceState,
+    AssignedService, Assignments, CaRotateRequest, CertificateResponse, ClusterApplied,
+    ClusterDiff, ClusterRequest, DesiredState, Event, EventsQuery, ExecRequest, Heartbeat,
+    HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus,
+    RenewRequest, RevisionInfo, RollbackRequest, RunRequest, ServiceDetail, ServiceState,
     ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use cloudlet_api::{ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream};
@@ -61,7 +62,7 @@ impl<S: Store> Inner<S> {
     }
 
     /// The nodes `service` is assigned to (transient services of the server's node included).
-    async fn nodes_of(&self, service: &str) -> Result<Vec<String>, ClusterError> {
+    pub(crate) async fn nodes_of(&self, service: &str) -> Result<Vec<String>, ClusterError> {
         let (kvs, _) = self.store.list(ASSIGNMENTS).await?;
         Ok(kvs
             .iter()
@@ -126,7 +127,7 @@ impl<S: Store> Inner<S> {
     }
 
     /// Changes a node record with compare-and-swap, retrying on a concurrent change.
-    async fn update_node(
+    pub(crate) async fn update_node(
         &self,
         node: &str,
         change: impl Fn(&mut NodeRecord),
@@ -159,7 +160,10 @@ impl<S: Store> Inner<S> {
     }
 
     /// Refuses an apply whose new or changed services the placer could not place now.
-    async fn check_placeable(&self, files: &[(String, String)]) -> Result<(), ClusterError> {
+    pub(crate) async fn check_placeable(
+        &self,
+        files: &[(String, String)],
+    ) -> Result<(), ClusterError> {
         let mut services = cloudlet_node::load_services(&self.store, SERVICES).await?.0;
         let mut changed = BTreeSet::new();
         for (name, text) in files {
@@ -351,7 +355,7 @@ impl<S: Store> Backend for ControlPlane<S> {
                         Some(&o.name),
                         &inner.options.server_name,
                         "Applied",
-                        format!("{action:?} from {}", o.file).to_lowercase(),
+                        format!("{} from {}", format!("{action:?}").to_lowercase(), o.file),
                     );
                 }
                 ApplyItem {
@@ -1022,6 +1026,52 @@ impl<S: Store> Backend for ControlPlane<S> {
         })
     }
 
+    async fn apply_cluster(
+        &self,
+        caller: Caller,
+        request: ClusterRequest,
+    ) -> Result<ClusterApplied, ApiError> {
+        Ok(self
+            .inner
+            .apply_cluster(&who(&caller), &request.file, &request.content)
+            .await?)
+    }
+
+    async fn diff_cluster(&self, request: ClusterRequest) -> Result<ClusterDiff, ApiError> {
+        Ok(self
+            .inner
+            .diff_cluster(&request.file, &request.content)
+            .await?)
+    }
+
+    async fn cluster_history(&self) -> Result<Vec<RevisionInfo>, ApiError> {
+        Ok(crate::revisions::list(&self.inner.store)
+            .await?
+            .into_iter()
+            .map(|r| RevisionInfo {
+                revision: r.revision,
+                applied_at: r.applied_at,
+                applied_by: r.applied_by,
+                summary: r.summary,
+            })
+            .collect())
+    }
+
+    async fn export_cluster(&self) -> Result<String, ApiError> {
+        Ok(self.inner.export_cluster().await?)
+    }
+
+    async fn rollback_cluster(
+        &self,
+        caller: Caller,
+        request: RollbackRequest,
+    ) -> Result<ClusterApplied, ApiError> {
+        Ok(self
+            .inner
+            .rollback_cluster(&who(&caller), request.to)
+            .await?)
+    }
+
     async fn delete_node(&self, node: &str) -> Result<ActionResponse, ApiError> {
         let inner = &self.inner;
         if inner.is_local(node) {
@@ -1054,6 +1104,15 @@ impl<S: Store> Backend for ControlPlane<S> {
             ),
         })
     }
+}
+
+/// Who is calling, for revisions and events: `admin alice`, `node n1`, or `operator` (the local
+/// socket).
+fn who(caller: &Caller) -> String {
+    caller.peer.as_ref().map_or_else(
+        || "operator".to_owned(),
+        |p| format!("{} {}", p.role.as_str(), p.name),
+    )
 }
 
 fn empty_status(name: &str) -> NodeStatus {

@@ -10,6 +10,7 @@
 //! moves a service that is not marked `relocate` off a node that stopped answering.
 #![warn(missing_docs)]
 
+pub mod autodeploy;
 mod backend;
 mod error;
 pub mod expiry;
@@ -17,6 +18,8 @@ pub mod pki;
 mod placer;
 pub mod records;
 pub mod registry;
+pub mod release;
+pub mod revisions;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +60,8 @@ pub struct ClusterOptions {
     pub node_lost_after: Duration,
     /// How long node certificates live.
     pub cert_lifetime: Duration,
+    /// The embedded service templates a cluster YAML renders: (file name, YAML text).
+    pub templates: Vec<(String, String)>,
 }
 
 /// The control plane. Cheap to clone.

@@ -16,6 +16,7 @@ pub mod apply;
 pub mod backend;
 pub mod events;
 pub mod executor;
+pub mod files;
 pub mod monitor;
 pub mod records;
 
@@ -295,12 +296,19 @@ pub const EXECUTOR_SOCKET: &str = "executor.sock";
 /// not waited for here (the supervisor only sees this node's services); ordering across nodes is
 /// the cluster YAML's rollout (a later issue).
 fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<DesiredService> {
+    // A service's files are in place before the supervisor may start it.
+    for error in files::write_all(records.values().flat_map(|r| r.manifest.spec.files.iter())) {
+        tracing::warn!("spec.files: {error}");
+    }
     records
         .values()
         .map(|r| DesiredService {
             config: {
                 let mut config = ServiceConfig::from_manifest(&r.manifest);
                 config.depends_on.retain(|d| records.contains_key(d));
+                if let Some(digest) = files::digest(&r.manifest.spec.files) {
+                    config.process.env.insert(files::DIGEST_ENV.into(), digest);
+                }
                 if let Some(t) = &r.transient {
                     config.cgroup = format!(
                         "{}/{}/{}",

@@ -13,6 +13,7 @@
 //! 3. read effective values through [`ServiceSpec::effective`], never the raw `Option` fields.
 #![warn(missing_docs)]
 
+mod cluster;
 mod effective;
 mod error;
 mod manifest;
@@ -21,6 +22,11 @@ mod set;
 mod units;
 mod validate;
 
+pub use cluster::{
+    COMPONENTS, ClusterManifest, ClusterNodesSpec, ClusterSpec, ComponentSpec, DEFAULT_BIN_DIR,
+    DEFAULT_CONFIG_DIR, DEFAULT_MAX_UNAVAILABLE, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REGION,
+    DEFAULT_ZONE, FieldChange, NodeMatchSpec, Profile, Rollout, RolloutSpec, component_role, diff,
+};
 pub use effective::{
     DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_FAILURE_THRESHOLD, DEFAULT_GRACE_PERIOD,
     DEFAULT_INITIAL_DELAY_SECONDS, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE,
@@ -30,8 +36,8 @@ pub use effective::{
 };
 pub use error::{Problem, SpecError};
 pub use manifest::{
-    ApiVersion, BackoffSpec, ExecProbeSpec, HttpProbeSpec, IoLimitSpec, Kind, LogsSpec, Manifest,
-    Metadata, NodeRole, NodeSelectorSpec, PlacementSpec, ReadinessSpec, ResourceLimits,
+    ApiVersion, BackoffSpec, ExecProbeSpec, FileSpec, HttpProbeSpec, IoLimitSpec, Kind, LogsSpec,
+    Manifest, Metadata, NodeRole, NodeSelectorSpec, PlacementSpec, ReadinessSpec, ResourceLimits,
     ResourceRequests, ResourcesSpec, RestartPolicy, RestartSpec, ServiceManifest, ServiceSpec,
     Signal, Source, StopSpec, TcpProbeSpec,
 };

@@ -218,6 +218,33 @@ pub struct ServiceSpec {
     /// Where in the cluster it runs; without it, one replica that never relocates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementSpec>,
+    /// Files its node writes before each start (its configuration); a change of one restarts
+    /// the service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+}
+
+/// `spec.files[]`: a file written whole before the service starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
+pub struct FileSpec {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// The text.
+    pub content: String,
+    /// Permission bits as an octal string (default `0644`; use `0600` for secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl FileSpec {
+    /// The permission bits (`0644` unless `mode` says otherwise; `mode` is validated).
+    pub fn mode_bits(&self) -> u32 {
+        self.mode
+            .as_deref()
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+            .unwrap_or(0o644)
+    }
 }
 
 impl ServiceSpec {
@@ -236,6 +263,7 @@ impl ServiceSpec {
             resources: None,
             executor: false,
             placement: None,
+            files: Vec::new(),
         }
     }
 }

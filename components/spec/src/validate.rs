@@ -166,6 +166,32 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
     if let Some(placement) = &spec.placement {
         check_placement(&mut f, placement);
     }
+    let mut paths = BTreeSet::new();
+    for (i, file) in spec.files.iter().enumerate() {
+        let at = format!("spec.files[{i}]");
+        if !file.path.is_absolute() {
+            f.add(
+                format!("{at}.path"),
+                format!(
+                    "must be an absolute path, got {:?}",
+                    file.path.display().to_string()
+                ),
+            );
+        } else if !paths.insert(&file.path) {
+            f.add(
+                format!("{at}.path"),
+                format!("{} is listed twice", file.path.display()),
+            );
+        }
+        if let Some(mode) = &file.mode
+            && !(mode.len() <= 4 && u32::from_str_radix(mode, 8).is_ok_and(|m| m <= 0o7777))
+        {
+            f.add(
+                format!("{at}.mode"),
+                format!("{mode:?}: expected octal permission bits, e.g. \"0600\""),
+            );
+        }
+    }
     f.0
 }
 

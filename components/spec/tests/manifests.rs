@@ -207,7 +207,7 @@ fn rejections() {
             service("web", &["restrat: {policy: always}"]),
             "services.yaml: document 1: spec.restrat: unknown field \"restrat\", expected one of \
              command, env, workingDir, user, dependsOn, readiness, restart, stop, logs, resources, \
-             executor, placement",
+             executor, placement, files",
         ),
         (
             service("web", &["restart: {backoff: {maxx: 30s}}"]),
@@ -217,6 +217,19 @@ fn rejections() {
         (
             "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [x]}\nstatus: {}\n".into(),
             "services.yaml: document 1: status: unknown field \"status\", expected one of apiVersion, kind, metadata, spec",
+        ),
+        // Files.
+        (
+            service("web", &["files: [{path: etc/web.conf, content: x}]"]),
+            "services.yaml: document 1: spec.files[0].path: must be an absolute path",
+        ),
+        (
+            service("web", &["files: [{path: /etc/w.conf, content: x}, {path: /etc/w.conf, content: y}]"]),
+            "services.yaml: document 1: spec.files[1].path: /etc/w.conf is listed twice",
+        ),
+        (
+            service("web", &["files: [{path: /etc/w.conf, content: x, mode: \"0999\"}]"]),
+            "services.yaml: document 1: spec.files[0].mode: \"0999\": expected octal permission bits",
         ),
         // Placement.
         (

@@ -1,0 +1,441 @@
+//! The cluster YAML (`kind: Cluster`) becoming services: rendering the embedded service templates
+//! with its settings (versions, paths, replicas, selectors, resources, env, args, config files),
+//! applying the result as one numbered revision (and deleting the services an earlier revision
+//! rendered that this one no longer has), diffing a YAML against the current revision, rolling
+//! back to an earlier one, and exporting the current one.
+//!
+//! It owns what "the cluster's services" are: the services whose stored record came from a
+//! revision (`file: cluster revision N`). It never touches services an operator applied
+//! otherwise, and never stops anything the new revision still has.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cloudlet_api::dto::{ClusterApplied, ClusterDiff, FieldChange, ServiceChange};
+use cloudlet_node::apply::{self, Applied};
+use cloudlet_node::records::{SERVICES, ServiceRecord};
+use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ServiceManifest};
+use cloudlet_store::Store;
+
+use crate::revisions::{self, RevisionRecord};
+use crate::{ClusterError, Inner, placer};
+
+/// The `file` of a service record a revision wrote.
+const OWNER: &str = "cluster revision ";
+
+/// The embedded templates, parsed with the paths of `cluster` put in: every service template by
+/// name.
+fn templates(
+    cluster: &ClusterManifest,
+    texts: &[(String, String)],
+) -> Result<BTreeMap<String, ServiceManifest>, ClusterError> {
+    let mut out = BTreeMap::new();
+    for (name, text) in texts {
+        let text = text
+            .replace("${binDir}", &cluster.spec.bin_dir.display().to_string())
+            .replace(
+                "${configDir}",
+                &cluster.spec.config_dir.display().to_string(),
+            );
+        let parsed = cloudlet_spec::parse_file(name, &text)
+            .map_err(|e| ClusterError::Invalid(format!("embedded template {name}: {e}")))?;
+        for m in parsed.iter().filter_map(Manifest::as_service) {
+            out.insert(m.metadata.name.clone(), m.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces `${version}` in every string of a service that may carry it.
+fn put_version(m: &mut ServiceManifest, version: &str) {
+    let put = |s: &mut String| {
+        if s.contains("${version}") {
+            *s = s.replace("${version}", version);
+        }
+    };
+    m.spec.command.iter_mut().for_each(put);
+    m.spec.env.values_mut().for_each(put);
+    m.metadata.labels.values_mut().for_each(put);
+}
+
+/// The services `cluster` stands for, from the `texts` templates.
+pub fn render(
+    cluster: &ClusterManifest,
+    texts: &[(String, String)],
+) -> Result<Vec<ServiceManifest>, ClusterError> {
+    let templates = templates(cluster, texts)?;
+    let wanted = cluster.profile_components();
+    let mut out = Vec::new();
+    for name in &wanted {
+        let Some(template) = templates.get(*name) else {
+            return Err(ClusterError::Invalid(format!(
+                "spec.components.{name}: no embedded template for it (`cloudlet ctl manifests list`)"
+            )));
+        };
+        let mut m = template.clone();
+        put_version(&mut m, cluster.component_version(name));
+        // A dependency the profile does not run here is not waited for.
+        m.spec.depends_on.retain(|d| wanted.contains(&d.as_str()));
+        if let Some(c) = cluster.component(name) {
+            if let Some(replicas) = c.replicas {
+                m.spec
+                    .placement
+                    .get_or_insert_with(Default::default)
+                    .replicas = Some(replicas);
+            }
+            if let Some(selector) = &c.node_selector {
+                let placement = m.spec.placement.get_or_insert_with(Default::default);
+                let mine = placement.node_selector.get_or_insert_with(Default::default);
+                mine.labels.extend(selector.labels.clone());
+            }
+            if let Some(resources) = &c.resources {
+                m.spec.resources = Some(resources.clone());
+            }
+            m.spec.env.extend(c.env.clone());
+            m.spec.command.extend(c.args.iter().cloned());
+            if !c.config.is_empty() {
+                let content = serde_saphyr::to_string(&c.config).map_err(|e| {
+                    ClusterError::Invalid(format!("spec.components.{name}.config: {e}"))
+                })?;
+                m.spec.files.push(FileSpec {
+                    path: cluster.spec.config_dir.join(format!("{name}.conf")),
+                    content,
+                    mode: Some("0600".to_owned()),
+                });
+            }
+        }
+        m.metadata
+            .labels
+            .insert("cloudlet.io/cluster".to_owned(), cluster.name().to_owned());
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// The services the revisions wrote, by name, with their records.
+async fn owned<S: Store>(
+    inner: &Inner<S>,
+) -> Result<BTreeMap<String, ServiceRecord>, ClusterError> {
+    let (records, _) = cloudlet_node::load_services(&inner.store, SERVICES).await?;
+    Ok(records
+        .into_iter()
+        .filter(|(_, r)| r.file.starts_with(OWNER))
+        .collect())
+}
+
+/// The names of the fields of a service manifest that differ (`spec.command`, `spec.env`).
+fn changed_fields(old: &ServiceManifest, new: &ServiceManifest) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return vec!["spec".to_owned()];
+    };
+    let mut out = Vec::new();
+    for part in ["metadata", "spec"] {
+        let (pa, pb) = (&a[part], &b[part]);
+        let keys: BTreeSet<&String> = pa
+            .as_object()
+            .into_iter()
+            .chain(pb.as_object())
+            .flat_map(|o| o.keys())
+            .collect();
+        for k in keys {
+            if pa.get(k) != pb.get(k) {
+                out.push(format!("{part}.{k}"));
+            }
+        }
+    }
+    out
+}
+
+impl<S: Store> Inner<S> {
+    /// Applies `text` (a cluster YAML from `file`) as a new revision.
+    pub(crate) async fn apply_cluster(
+        &self,
+        by: &str,
+        file: &str,
+        text: &str,
+    ) -> Result<ClusterApplied, ClusterError> {
+        let cluster =
+            ClusterManifest::parse(file, text).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let yaml = cluster
+            .export()
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let current = revisions::current(&self.store).await?;
+        let services = render(&cluster, &self.options.templates)?;
+        let before = owned(self).await?;
+        if let Some(cur) = &current
+            && cur.yaml == yaml
+        {
+            return Ok(ClusterApplied {
+                revision: cur.revision,
+                summary: "unchanged: the same as the current revision".to_owned(),
+                services: services
+                    .iter()
+                    .map(|m| change(&m.metadata.name, "unchanged", Vec::new()))
+                    .collect(),
+            });
+        }
+        let revision = current.as_ref().map_or(1, |c| c.revision + 1);
+        let summary = match &current {
+            None => format!(
+                "first revision: profile {}, {} services",
+                cluster.spec.profile.as_str(),
+                services.len()
+            ),
+            Some(cur) => {
+                let old = ClusterManifest::parse("current", &cur.yaml)
+                    .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+                let fields = cloudlet_spec::diff(&old, &cluster)
+                    .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+                let list: Vec<String> = fields.iter().map(ToString::to_string).collect();
+                format!(
+                    "{} changed: {}",
+                    plural(list.len(), "field"),
+                    list.join("; ")
+                )
+            }
+        };
+        let source = format!("{OWNER}{revision}");
+        let text = services
+            .iter()
+            .map(|m| serde_saphyr::to_string(m).map_err(|e| ClusterError::Invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?
+            .join("---\n");
+        let files = vec![(source.clone(), text)];
+        self.check_placeable(&files).await?;
+        self.set_node_roles(&cluster).await?;
+        let outcomes = apply::apply(&self.store, &files, None).await?;
+        let mut changes: Vec<ServiceChange> = outcomes
+            .iter()
+            .map(|o| {
+                let fields = match (
+                    before.get(&o.name),
+                    services.iter().find(|m| m.metadata.name == o.name),
+                ) {
+                    (Some(old), Some(new)) => changed_fields(&old.manifest, new),
+                    _ => Vec::new(),
+                };
+                let what = match o.applied {
+                    Applied::Created => "added",
+                    Applied::Configured => "changed",
+                    Applied::Unchanged => "unchanged",
+                };
+                change(&o.name, what, fields)
+            })
+            .collect();
+        let keep: BTreeSet<&str> = services.iter().map(|m| m.metadata.name.as_str()).collect();
+        let gone: Vec<String> = before
+            .keys()
+            .filter(|n| !keep.contains(n.as_str()))
+            .cloned()
+            .collect();
+        self.delete_in_order(&gone).await?;
+        changes.extend(gone.iter().map(|n| change(n, "removed", Vec::new())));
+        revisions::store(
+            &self.store,
+            &RevisionRecord {
+                revision,
+                applied_at: jiff::Timestamp::now(),
+                applied_by: by.to_owned(),
+                summary: summary.clone(),
+                file: file.to_owned(),
+                yaml,
+            },
+        )
+        .await?;
+        self.event(
+            None,
+            &self.options.server_name,
+            "ClusterApplied",
+            format!("revision {revision} from {file}: {summary}"),
+        );
+        placer::place_now(self).await;
+        for c in &mut changes {
+            c.nodes = self.nodes_of_service(&c.name).await.unwrap_or_default();
+        }
+        Ok(ClusterApplied {
+            revision,
+            summary,
+            services: changes,
+        })
+    }
+
+    /// Deletes `names`, each after the services that depend on it.
+    async fn delete_in_order(&self, names: &[String]) -> Result<(), ClusterError> {
+        let mut left: Vec<String> = names.to_vec();
+        while !left.is_empty() {
+            let before = left.len();
+            let mut still = Vec::new();
+            for name in left {
+                match apply::delete(&self.store, &name).await {
+                    Ok(()) => self.event(
+                        Some(&name),
+                        &self.options.server_name,
+                        "Deleting",
+                        "no longer in the cluster YAML".into(),
+                    ),
+                    Err(cloudlet_node::NodeError::Conflict(_)) => still.push(name),
+                    Err(cloudlet_node::NodeError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if still.len() == before {
+                return Err(ClusterError::Conflict(format!(
+                    "cannot delete {}: other services depend on them",
+                    still.join(", ")
+                )));
+            }
+            left = still;
+        }
+        Ok(())
+    }
+
+    /// Gives the nodes the roles the cluster YAML's `nodes` section says, where it says any.
+    async fn set_node_roles(&self, cluster: &ClusterManifest) -> Result<(), ClusterError> {
+        if cluster.spec.nodes.is_empty() {
+            return Ok(());
+        }
+        for (name, record) in placer::load_nodes(&self.store).await? {
+            let roles = cluster.spec.nodes.roles_of(&name, &record.labels);
+            if !roles.is_empty() && roles != record.roles {
+                self.update_node(&name, |r| r.roles = roles.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn nodes_of_service(
+        &self,
+        service: &str,
+    ) -> Result<Vec<String>, ClusterError> {
+        let mut nodes = self.nodes_of(service).await?;
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    /// What `text` would change against the current revision.
+    pub(crate) async fn diff_cluster(
+        &self,
+        file: &str,
+        text: &str,
+    ) -> Result<ClusterDiff, ClusterError> {
+        let cluster =
+            ClusterManifest::parse(file, text).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let current = revisions::current(&self.store).await?;
+        let fields = match &current {
+            None => Vec::new(),
+            Some(cur) => {
+                let old = ClusterManifest::parse("current", &cur.yaml)
+                    .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+                cloudlet_spec::diff(&old, &cluster)
+                    .map_err(|e| ClusterError::Invalid(e.to_string()))?
+                    .into_iter()
+                    .map(|f| FieldChange {
+                        path: f.path,
+                        old: f.old,
+                        new: f.new,
+                    })
+                    .collect()
+            }
+        };
+        let services = render(&cluster, &self.options.templates)?;
+        let before = owned(self).await?;
+        let mut changes = Vec::new();
+        for m in &services {
+            let name = &m.metadata.name;
+            let nodes = self.nodes_of_service(name).await?;
+            let c = match before.get(name) {
+                None => ServiceChange {
+                    nodes: self.would_run_on(m).await?,
+                    ..change(name, "added", Vec::new())
+                },
+                Some(old) if old.manifest == *m => ServiceChange {
+                    nodes,
+                    ..change(name, "unchanged", Vec::new())
+                },
+                Some(old) => ServiceChange {
+                    nodes,
+                    ..change(name, "changed", changed_fields(&old.manifest, m))
+                },
+            };
+            changes.push(c);
+        }
+        for name in before.keys() {
+            if !services.iter().any(|m| &m.metadata.name == name) {
+                changes.push(ServiceChange {
+                    nodes: self.nodes_of_service(name).await?,
+                    ..change(name, "removed", Vec::new())
+                });
+            }
+        }
+        Ok(ClusterDiff {
+            against: current.map_or(0, |c| c.revision),
+            fields,
+            services: changes,
+        })
+    }
+
+    /// Where a new service would be placed now.
+    async fn would_run_on(&self, m: &ServiceManifest) -> Result<Vec<String>, ClusterError> {
+        let mut services = cloudlet_node::load_services(&self.store, SERVICES).await?.0;
+        services.insert(
+            m.metadata.name.clone(),
+            ServiceRecord {
+                manifest: m.clone(),
+                desired: cloudlet_node::records::DesiredRecord::Running,
+                file: String::new(),
+                document: 0,
+                applied_at: jiff::Timestamp::now(),
+                transient: None,
+            },
+        );
+        let nodes = placer::load_nodes(&self.store).await?;
+        let (p_services, p_nodes) = placer::inputs(self, &services, &nodes);
+        let plan = cloudlet_placement::place(&p_services, &p_nodes, &BTreeSet::new())
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        Ok(plan
+            .assignments
+            .into_iter()
+            .filter(|(s, _)| *s == m.metadata.name)
+            .map(|(_, n)| n)
+            .collect())
+    }
+
+    /// Revision `to`, applied again as a new revision.
+    pub(crate) async fn rollback_cluster(
+        &self,
+        by: &str,
+        to: u64,
+    ) -> Result<ClusterApplied, ClusterError> {
+        let old = revisions::get(&self.store, to).await?;
+        self.apply_cluster(by, &format!("rollback to revision {to}"), &old.yaml)
+            .await
+    }
+
+    /// The current revision's YAML.
+    pub(crate) async fn export_cluster(&self) -> Result<String, ClusterError> {
+        revisions::current(&self.store)
+            .await?
+            .map(|c| c.yaml)
+            .ok_or_else(|| {
+                ClusterError::NotFound(
+                    "no cluster YAML was applied yet (`cloudlet ctl cluster apply -f FILE`)".into(),
+                )
+            })
+    }
+}
+
+fn change(name: &str, what: &str, fields: Vec<String>) -> ServiceChange {
+    ServiceChange {
+        name: name.to_owned(),
+        change: what.to_owned(),
+        fields,
+        nodes: Vec::new(),
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
