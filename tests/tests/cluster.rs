@@ -209,9 +209,15 @@ fn a_partitioned_agent_keeps_running_and_after_healing_no_duplicate_is_left() {
     fleet.wait_for("the stale mover stopped", Duration::from_secs(10), |f| {
         local_pid(f, "n1", "mover").is_none()
     });
-    let movers = fleet.running_on("mover");
-    assert_eq!(movers.len(), 1, "{movers:?}");
-    assert_ne!(movers[0], "n1");
+    // The server hears of it with n1's next heartbeat.
+    fleet.wait_for(
+        "one mover, not on n1, in the server's view",
+        Duration::from_secs(5),
+        |f| {
+            let movers = f.running_on("mover");
+            movers.len() == 1 && movers[0] != "n1"
+        },
+    );
     assert_eq!(fleet.running_on("stayer"), ["n1"]);
     assert_eq!(local_pid(&fleet, "n1", "stayer"), Some(stayer_pid));
 }

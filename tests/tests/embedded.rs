@@ -288,16 +288,23 @@ fn every_http_probe_asks_for_ping_with_a_whitelisted_user_agent() {
         set["kubeserver"].spec.effective().readiness.unwrap().probe,
         Probe::Tcp { port: 30442, .. }
     ));
-    // The socket services are ready when their socket exists.
+    // The socket services are ready when their socket exists, in the directory their
+    // environment names (default /var/run/onecloud; the probe sees the same environment).
     for (name, socket) in [
-        ("host-deployer", "/var/run/onecloud/deploy.sock"),
-        ("sdnagent", "/var/run/onecloud/sdnagent.sock"),
+        ("host-deployer", "deploy.sock"),
+        ("sdnagent", "sdnagent.sock"),
     ] {
         let Probe::Exec { command } = set[name].spec.effective().readiness.unwrap().probe else {
             panic!("{name}: not an exec probe");
         };
         assert!(
-            command.join(" ").contains(&format!("test -S {socket}")),
+            command
+                .join(" ")
+                .contains(&format!("test -S \"$ONECLOUD_RUN_DIR/{socket}\"")),
+            "{name}"
+        );
+        assert_eq!(
+            set[name].spec.env["ONECLOUD_RUN_DIR"], "/var/run/onecloud",
             "{name}"
         );
     }

@@ -320,9 +320,11 @@ fn the_firewall_admits_only_what_it_allows_replies_come_back_and_drift_is_repair
         "unix:{}",
         ovs_dir(&fleet, "s").join("run/br0.mgmt").display()
     );
+    // Someone removes cloudlet's flows (only those: the bridge's own NORMAL flow stays).
+    let ours = "cookie=0x0c10d1e700000000/0xffffffff00000000";
     assert!(
         Command::new("ovs-ofctl")
-            .args(["del-flows", &mgmt, "table=0"])
+            .args(["del-flows", &mgmt, ours])
             .status()
             .unwrap()
             .success()

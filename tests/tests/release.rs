@@ -88,16 +88,173 @@ fn history_diff_rollback_and_export_round_trip() {
     let revisions: serde_json::Value = serde_json::from_str(&history).unwrap();
     assert_eq!(revisions.as_array().unwrap().len(), 3);
     let exported_back = c.ctl_ok(&["cluster", "export"]);
-    let first_export = {
-        let parsed = write(&c, "first-again.yaml", &cluster_yaml(&c, "v3.11.9", ""));
-        let d = c.ctl_ok(&["cluster", "diff", "-f", &parsed]);
-        assert!(d.contains("no field changes"), "{d}");
-        exported_back.clone()
-    };
-    assert!(first_export.contains("version: v3.11.9"));
-    assert!(!first_export.contains("log_level"));
+    assert!(
+        exported_back.contains("version: v3.11.9"),
+        "{exported_back}"
+    );
+    assert!(!exported_back.contains("log_level"), "{exported_back}");
+    // Revision 1's YAML, written out again, is no change against the rollback.
+    let first_again = write(&c, "first-again.yaml", &cluster_yaml(&c, "v3.11.9", ""));
+    let d = c.ctl_ok(&["cluster", "diff", "-f", &first_again]);
+    assert!(d.contains("no field changes"), "{d}");
 
     // A revision that does not exist says so.
     let out = c.ctl(&["cluster", "rollback", "--to", "9"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no revision 9"));
+}
+
+/// A fixture `binDir`: the workload under each Cloudpods binary's name, serving `/ping` only to
+/// the whitelisted User-Agent on the service's port, and refusing to start (exit 3) until its
+/// dependency answers; the socket services make their socket.
+fn fixture_bin_dir(dir: &std::path::Path) {
+    let workload = cloudlet_tests::workload_bin();
+    std::fs::create_dir_all(dir).unwrap();
+    // binary, port it serves, ports it needs first
+    let http: &[(&str, u16, &[u16])] = &[
+        ("keystone", 30500, &[]),
+        ("region", 30888, &[30500]),
+        ("scheduler", 30887, &[30888]),
+        ("glance", 30292, &[30500]),
+        ("webconsole", 30899, &[30500]),
+        ("apigateway", 30300, &[30888]),
+        ("logger", 30999, &[30500]),
+        ("yunionconf", 30889, &[30500]),
+        ("kube-server", 30442, &[30500]),
+        ("monitor", 30093, &[30888]),
+        ("cloudmon", 30931, &[30500]),
+        ("notify", 30777, &[30500]),
+        ("esxi-agent", 30883, &[30888]),
+        ("host", 8885, &[30888]),
+        ("host-image", 48885, &[8885]),
+    ];
+    let write = |name: &str, body: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::process::Command::new("chmod")
+            .arg("755")
+            .arg(&path)
+            .status()
+            .unwrap();
+    };
+    for (name, port, needs) in http {
+        let requires: String = needs
+            .iter()
+            .map(|p| format!(" --require 127.0.0.1:{p}"))
+            .collect();
+        write(
+            name,
+            format!(
+                "exec {}{requires} serve --port {port} --ua kube-probe",
+                workload.display()
+            ),
+        );
+    }
+    write(
+        "host-health",
+        format!("exec {} --require 127.0.0.1:8885 sleep", workload.display()),
+    );
+    for (name, socket) in [
+        ("host-deployer", "deploy.sock"),
+        ("sdnagent", "sdnagent.sock"),
+    ] {
+        write(
+            name,
+            format!(
+                "exec python3 -c 'import os, socket, time\np = os.environ[\"ONECLOUD_RUN_DIR\"] + \"/{socket}\"\nos.makedirs(os.path.dirname(p), exist_ok=True)\nos.path.exists(p) and os.unlink(p)\ns = socket.socket(socket.AF_UNIX)\ns.bind(p)\ns.listen()\ntime.sleep(1e9)'"
+            ),
+        );
+    }
+}
+
+#[test]
+fn the_edge_profile_brings_up_every_cloudpods_service_in_dependency_order_on_one_node() {
+    let mut fleet = cloudlet_tests::fleet::Fleet::new("edge");
+    fleet.start_server("s", &[]);
+    let bin = fleet.path("yunion-bin");
+    fixture_bin_dir(&bin);
+    let (conf, run, ovs, work) = (
+        fleet.path("etc"),
+        fleet.path("onecloud"),
+        fleet.path("ovs"),
+        fleet.path("opt-cloud"),
+    );
+    std::fs::create_dir_all(&work).unwrap();
+    // Small requests: this test machine has two cores; the templates ask for a real node's.
+    let mut components = String::new();
+    for (name, _) in cloudlet_spec::COMPONENTS {
+        let mut extra = vec!["resources: {requests: {cpu: 10m, memory: 8Mi}}".to_owned()];
+        match *name {
+            "baremetal-agent" => extra = vec!["disable: true".to_owned()],
+            "host" => extra.push(format!("workingDir: {}", work.display())),
+            "host-deployer" | "sdnagent" => {
+                extra.push(format!("env: {{ONECLOUD_RUN_DIR: {}}}", run.display()))
+            }
+            "openvswitch-db" | "openvswitch-switch" => extra.push(format!(
+                "env: {{OVS_RUNDIR: {o}/run, OVS_DBDIR: {o}/db, OVS_LOGDIR: {o}/log}}",
+                o = ovs.display()
+            )),
+            _ => {}
+        }
+        components.push_str(&format!("    {name}: {{{}}}\n", extra.join(", ")));
+    }
+    let yaml = format!(
+        "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: edge}}\nspec:\n  version: v3.11.9\n  profile: edge\n  \
+         binDir: {}\n  configDir: {}\n  components:\n{components}",
+        bin.display(),
+        conf.display()
+    );
+    let file = fleet.path("cluster.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = fleet.ctl_ok(&["cluster", "apply", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("revision 1"), "{out}");
+
+    let expected: Vec<&str> = cloudlet_spec::COMPONENTS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "baremetal-agent")
+        .collect();
+    fleet.wait_for(
+        "every Cloudpods service ready",
+        Duration::from_secs(90),
+        |f| {
+            let rows = f.services();
+            expected.iter().all(|name| {
+                rows.iter()
+                    .any(|r| r["name"] == *name && r["state"] == "running" && r["ready"] == true)
+            })
+        },
+    );
+    // In order: each service started only after what it depends on was ready, and none of the
+    // fixtures ever found its dependency missing (they exit 3 then).
+    let events: Vec<serde_json::Value> = fleet
+        .ctl_ok(&["events", "-o", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |service: &str, reason: &str| {
+        events
+            .iter()
+            .position(|e| e["service"] == service && e["reason"] == reason)
+            .unwrap_or_else(|| panic!("no {reason} of {service}"))
+    };
+    for (service, dependency) in [
+        ("region", "keystone"),
+        ("scheduler", "region"),
+        ("apigateway", "region"),
+        ("glance", "keystone"),
+        ("host", "region"),
+        ("host", "host-deployer"),
+        ("host", "openvswitch-switch"),
+        ("host-image", "host"),
+        ("sdnagent", "host"),
+        ("openvswitch-switch", "openvswitch-db"),
+    ] {
+        assert!(
+            at(dependency, "Ready") < at(service, "Started"),
+            "{service} started before {dependency} was ready"
+        );
+    }
+    let exits: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["reason"] == "Exited").collect();
+    assert!(exits.is_empty(), "a fixture exited: {exits:?}");
 }

@@ -23,8 +23,9 @@ use crate::{ClusterError, Inner};
 
 /// How often node health is looked at when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
-/// Most operations in one transaction.
-const CHUNK: usize = 128;
+/// Most operations in one transaction: large enough that a round's writes (a whole cluster
+/// YAML's services on a node) land together, so a node never sees half of them.
+const CHUNK: usize = 4096;
 
 /// Runs rounds until the process ends: after every kick, and when a node's health flips.
 pub(crate) async fn run<S: Store>(inner: Arc<Inner<S>>) {

@@ -91,6 +91,9 @@ pub fn render(
                 m.spec.resources = Some(resources.clone());
             }
             m.spec.env.extend(c.env.clone());
+            if let Some(dir) = &c.working_dir {
+                m.spec.working_dir = Some(dir.clone());
+            }
             m.spec.command.extend(c.args.iter().cloned());
             if !c.config.is_empty() {
                 let content = serde_saphyr::to_string(&c.config).map_err(|e| {

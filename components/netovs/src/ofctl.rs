@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::NetovsError;
 use crate::firewall::{COOKIE, COOKIE_MASK, Diff, Flow, Scope, diff};
-use crate::run::{Job, Runner, TokioRunner};
+use crate::run::{Job, Runner};
 
 /// `ovs-ofctl` bound to one bridge's OpenFlow management target.
 #[derive(Debug, Clone)]
@@ -26,20 +26,16 @@ pub struct Ofctl {
 
 impl Ofctl {
     /// `ovs-ofctl` (from `PATH`) for `target`: a bridge name (then `ovs-ofctl` connects to
-    /// `$OVS_RUNDIR/<bridge>.mgmt`) or an explicit `unix:/path/to/<bridge>.mgmt`. Each command
-    /// gives up after 10 s.
-    pub fn new(target: impl Into<String>) -> Ofctl {
+    /// `$OVS_RUNDIR/<bridge>.mgmt`) or an explicit `unix:/path/to/<bridge>.mgmt`, run through
+    /// `runner` (a node's reaper; [`crate::run::TokioRunner`] where nothing else reaps). Each
+    /// command gives up after 10 s.
+    pub fn new(target: impl Into<String>, runner: Arc<dyn Runner>) -> Ofctl {
         Ofctl {
             program: PathBuf::from("ovs-ofctl"),
             target: target.into(),
             timeout: Duration::from_secs(10),
-            runner: Arc::new(TokioRunner),
+            runner,
         }
-    }
-
-    /// The same, running `ovs-ofctl` through `runner` (a node's reaper).
-    pub fn with_runner(self, runner: Arc<dyn Runner>) -> Ofctl {
-        Ofctl { runner, ..self }
     }
 
     /// The same with another `ovs-ofctl` binary.
@@ -148,6 +144,7 @@ impl Ofctl {
 mod tests {
     use super::*;
     use crate::firewall::{HostPort, TableRange};
+    use crate::run::TokioRunner;
 
     fn scope() -> Scope {
         Scope {
@@ -160,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_an_error_naming_it() {
-        let ofctl = Ofctl::new("br0").with_program("/nonexistent/ovs-ofctl");
+        let ofctl = Ofctl::new("br0", Arc::new(TokioRunner)).with_program("/nonexistent/ovs-ofctl");
         let e = ofctl.dump_flows(&scope()).await.unwrap_err().to_string();
         assert!(e.starts_with("ovs-ofctl --no-stats --no-names dump-flows br0 cookie=0xc10d1e700000000/0xffffffff00000000: cannot run /nonexistent/ovs-ofctl:"), "{e}");
     }
@@ -168,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_diff_runs_nothing() {
         // Would fail if it ran anything.
-        let ofctl = Ofctl::new("br0").with_program("/nonexistent/ovs-ofctl");
+        let ofctl = Ofctl::new("br0", Arc::new(TokioRunner)).with_program("/nonexistent/ovs-ofctl");
         ofctl.apply(&Diff::default()).await.unwrap();
     }
 }

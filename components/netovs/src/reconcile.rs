@@ -184,8 +184,9 @@ impl Reconciler {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // After a transaction, the state is stale until the monitor reports its result: no
-        // round on a tick meanwhile (it would redo what was just done).
-        let mut awaiting_monitor = false;
+        // round on a tick meanwhile (it would redo what was just done) — for a few ticks at
+        // most, so that a transaction the monitor never reports cannot stall the loop.
+        let mut awaiting_monitor = 0u8;
         loop {
             tokio::select! {
                 event = monitor.next() => {
@@ -193,7 +194,7 @@ impl Reconciler {
                         return Err(NetovsError::Connection("the monitor ended".into()));
                     };
                     state.apply(&event)?;
-                    awaiting_monitor = false;
+                    awaiting_monitor = 0;
                     self.status.send_modify(|s| s.connected = true);
                     // A burst of changes (ours, or a tool's) is one round.
                     while let Ok(Some(more)) =
@@ -203,14 +204,15 @@ impl Reconciler {
                     }
                 }
                 _ = tick.tick() => {
-                    if awaiting_monitor {
+                    if awaiting_monitor > 0 {
+                        awaiting_monitor -= 1;
                         continue;
                     }
                 }
             }
             match self.round(client, &state).await {
                 Ok(changed) => {
-                    awaiting_monitor = changed;
+                    awaiting_monitor = if changed { 2 } else { 0 };
                     if !changed {
                         self.status.send_modify(|s| {
                             s.problem = None;
@@ -416,10 +418,13 @@ impl Reconciler {
             ct_zone: CT_ZONE,
         };
         let desired = firewall::compile(&fw.policy, &scope);
-        let ofctl = Ofctl::new(format!(
-            "unix:{}",
-            self.rundir().join(format!("{}.mgmt", fw.bridge)).display()
-        ));
+        let ofctl = Ofctl::new(
+            format!(
+                "unix:{}",
+                self.rundir().join(format!("{}.mgmt", fw.bridge)).display()
+            ),
+            std::sync::Arc::clone(&self.runner),
+        );
         let diff = ofctl.sync(&scope, &desired).await?;
         if !diff.is_empty() {
             let what = format!(

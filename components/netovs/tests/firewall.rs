@@ -298,11 +298,14 @@ async fn an_unreachable_switch_is_an_error_naming_it() {
         tables: cloudlet_netovs::firewall::TableRange::new(200..=203).unwrap(),
         ct_zone: 1,
     };
-    let e = Ofctl::new(&target)
-        .dump_flows(&scope)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = Ofctl::new(
+        &target,
+        std::sync::Arc::new(cloudlet_netovs::run::TokioRunner),
+    )
+    .dump_flows(&scope)
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         e.starts_with("ovs-ofctl --no-stats --no-names dump-flows unix:"),
         "{e}"

@@ -351,29 +351,40 @@ async fn follow_services<S: Store>(
                 continue;
             }
         };
-        while let Some(item) = watcher.next().await {
-            match item {
-                Ok(ev) => {
-                    revision = ev.revision();
-                    let name = ev.kv.key.trim_start_matches(prefix.as_str()).to_owned();
-                    match ev.kind {
-                        EventKind::Put => match ServiceRecord::decode(&ev.kv.key, &ev.kv.value) {
-                            Ok(r) => {
-                                records.insert(name, r);
+        'watching: while let Some(item) = watcher.next().await {
+            // Every change already delivered is applied before the supervisor hears of any: a
+            // transaction's changes (a whole placement) arrive together, and a service must not
+            // be started while the dependency written with it is still on its way.
+            let mut item = Some(item);
+            while let Some(next) = item.take() {
+                match next {
+                    Ok(ev) => {
+                        revision = ev.revision();
+                        let name = ev.kv.key.trim_start_matches(prefix.as_str()).to_owned();
+                        match ev.kind {
+                            EventKind::Put => {
+                                match ServiceRecord::decode(&ev.kv.key, &ev.kv.value) {
+                                    Ok(r) => {
+                                        records.insert(name, r);
+                                    }
+                                    Err(e) => tracing::warn!("{e}"),
+                                }
                             }
-                            Err(e) => tracing::warn!("{e}"),
-                        },
-                        EventKind::Delete => {
-                            records.remove(&name);
+                            EventKind::Delete => {
+                                records.remove(&name);
+                            }
                         }
                     }
-                    supervisor.set_desired(desired_set(&records, &executor_socket));
+                    Err(e) => {
+                        tracing::warn!("services watch ended: {e}; listing again");
+                        break 'watching;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!("services watch ended: {e}; listing again");
-                    break;
+                if let Ok(Some(more)) = tokio::time::timeout(Duration::ZERO, watcher.next()).await {
+                    item = Some(more);
                 }
             }
+            supervisor.set_desired(desired_set(&records, &executor_socket));
         }
         // The watcher ended (overflow or compaction): start over from a fresh list.
         match load_services(&store, &prefix).await {

@@ -390,6 +390,9 @@ pub struct ComponentSpec {
     /// Arguments added to the component's command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Its working directory (absolute), instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
     /// How changes to this component roll out, over `spec.rollout`.
     #[serde(default, skip_serializing_if = "RolloutSpec::is_empty")]
     pub rollout: RolloutSpec,
@@ -766,6 +769,17 @@ fn check_component(
                 "must not contain a NUL character".into(),
             );
         }
+    }
+    if let Some(dir) = &component.working_dir
+        && !dir.is_absolute()
+    {
+        add(
+            format!("{path}.workingDir"),
+            format!(
+                "must be an absolute path, got {:?}",
+                dir.display().to_string()
+            ),
+        );
     }
     check_rollout(add, &format!("{path}.rollout"), &component.rollout);
 }

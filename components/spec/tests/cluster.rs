@@ -227,7 +227,7 @@ fn rejections() {
         (
             cluster(&["components: {host: {replica: 2}}"]),
             "cluster.yaml: spec.components.host.replica: unknown field \"replica\", expected one of \
-             disable, version, replicas, nodeSelector, resources, config, env, args, rollout"
+             disable, version, replicas, nodeSelector, resources, config, env, args, workingDir, rollout"
                 .into(),
         ),
         (

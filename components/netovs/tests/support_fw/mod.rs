@@ -361,7 +361,10 @@ impl Lab {
 
     /// The firewall's [`Ofctl`] for br0.
     pub fn ofctl(&self) -> Ofctl {
-        Ofctl::new(self.target())
+        Ofctl::new(
+            self.target(),
+            std::sync::Arc::new(cloudlet_netovs::run::TokioRunner),
+        )
     }
 
     /// Runs `ovs-ofctl ARGS` with the bridge's target in place of `BR`.

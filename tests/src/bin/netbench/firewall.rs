@@ -225,7 +225,10 @@ pub async fn bench(
     rounds: usize,
 ) -> Result<Firewall, String> {
     let scope = scope()?;
-    let ofctl = Ofctl::new(lab.target());
+    let ofctl = Ofctl::new(
+        lab.target(),
+        std::sync::Arc::new(cloudlet_netovs::run::TokioRunner),
+    );
     let versions = [
         Version::new(lab, "v1", policy(rules, false)?, &scope)?,
         Version::new(lab, "v2", policy(rules, true)?, &scope)?,
