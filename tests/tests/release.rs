@@ -137,10 +137,16 @@ fn fixture_bin_dir(dir: &std::path::Path) {
             .unwrap();
     };
     for (name, port, needs) in http {
-        let requires: String = needs
-            .iter()
-            .map(|p| format!(" --require 127.0.0.1:{p}"))
-            .collect();
+        // host needs region on this node (edge); REGION_ADDR=none drops that (full: region runs
+        // on another node, and the fixtures listen on 127.0.0.1 only).
+        let requires: String = if *name == "host" {
+            " $( [ \"$REGION_ADDR\" = none ] || echo --require 127.0.0.1:30888 )".to_owned()
+        } else {
+            needs
+                .iter()
+                .map(|p| format!(" --require 127.0.0.1:{p}"))
+                .collect()
+        };
         write(
             name,
             format!(
@@ -257,4 +263,62 @@ fn the_edge_profile_brings_up_every_cloudpods_service_in_dependency_order_on_one
     let exits: Vec<&serde_json::Value> =
         events.iter().filter(|e| e["reason"] == "Exited").collect();
     assert!(exits.is_empty(), "a fixture exited: {exits:?}");
+}
+
+#[test]
+fn the_full_profile_runs_control_services_on_control_nodes_and_compute_services_on_every_compute_node()
+ {
+    let mut fleet = cloudlet_tests::fleet::Fleet::new("full");
+    fleet.start_server("s", &[]);
+    let token = fleet.token(&["--role", "compute"]);
+    fleet.join("n1", &token, &[]);
+    fleet.join("n2", &token, &[]);
+    let bin = fleet.path("yunion-bin");
+    fixture_bin_dir(&bin);
+    let (conf, work) = (fleet.path("etc"), fleet.path("opt-cloud"));
+    std::fs::create_dir_all(&work).unwrap();
+    // Node-local sockets and OVS directories would be one path for three nodes on this one
+    // filesystem: those components are left out here (the edge test runs them).
+    let left_out = [
+        "baremetal-agent",
+        "host-deployer",
+        "sdnagent",
+        "openvswitch-db",
+        "openvswitch-switch",
+    ];
+    let mut components = String::new();
+    for (name, _) in cloudlet_spec::COMPONENTS {
+        let mut extra = vec!["resources: {requests: {cpu: 10m, memory: 8Mi}}".to_owned()];
+        if left_out.contains(name) {
+            extra = vec!["disable: true".to_owned()];
+        } else if *name == "host" {
+            extra.push(format!("workingDir: {}", work.display()));
+            extra.push("env: {REGION_ADDR: none}".to_owned());
+        }
+        components.push_str(&format!("    {name}: {{{}}}\n", extra.join(", ")));
+    }
+    let yaml = format!(
+        "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: full}}\nspec:\n  version: v3.11.9\n  profile: full\n  \
+         binDir: {}\n  configDir: {}\n  components:\n{components}",
+        bin.display(),
+        conf.display()
+    );
+    let file = fleet.path("cluster.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    fleet.ctl_ok(&["cluster", "apply", "-f", file.to_str().unwrap()]);
+
+    let control: Vec<&str> = cloudlet_spec::COMPONENTS
+        .iter()
+        .filter(|(n, r)| *r == cloudlet_spec::NodeRole::Control && !left_out.contains(n))
+        .map(|(n, _)| *n)
+        .collect();
+    let compute = ["host", "host-image", "host-health"];
+    fleet.wait_for(
+        "control on s, compute on s, n1 and n2",
+        Duration::from_secs(90),
+        |f| {
+            control.iter().all(|c| f.running_on(c) == ["s"])
+                && compute.iter().all(|c| f.running_on(c) == ["n1", "n2", "s"])
+        },
+    );
 }
