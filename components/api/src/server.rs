@@ -590,17 +590,7 @@ impl UnixServer {
         // Closes the listener and removes the socket file.
         drop(self);
         stop.send_replace(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "api connections still busy at shutdown; cutting them"
-            );
-            connections.abort_all();
-        }
+        drain(connections).await;
         tracing::info!(path = %path.display(), "api stopped");
         Ok(())
     }
@@ -617,6 +607,22 @@ impl Drop for UnixServer {
         if let Err(error) = std::fs::remove_file(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "cannot remove the api socket");
         }
+    }
+}
+
+/// Gives a stopped listener's connections a few seconds to finish their requests, then cuts
+/// the rest.
+pub(crate) async fn drain(mut connections: JoinSet<()>) {
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "api connections still busy at shutdown; cutting them"
+        );
+        connections.abort_all();
     }
 }
 

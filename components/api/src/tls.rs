@@ -34,9 +34,6 @@ pub type TlsConfigSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sy
 /// How long a client gets to complete the TLS handshake before its connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long in-flight requests get to finish after shutdown before their connections are cut.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// The API's TCP listener, bound and not yet serving. Binding first lets the caller fail early
 /// and learn the address (port 0 picks one).
 #[derive(Debug)]
@@ -108,17 +105,7 @@ impl TlsServer {
         // Closes the listener.
         drop(self);
         stop.send_replace(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "api tls connections still busy at shutdown; cutting them"
-            );
-            connections.abort_all();
-        }
+        crate::server::drain(connections).await;
         tracing::info!(%addr, "api tls listener stopped");
         Ok(())
     }

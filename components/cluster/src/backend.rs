@@ -718,17 +718,7 @@ impl<S: Store> Backend for ControlPlane<S> {
         let existing = inner.store.get(&key).await.map_err(ClusterError::from)?;
         let mut record = match &existing {
             Some(kv) => decode::<NodeRecord>(&key, &kv.value)?,
-            None => NodeRecord {
-                name: name.clone(),
-                roles: Vec::new(),
-                labels: BTreeMap::new(),
-                address: None,
-                cordoned: false,
-                draining: None,
-                joined_at: jiff::Timestamp::now(),
-                cert_serial: None,
-                cert_not_after: None,
-            },
+            None => NodeRecord::new(&name, Vec::new()),
         };
         if !record.roles.contains(&token.role) {
             record.roles.push(token.role);

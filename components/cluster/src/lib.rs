@@ -205,17 +205,7 @@ impl<S: Store> ControlPlane<S> {
         if self.inner.store.get(&key).await?.is_some() {
             return Ok(());
         }
-        let record = NodeRecord {
-            name: name.to_owned(),
-            roles: vec![NodeRole::Control, NodeRole::Compute],
-            labels: BTreeMap::new(),
-            address: None,
-            cordoned: false,
-            draining: None,
-            joined_at: jiff::Timestamp::now(),
-            cert_serial: None,
-            cert_not_after: None,
-        };
+        let record = NodeRecord::new(name, vec![NodeRole::Control, NodeRole::Compute]);
         self.inner
             .store
             .put(&key, encode(&key, &record)?, None)

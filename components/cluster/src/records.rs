@@ -62,6 +62,23 @@ pub struct NodeRecord {
     pub cert_not_after: Option<Timestamp>,
 }
 
+impl NodeRecord {
+    /// A node just joined (or the server's own): `roles`, no labels, address or cordon yet.
+    pub fn new(name: &str, roles: Vec<NodeRole>) -> NodeRecord {
+        NodeRecord {
+            name: name.to_owned(),
+            roles,
+            labels: BTreeMap::new(),
+            address: None,
+            cordoned: false,
+            draining: None,
+            joined_at: Timestamp::now(),
+            cert_serial: None,
+            cert_not_after: None,
+        }
+    }
+}
+
 /// A join token as stored: never the secret, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
