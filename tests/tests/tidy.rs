@@ -109,3 +109,28 @@ fn the_systemd_unit_never_stops_services_and_delegates_the_cgroup() {
         );
     }
 }
+
+#[test]
+fn every_yaml_example_in_the_readme_is_valid() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 2, "no yaml examples found");
+    for block in blocks {
+        if block.contains("kind: NodeNetwork") {
+            cloudlet_netovs::network::parse("README.md", block)
+                .unwrap_or_else(|e| panic!("README NodeNetwork example: {e}"));
+        } else if block.contains("kind: Service") {
+            let manifests = cloudlet_spec::parse_file("README.md", block)
+                .unwrap_or_else(|e| panic!("README Service example: {e}"));
+            // Its dependencies are not in the example: only the documents themselves are checked.
+            assert!(!manifests.is_empty());
+        } else if block.contains("kind: Cluster") {
+            cloudlet_spec::ClusterManifest::parse("README.md", block)
+                .unwrap_or_else(|e| panic!("README Cluster example: {e}"));
+        }
+    }
+}
