@@ -173,7 +173,7 @@ async fn join(
     // is then checked against the hash in the token.
     let insecure = Client::https(
         &options.server,
-        Arc::new(cloudlet_pki::unverified_client_config()),
+        Arc::new(cloudlet_pki::unverified_client_config().map_err(pki)?),
     )
     .map_err(|e| api("--server", e))?;
     let bundle = retrying("fetch the server's CA", &options.server, || {

@@ -192,21 +192,22 @@ pub fn verified_client_config_without_cert(
 ///
 /// The server's handshake signature is still checked against the certificate it presents, which
 /// proves nothing about who it is.
-pub fn unverified_client_config() -> ClientConfig {
+pub fn unverified_client_config() -> Result<ClientConfig, PkiError> {
     let provider = provider();
     let verifier = Arc::new(AcceptAnyServer {
         provider: Arc::clone(&provider),
     });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        // Fails only for a provider without TLS 1.3 suites or key exchange groups; ours is a
-        // constant (aws-lc-rs' defaults), and the tests build this config.
-        .expect("the aws-lc-rs provider supports TLS 1.3")
+        .map_err(|source| PkiError::Tls {
+            what: "choose TLS versions",
+            source,
+        })?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    config
+    Ok(config)
 }
 
 /// The verifier of [`unverified_client_config`]: any certificate is accepted.

@@ -368,7 +368,7 @@ async fn unverified_config_completes_a_handshake_with_any_server() {
     let config = server_config(&roots(&[&ca]), resolver(&ca, &spec), true).unwrap();
     let mut server = Server::start(config).await;
 
-    let mut stream = connect(server.addr, unverified_client_config())
+    let mut stream = connect(server.addr, unverified_client_config().unwrap())
         .await
         .unwrap();
     assert_eq!(echo(&mut stream, b"cacerts").await.unwrap(), b"cacerts");

@@ -112,8 +112,11 @@ pub async fn join_all(
 async fn join(url: &str, token_text: &str, name: String) -> Result<(Agent, u32), String> {
     let failed = |what: &str, e: &dyn std::fmt::Display| format!("{name}: {what}: {e}");
     let token = Token::parse(token_text).map_err(|e| failed("the token", &e))?;
-    let insecure = Client::https(url, Arc::new(cloudlet_pki::unverified_client_config()))
-        .map_err(|e| failed("the URL", &e))?;
+    let insecure = Client::https(
+        url,
+        Arc::new(cloudlet_pki::unverified_client_config().map_err(|e| e.to_string())?),
+    )
+    .map_err(|e| failed("the URL", &e))?;
     let bundle = timeout(CALL_TIMEOUT, insecure.cacerts())
         .await
         .map_err(|_| failed("GET /v1/cacerts", &"no answer"))?
