@@ -558,6 +558,9 @@ fn a_ca_rotation_moves_every_node_to_the_new_ca_without_losing_one() {
     let new_token = fleet.token(&[]);
     assert_ne!(new_token.split("::").next().unwrap(), old_pin);
     fleet.join("n2", &new_token, &["--heartbeat", "500ms"]);
+    // Until the rotation is finished, a token made before it still joins: its agent verifies
+    // the server through the cross-signed chain.
+    fleet.join("n4", &old_token, &["--heartbeat", "500ms"]);
 
     fleet.ctl_ok(&["ca", "rotate", "--finish"]);
     // Every node keeps beating, and the server still reaches each agent.
@@ -567,7 +570,7 @@ fn a_ca_rotation_moves_every_node_to_the_new_ca_without_losing_one() {
             .find(|n| n["name"] == node)
             .and_then(|n| n["lastHeartbeat"].as_str().map(str::to_owned))
     };
-    for node in ["n1", "n2"] {
+    for node in ["n1", "n2", "n4"] {
         let last = beat(&fleet, node);
         fleet.wait_for(
             &format!("{node} beats after the finish"),

@@ -704,7 +704,7 @@ impl<S: Store> Backend for ControlPlane<S> {
         let token = tokens::redeem(
             &inner.store,
             &request.token,
-            &inner.pki.pin(),
+            &inner.pki.accepted_pins(),
             jiff::Timestamp::now(),
         )
         .await?;

@@ -253,6 +253,20 @@ impl ServerPki {
         self.read().signer.pin()
     }
 
+    /// The pins a join token may carry: the signer's, and during a rotation the previous CA's
+    /// (an agent pinning it still verifies the server, through the cross certificate).
+    pub fn accepted_pins(&self) -> Vec<String> {
+        let state = self.read();
+        let mut pins = vec![state.signer.pin()];
+        pins.extend(
+            state
+                .previous
+                .as_ref()
+                .map(|p| cloudlet_pki::pin_of(&p.der)),
+        );
+        pins
+    }
+
     /// Signs a node's CSR: role node, common name `node`, SANs `address_host` (an IP literal or
     /// a DNS name) and `node` as a DNS name, valid for the configured lifetime. Only the CSR's
     /// public key is used. The PEM is the certificate alone, also during a rotation (see the

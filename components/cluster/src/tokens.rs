@@ -87,7 +87,7 @@ pub async fn revoke<S: Store>(store: &S, id: &str) -> Result<(), ClusterError> {
     }
 }
 
-/// Checks a join token presented at `now` to the server whose CA has pin `pin`, counts one use,
+/// Checks a join token presented at `now` to the server whose CAs have pins `pins`, counts one use,
 /// and returns the record (with the new count): the caller then certifies the node with the
 /// record's role.
 ///
@@ -96,11 +96,11 @@ pub async fn revoke<S: Store>(store: &S, id: &str) -> Result<(), ClusterError> {
 pub async fn redeem<S: Store>(
     store: &S,
     token: &str,
-    pin: &str,
+    pins: &[String],
     now: Timestamp,
 ) -> Result<TokenRecord, ClusterError> {
     let token = Token::parse(token).map_err(|e| ClusterError::Refused(e.to_string()))?;
-    if token.ca_hash() != pin {
+    if !pins.iter().any(|p| p == token.ca_hash()) {
         let short = token.ca_hash().get(..12).unwrap_or(token.ca_hash());
         return Err(ClusterError::Refused(format!(
             "the token was made for another CA ({short}…); make a new token with \
@@ -175,7 +175,7 @@ mod tests {
     }
 
     async fn refusal(f: &Fixture, token: &str, pin: &str, now: Timestamp) -> String {
-        match redeem(&f.store, token, pin, now).await {
+        match redeem(&f.store, token, &[pin.to_owned()], now).await {
             Err(ClusterError::Refused(msg)) => msg,
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -210,14 +210,24 @@ mod tests {
         assert!(!stored_text.contains(token.secret()), "{stored_text}");
         assert!(stored_text.contains(&hash_secret(token.secret())));
 
-        let redeemed = redeem(&f.store, &token.to_string(), &f.pin, Timestamp::now())
-            .await
-            .unwrap();
+        let redeemed = redeem(
+            &f.store,
+            &token.to_string(),
+            std::slice::from_ref(&f.pin),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(redeemed.uses, 1);
         assert_eq!(redeemed.role, NodeRole::Compute);
-        let again = redeem(&f.store, &token.to_string(), &f.pin, Timestamp::now())
-            .await
-            .unwrap();
+        let again = redeem(
+            &f.store,
+            &token.to_string(),
+            std::slice::from_ref(&f.pin),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(again.uses, 2);
         assert_eq!(list(&f.store).await.unwrap(), vec![again]);
     }
@@ -233,9 +243,14 @@ mod tests {
             .map(|_| {
                 let (f, text) = (Arc::clone(&f), text.clone());
                 tokio::spawn(async move {
-                    redeem(&f.store, &text, &f.pin, Timestamp::now())
-                        .await
-                        .unwrap()
+                    redeem(
+                        &f.store,
+                        &text,
+                        std::slice::from_ref(&f.pin),
+                        Timestamp::now(),
+                    )
+                    .await
+                    .unwrap()
                 })
             })
             .collect();
