@@ -70,9 +70,35 @@ pub fn write(file: &FileSpec) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Writes every file of `files`; the errors, one per failed file.
-pub fn write_all<'a>(files: impl Iterator<Item = &'a FileSpec>) -> Vec<String> {
-    files.filter_map(|f| write(f).err()).collect()
+/// What was last written for each service: the [`digest`] of its files.
+pub type Written = std::collections::BTreeMap<String, String>;
+
+/// Writes the files of every service in `services` (name → its declared files) whose files
+/// changed since `written` says they were written — not on every change of the store, which
+/// would read every file each time. The errors, one per failed file (retried next time).
+pub fn sync<'a>(
+    services: impl Iterator<Item = (&'a String, &'a [FileSpec])>,
+    written: &mut Written,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, files) in services {
+        seen.insert(name.clone());
+        let Some(now) = digest(files) else {
+            written.remove(name);
+            continue;
+        };
+        if written.get(name) == Some(&now) {
+            continue;
+        }
+        let failed: Vec<String> = files.iter().filter_map(|f| write(f).err()).collect();
+        if failed.is_empty() {
+            written.insert(name.clone(), now);
+        }
+        errors.extend(failed);
+    }
+    written.retain(|name, _| seen.contains(name));
+    errors
 }
 
 #[cfg(test)]
@@ -114,6 +140,25 @@ mod tests {
             digest(std::slice::from_ref(&second))
         );
         assert_eq!(digest(&[]), None);
+        // sync writes a service's files once, and again only when they change.
+        let mut written = Written::new();
+        let name = "svc".to_owned();
+        let third = spec(&path, "a: 3\n", None);
+        let files = vec![third.clone()];
+        assert!(sync([(&name, files.as_slice())].into_iter(), &mut written).is_empty());
+        assert_eq!(read(&path), "a: 3\n");
+        fs::write(&path, "by hand\n").unwrap();
+        sync([(&name, files.as_slice())].into_iter(), &mut written);
+        assert_eq!(
+            read(&path),
+            "by hand\n",
+            "unchanged files are not rewritten"
+        );
+        let fourth = vec![spec(&path, "a: 4\n", None)];
+        sync([(&name, fourth.as_slice())].into_iter(), &mut written);
+        assert_eq!(read(&path), "a: 4\n");
+        sync(std::iter::empty(), &mut written);
+        assert!(written.is_empty(), "a deleted service is forgotten");
         // No temporary file is left beside it.
         let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1);

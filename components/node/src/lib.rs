@@ -131,7 +131,8 @@ impl<S: Store> Node<S> {
             limits_unenforced: limits_unenforced.clone(),
         };
         let executor_socket = options.data_dir.join(EXECUTOR_SOCKET);
-        let initial = desired_set(&records, &executor_socket);
+        let mut written = files::Written::new();
+        let initial = desired_set(&records, &executor_socket, &mut written);
         let (supervisor, sup_events) =
             Supervisor::start(sup_options, reaper.clone(), initial).await?;
         let node = Node {
@@ -180,6 +181,7 @@ impl<S: Store> Node<S> {
             records,
             revision,
             executor_socket,
+            written,
         ));
         tokio::spawn(log_retention(node.clone()));
         match monitor::read_node(&node.options.data_dir, &node.options.monitor) {
@@ -295,9 +297,16 @@ pub const EXECUTOR_SOCKET: &str = "executor.sock";
 /// The supervisor's desired set from this node's records. A dependency placed on another node is
 /// not waited for here (the supervisor only sees this node's services); ordering across nodes is
 /// the cluster YAML's rollout (a later issue).
-fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<DesiredService> {
+fn desired_set(
+    records: &Records,
+    executor_socket: &std::path::Path,
+    written: &mut files::Written,
+) -> Vec<DesiredService> {
     // A service's files are in place before the supervisor may start it.
-    for error in files::write_all(records.values().flat_map(|r| r.manifest.spec.files.iter())) {
+    let declared = records
+        .iter()
+        .map(|(name, r)| (name, r.manifest.spec.files.as_slice()));
+    for error in files::sync(declared, written) {
         tracing::warn!("spec.files: {error}");
     }
     records
@@ -341,6 +350,7 @@ async fn follow_services<S: Store>(
     mut records: Records,
     mut revision: u64,
     executor_socket: PathBuf,
+    mut written: files::Written,
 ) {
     loop {
         let mut watcher = match store.watch(&prefix, Some(revision + 1)).await {
@@ -384,14 +394,14 @@ async fn follow_services<S: Store>(
                     item = Some(more);
                 }
             }
-            supervisor.set_desired(desired_set(&records, &executor_socket));
+            supervisor.set_desired(desired_set(&records, &executor_socket, &mut written));
         }
         // The watcher ended (overflow or compaction): start over from a fresh list.
         match load_services(&store, &prefix).await {
             Ok((r, rev)) => {
                 records = r;
                 revision = rev;
-                supervisor.set_desired(desired_set(&records, &executor_socket));
+                supervisor.set_desired(desired_set(&records, &executor_socket, &mut written));
             }
             Err(e) => {
                 tracing::warn!("list services: {e}; retrying");
