@@ -52,8 +52,20 @@ fn history_diff_rollback_and_export_round_trip() {
         diff.contains("spec.components.openvswitch-db.config.log_level: (unset) -> debug"),
         "{diff}"
     );
+    // Per node: the node's row names the service, the change and its fields.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&c.ctl_ok(&["get", "nodes", "-o", "json"])).unwrap();
+    let node = nodes[0]["name"].as_str().unwrap().to_owned();
+    assert!(diff.contains("NODE"), "{diff}");
     assert!(
-        diff.contains("openvswitch-db") && diff.contains("changed") && diff.contains("spec.files"),
+        diff.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() >= 4
+                && cols[0] == node
+                && cols[1] == "openvswitch-db"
+                && cols[2] == "changed"
+                && l.contains("spec.files")
+        }),
         "{diff}"
     );
     let out = c.ctl_ok(&["cluster", "apply", "-f", &second]);

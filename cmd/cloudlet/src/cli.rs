@@ -403,11 +403,23 @@ pub enum Verb {
     #[command(
         subcommand,
         after_help = "Examples:\n  cloudlet ctl cluster apply -f cluster.yaml\n  \
-        cloudlet ctl cluster diff -f cluster.yaml      # per service: added, removed, changed fields\n  \
+        cloudlet ctl cluster diff -f cluster.yaml      # per node: services added, removed, changed fields\n  \
         cloudlet ctl cluster history\n  cloudlet ctl cluster rollback --to 3\n  \
         cloudlet ctl cluster export > cluster.yaml     # stable: export, apply, export is identical"
     )]
     Cluster(ClusterVerb),
+    /// Rollouts: a changed service moves node by node (maxUnavailable at a time, each ready
+    /// within progressDeadline, else it rolls back by itself). See, undo, pause, resume them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloudlet ctl rollout status region          # node by node\n  \
+        cloudlet ctl rollout status region --watch  # until it ends; exit 1 if it rolled back\n  \
+        cloudlet ctl rollout history region\n  cloudlet ctl rollout pause host\n  \
+        cloudlet ctl rollout resume host\n  \
+        cloudlet ctl rollout undo host               # abort, or go back to the previous manifest\n  \
+        cloudlet ctl rollout undo host --to 3        # the manifest rollout 3 moved to"
+    )]
+    Rollout(RolloutVerb),
     /// The manifests compiled into cloudlet: list them, print one.
     #[command(
         subcommand,
@@ -506,6 +518,56 @@ pub enum ClusterVerb {
     /// Print the current cluster YAML in canonical form.
     #[command(after_help = "Example:\n  cloudlet ctl cluster export > cluster.yaml")]
     Export,
+}
+
+/// `cloudlet ctl rollout` verbs.
+#[derive(Debug, Subcommand)]
+pub enum RolloutVerb {
+    /// Where the current rollout of a service is: its state and every node's step.
+    #[command(after_help = "Examples:\n  cloudlet ctl rollout status region\n  \
+        cloudlet ctl rollout status region --watch -o json")]
+    Status {
+        /// The service.
+        name: String,
+        /// Follow it until it completes or rolls back (exit 1 when it rolled back).
+        #[arg(short, long)]
+        watch: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The service's kept rollouts (the last 10), oldest first.
+    #[command(after_help = "Example:\n  cloudlet ctl rollout history region")]
+    History {
+        /// The service.
+        name: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Go back: a rollout under way is aborted (every node returns to the old manifest at
+    /// once); a finished one is followed by a new rollout to the manifest it replaced.
+    #[command(after_help = "Examples:\n  cloudlet ctl rollout undo region\n  \
+        cloudlet ctl rollout undo region --to 2")]
+    Undo {
+        /// The service.
+        name: String,
+        /// Roll out the manifest that rollout N moved to instead.
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+    },
+    /// Admit no more nodes; steps under way finish (and do not run out of time while paused).
+    #[command(after_help = "Example:\n  cloudlet ctl rollout pause host")]
+    Pause {
+        /// The service.
+        name: String,
+    },
+    /// Admit nodes again; steps under way get their whole deadline again.
+    #[command(after_help = "Example:\n  cloudlet ctl rollout resume host")]
+    Resume {
+        /// The service.
+        name: String,
+    },
 }
 
 /// `cloudlet ctl manifests` verbs.

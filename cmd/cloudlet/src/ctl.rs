@@ -3,18 +3,21 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cloudlet_api::dto::{
     Action, ApplyFile, ApplyRequest, CaRotateRequest, ClusterRequest, Event, EventsQuery,
-    ExecRequest, LogsQuery, NodeAction, RollbackRequest, RunRequest, ServiceDetail, ServiceStatus,
-    ServicesQuery, TokenRequest,
+    ExecRequest, LogsQuery, NodeAction, RollbackRequest, RolloutAction, RolloutRequest,
+    RolloutState, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenRequest,
 };
 use cloudlet_api::{AdminConfig, Client};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-use crate::cli::{CaVerb, ClusterVerb, CtlArgs, Kind, ManifestsVerb, Output, TokenVerb, Verb};
+use crate::cli::{
+    CaVerb, ClusterVerb, CtlArgs, Kind, ManifestsVerb, Output, RolloutVerb, TokenVerb, Verb,
+};
 
 /// Runs one verb.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -129,6 +132,7 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Start { name } => action(client, &name, Action::Start, None).await,
         Verb::Token(t) => token(client, t).await,
         Verb::Cluster(c) => cluster(client, c).await,
+        Verb::Rollout(r) => rollout(client, r).await,
         Verb::Manifests(ManifestsVerb::List) => {
             let mut rows = vec![vec!["NAME".to_owned(), "RUNS".to_owned()]];
             for m in crate::embedded::MANIFESTS {
@@ -481,7 +485,7 @@ async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
             if diff.fields.is_empty() {
                 println!("  no field changes");
             }
-            print_service_changes(&diff.services);
+            print_changes_by_node(&diff.services);
             Ok(())
         }
         ClusterVerb::History { output } => {
@@ -519,6 +523,164 @@ async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What a diff changes, node by node (a service placed nowhere is under `-`).
+fn print_changes_by_node(changes: &[cloudlet_api::dto::ServiceChange]) {
+    let mut by_node: std::collections::BTreeMap<&str, Vec<&cloudlet_api::dto::ServiceChange>> =
+        std::collections::BTreeMap::new();
+    for c in changes.iter().filter(|c| c.change != "unchanged") {
+        if c.nodes.is_empty() {
+            by_node.entry("-").or_default().push(c);
+        }
+        for n in &c.nodes {
+            by_node.entry(n).or_default().push(c);
+        }
+    }
+    if by_node.is_empty() {
+        println!("no service changes");
+        return;
+    }
+    let mut rows = vec![
+        ["NODE", "SERVICE", "CHANGE", "FIELDS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for (node, list) in by_node {
+        for c in list {
+            rows.push(vec![
+                node.to_owned(),
+                c.name.clone(),
+                c.change.clone(),
+                if c.fields.is_empty() {
+                    "-".into()
+                } else {
+                    c.fields.join(", ")
+                },
+            ]);
+        }
+    }
+    print_table(&rows);
+}
+
+async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
+    match &verb {
+        RolloutVerb::Status {
+            name,
+            watch,
+            output,
+        } => {
+            let mut last = None;
+            loop {
+                let info = client.rollout(name).await.map_err(api)?;
+                let done = !info.state.is_active();
+                if last.as_ref() != Some(&info) {
+                    if matches!(output, Output::Table | Output::Wide) {
+                        print_rollout(&info);
+                    } else {
+                        print_value(&info, *output)?;
+                    }
+                }
+                if !*watch || done {
+                    if *watch && info.state == RolloutState::RolledBack {
+                        bail!(
+                            "rollout {} of {name} rolled back: {}",
+                            info.number,
+                            info.message.as_deref().unwrap_or("-")
+                        );
+                    }
+                    return Ok(());
+                }
+                last = Some(info);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        RolloutVerb::History { name, output } => {
+            let list = client.rollout_history(name).await.map_err(api)?;
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(&list, *output);
+            }
+            let mut rows = vec![
+                [
+                    "ROLLOUT", "STATE", "FROM", "TO", "CAUSE", "STARTED", "CHANGED", "MESSAGE",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            for r in &list {
+                rows.push(vec![
+                    r.number.to_string(),
+                    r.state.as_str().to_owned(),
+                    r.from.clone().unwrap_or_else(|| "-".into()),
+                    r.to.clone(),
+                    r.cause.clone(),
+                    format!("{} ago", age(r.started_at)),
+                    if r.fields.is_empty() {
+                        "-".into()
+                    } else {
+                        r.fields.join(", ")
+                    },
+                    r.message.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        RolloutVerb::Undo { name, to } => rollout_act(client, name, RolloutAction::Undo, *to).await,
+        RolloutVerb::Pause { name } => rollout_act(client, name, RolloutAction::Pause, None).await,
+        RolloutVerb::Resume { name } => {
+            rollout_act(client, name, RolloutAction::Resume, None).await
+        }
+    }
+}
+
+async fn rollout_act(
+    client: &Client,
+    name: &str,
+    action: RolloutAction,
+    to: Option<u64>,
+) -> anyhow::Result<()> {
+    let info = client
+        .rollout_action(name, action, &RolloutRequest { to })
+        .await
+        .map_err(api)?;
+    print_rollout(&info);
+    Ok(())
+}
+
+/// A rollout and its nodes, for people.
+fn print_rollout(r: &cloudlet_api::dto::RolloutInfo) {
+    println!(
+        "{} rollout {}: {} ({} -> {}, {} at a time, {} per step; cause: {})",
+        r.service,
+        r.number,
+        r.state.as_str(),
+        r.from.as_deref().unwrap_or("new"),
+        r.to,
+        r.max_unavailable,
+        r.progress_deadline,
+        r.cause
+    );
+    if let Some(m) = &r.message {
+        println!("  {m}");
+    }
+    let mut rows = vec![
+        ["NODE", "STEP", "RUNNING", "ADMITTED", "READY"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in &r.nodes {
+        let ago =
+            |t: Option<Timestamp>| t.map_or_else(|| "-".into(), |t| format!("{} ago", age(t)));
+        rows.push(vec![
+            n.node.clone(),
+            n.state.clone(),
+            n.running.clone().unwrap_or_else(|| "-".into()),
+            ago(n.admitted_at),
+            ago(n.ready_at),
+        ]);
+    }
+    print_table(&rows);
 }
 
 /// "5m", "3h", "89d" until `t`.

@@ -15,7 +15,8 @@ use crate::dto::{
     CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, Event, EventsQuery,
     ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogLine, LogsQuery,
     NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest,
-    RunRequest, ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus,
+    ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -268,6 +269,30 @@ pub trait Backend: Send + Sync + 'static {
         _caller: Caller,
         _request: RollbackRequest,
     ) -> impl Future<Output = Result<ClusterApplied, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// The current rollout of service `name`, with every node's place in it.
+    fn rollout(&self, _name: &str) -> impl Future<Output = Result<RolloutInfo, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Every kept rollout of service `name`, oldest first.
+    fn rollout_history(
+        &self,
+        _name: &str,
+    ) -> impl Future<Output = Result<Vec<RolloutInfo>, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// Pauses, resumes or undoes the rollout of service `name`.
+    fn rollout_action(
+        &self,
+        _caller: Caller,
+        _name: &str,
+        _action: RolloutAction,
+        _request: RolloutRequest,
+    ) -> impl Future<Output = Result<RolloutInfo, ApiError>> + Send {
         async { Err(not_a_server()) }
     }
 

@@ -32,8 +32,9 @@ use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
     CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, ErrorBody, Event,
     EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
-    NodeAction, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RunRequest, ServiceDetail,
-    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    NodeAction, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RolloutAction,
+    RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery,
+    TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, EventStream, ExecStream, LogStream};
 
@@ -327,6 +328,34 @@ impl Client {
             Some(request),
         )
         .await
+    }
+
+    /// The current rollout of a service: `GET /v1/rollouts/{name}`.
+    pub async fn rollout(&self, name: &str) -> Result<RolloutInfo, ApiError> {
+        let target = format!("/v1/rollouts/{}", encode(name));
+        self.call(Method::GET, target, None::<&()>).await
+    }
+
+    /// Every kept rollout of a service: `GET /v1/rollouts/{name}/history`.
+    pub async fn rollout_history(&self, name: &str) -> Result<Vec<RolloutInfo>, ApiError> {
+        let target = format!("/v1/rollouts/{}/history", encode(name));
+        self.call(Method::GET, target, None::<&()>).await
+    }
+
+    /// Pauses, resumes or undoes a rollout: `POST /v1/rollouts/{name}/{pause|resume|undo}`.
+    pub async fn rollout_action(
+        &self,
+        name: &str,
+        action: RolloutAction,
+        request: &RolloutRequest,
+    ) -> Result<RolloutInfo, ApiError> {
+        let verb = match action {
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Undo => "undo",
+        };
+        let target = format!("/v1/rollouts/{}/{verb}", encode(name));
+        self.call(Method::POST, target, Some(request)).await
     }
 
     /// Forgets a node: `DELETE /v1/nodes/{name}`.

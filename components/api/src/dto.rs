@@ -101,6 +101,10 @@ pub struct ServiceStatus {
     pub group: Option<String>,
     /// `enforced`, or `not enforced (<reason>)` when this host cannot apply cgroup limits.
     pub limits: Option<String>,
+    /// A digest of the manifest its current (or last) run conforms to: how a rollout tells the
+    /// new version's run from the old one's. `None` before the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
 }
 
 /// Everything about one service, for `cloudlet ctl describe`.
@@ -818,4 +822,112 @@ pub struct ServiceChange {
 pub struct RollbackRequest {
     /// The revision to go back to (applied again as a new revision).
     pub to: u64,
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutState {
+    /// Nodes are being moved to the new manifest, `maxUnavailable` at a time.
+    Progressing,
+    /// No node is admitted until `ctl rollout resume`; steps under way finish.
+    Paused,
+    /// Every node runs the new manifest, ready.
+    Complete,
+    /// A step was not ready in time (or the operator undid it): the service is back on the
+    /// manifest the rollout started from.
+    RolledBack,
+    /// A newer change of the service replaced it before it finished.
+    Superseded,
+}
+
+impl RolloutState {
+    /// Whether nodes may still be moved by it.
+    pub fn is_active(self) -> bool {
+        matches!(self, RolloutState::Progressing | RolloutState::Paused)
+    }
+
+    /// The name used in tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Progressing => "progressing",
+            RolloutState::Paused => "paused",
+            RolloutState::Complete => "complete",
+            RolloutState::RolledBack => "rolledBack",
+            RolloutState::Superseded => "superseded",
+        }
+    }
+}
+
+/// A rollout of one service: `GET /v1/rollouts/{name}` (the current one, with its nodes) and
+/// `GET /v1/rollouts/{name}/history` (every kept one, oldest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutInfo {
+    /// The service.
+    pub service: String,
+    /// Its number among the service's rollouts, from 1.
+    pub number: u64,
+    /// Where it is.
+    pub state: RolloutState,
+    /// Digest of the manifest it started from (`None`: the service was new).
+    pub from: Option<String>,
+    /// Digest of the manifest it moves to.
+    pub to: String,
+    /// What applied the new manifest (`cluster revision 3`, a file name).
+    pub cause: String,
+    /// The manifest fields that changed (`spec.command`, `spec.env`, ...).
+    pub fields: Vec<String>,
+    /// How many nodes may be updating at once.
+    pub max_unavailable: u32,
+    /// How long one step may take to be ready, e.g. `10m`.
+    pub progress_deadline: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it completed, rolled back or was superseded.
+    pub finished_at: Option<Timestamp>,
+    /// Why it rolled back or paused, in words.
+    pub message: Option<String>,
+    /// Every node that runs the service, and where it is in the rollout (empty in history).
+    pub nodes: Vec<RolloutNode>,
+}
+
+/// One node in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutNode {
+    /// The node.
+    pub node: String,
+    /// `updated` (the new manifest runs, ready), `updating` (admitted, not ready yet),
+    /// `pending` (still on the old manifest, waiting its turn), `old` (on the old manifest, the
+    /// rollout over: rolled back or superseded), `lost` (its node is lost: neither admitted nor
+    /// waited for until it is back).
+    pub state: String,
+    /// When it was admitted to the rollout.
+    pub admitted_at: Option<Timestamp>,
+    /// When its run of the new manifest was first seen ready.
+    pub ready_at: Option<Timestamp>,
+    /// Digest of the manifest its run conforms to, as last reported.
+    pub running: Option<String>,
+}
+
+/// What `POST /v1/rollouts/{name}/{pause|resume|undo}` carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRequest {
+    /// For undo: the rollout whose new manifest to go back to (default: the one the current
+    /// rollout started from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+}
+
+/// An operator's verb on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// Admit no more nodes.
+    Pause,
+    /// Admit nodes again.
+    Resume,
+    /// Go back: abort a rollout under way, or roll out the previous manifest again.
+    Undo,
 }

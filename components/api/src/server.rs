@@ -34,8 +34,9 @@ use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
     CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, ErrorBody, Event,
     EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
-    NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RunRequest,
-    ServiceDetail, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RolloutAction,
+    RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery,
+    TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, Backend, Caller, Socket};
 
@@ -91,6 +92,20 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/cluster/diff", post(diff_cluster::<B>))
         .route("/v1/cluster/revisions", get(cluster_history::<B>))
         .route("/v1/cluster/rollback", post(rollback_cluster::<B>))
+        .route("/v1/rollouts/{name}", get(rollout::<B>))
+        .route("/v1/rollouts/{name}/history", get(rollout_history::<B>))
+        .route(
+            "/v1/rollouts/{name}/pause",
+            rollout_route::<B>(RolloutAction::Pause),
+        )
+        .route(
+            "/v1/rollouts/{name}/resume",
+            rollout_route::<B>(RolloutAction::Resume),
+        )
+        .route(
+            "/v1/rollouts/{name}/undo",
+            rollout_route::<B>(RolloutAction::Undo),
+        )
         // Applies to the routes above: decided before any handler or body extraction runs.
         .route_layer(axum::middleware::from_fn(crate::authz::layer))
         .fallback(no_route)
@@ -385,6 +400,39 @@ async fn rollback_cluster<B: Backend>(
 ) -> Result<Json<ClusterApplied>, Failure> {
     let Json(request) = request?;
     Ok(Json(backend.rollback_cluster(caller(who), request).await?))
+}
+
+async fn rollout<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<RolloutInfo>, Failure> {
+    let UrlPath(name) = name?;
+    Ok(Json(backend.rollout(&name).await?))
+}
+
+async fn rollout_history<B: Backend>(
+    State(backend): Shared<B>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<Vec<RolloutInfo>>, Failure> {
+    let UrlPath(name) = name?;
+    Ok(Json(backend.rollout_history(&name).await?))
+}
+
+/// `POST /v1/rollouts/{name}/<action>`.
+fn rollout_route<B: Backend>(action: RolloutAction) -> MethodRouter<Arc<B>> {
+    post(
+        move |State(backend): Shared<B>,
+              who: Option<Extension<Caller>>,
+              name: Result<UrlPath<String>, PathRejection>,
+              request: Result<Json<RolloutRequest>, JsonRejection>| async move {
+            let UrlPath(name) = name?;
+            let Json(request) = request?;
+            let info = backend
+                .rollout_action(caller(who), &name, action, request)
+                .await?;
+            Ok::<_, Failure>(Json(info))
+        },
+    )
 }
 
 async fn delete_node<B: Backend>(

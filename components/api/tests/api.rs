@@ -66,6 +66,7 @@ fn status(name: &str) -> ServiceStatus {
         owner: None,
         group: None,
         limits: None,
+        spec_digest: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn status() -> ServiceStatus {
         owner: None,
         group: None,
         limits: None,
+        spec_digest: None,
     }
 }
 

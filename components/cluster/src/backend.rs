@@ -13,15 +13,16 @@ use cloudlet_api::dto::{
     AssignedService, Assignments, CaRotateRequest, CertificateResponse, ClusterApplied,
     ClusterDiff, ClusterRequest, DesiredState, Event, EventsQuery, ExecRequest, Heartbeat,
     HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus,
-    RenewRequest, RevisionInfo, RollbackRequest, RunRequest, ServiceDetail, ServiceState,
-    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    RenewRequest, RevisionInfo, RollbackRequest, RolloutAction, RolloutInfo, RolloutRequest,
+    RunRequest, ServiceDetail, ServiceState, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo,
+    TokenRequest,
 };
 use cloudlet_api::{ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream};
 use cloudlet_node::Node;
 use cloudlet_node::apply::{self, Applied};
 use cloudlet_node::records::{
     ASSIGNMENTS, DesiredRecord, EventRecord, SERVICES, ServiceRecord, assignment_prefix,
-    service_key,
+    service_key, split_assignment_key,
 };
 use cloudlet_placement::Health;
 use cloudlet_spec::NodeRole;
@@ -67,7 +68,7 @@ impl<S: Store> Inner<S> {
         Ok(kvs
             .iter()
             .filter_map(|kv| {
-                let (node, name) = kv.key.strip_prefix(ASSIGNMENTS)?.split_once('/')?;
+                let (node, name) = split_assignment_key(&kv.key)?;
                 (name == service).then(|| node.to_owned())
             })
             .collect())
@@ -199,7 +200,7 @@ impl<S: Store> Inner<S> {
         let current = kvs
             .iter()
             .filter_map(|kv| {
-                let (node, name) = kv.key.strip_prefix(ASSIGNMENTS)?.split_once('/')?;
+                let (node, name) = split_assignment_key(&kv.key)?;
                 Some((name.to_owned(), node.to_owned()))
             })
             .collect();
@@ -299,6 +300,7 @@ fn pending_row(name: &str, node: &str, message: String) -> ServiceStatus {
         owner: None,
         group: None,
         limits: None,
+        spec_digest: None,
     }
 }
 
@@ -384,11 +386,7 @@ impl<S: Store> Backend for ControlPlane<S> {
             .map_err(ClusterError::from)?;
         let mut assigned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for kv in &kvs {
-            if let Some((node, name)) = kv
-                .key
-                .strip_prefix(ASSIGNMENTS)
-                .and_then(|r| r.split_once('/'))
-            {
+            if let Some((node, name)) = split_assignment_key(&kv.key) {
                 assigned
                     .entry(node.to_owned())
                     .or_default()
@@ -599,11 +597,7 @@ impl<S: Store> Backend for ControlPlane<S> {
             .map_err(ClusterError::from)?;
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for kv in &kvs {
-            if let Some((node, _)) = kv
-                .key
-                .strip_prefix(ASSIGNMENTS)
-                .and_then(|r| r.split_once('/'))
-            {
+            if let Some((node, _)) = split_assignment_key(&kv.key) {
                 *counts.entry(node).or_default() += 1;
             }
         }
@@ -1059,6 +1053,27 @@ impl<S: Store> Backend for ControlPlane<S> {
         Ok(self
             .inner
             .rollback_cluster(&who(&caller), request.to)
+            .await?)
+    }
+
+    async fn rollout(&self, name: &str) -> Result<RolloutInfo, ApiError> {
+        Ok(self.inner.rollout_info(name).await?)
+    }
+
+    async fn rollout_history(&self, name: &str) -> Result<Vec<RolloutInfo>, ApiError> {
+        Ok(self.inner.rollout_history(name).await?)
+    }
+
+    async fn rollout_action(
+        &self,
+        caller: Caller,
+        name: &str,
+        action: RolloutAction,
+        request: RolloutRequest,
+    ) -> Result<RolloutInfo, ApiError> {
+        Ok(self
+            .inner
+            .rollout_action(&who(&caller), name, action, request.to)
             .await?)
     }
 

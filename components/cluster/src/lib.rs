@@ -20,6 +20,7 @@ pub mod records;
 pub mod registry;
 pub mod release;
 pub mod revisions;
+pub mod rollouts;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -90,6 +91,8 @@ pub(crate) struct Inner<S> {
     pub(crate) pki_changed: Notify,
     /// Held by a placement round: rounds never overlap.
     pub(crate) round: tokio::sync::Mutex<()>,
+    /// A rollout is under way: the placer runs a round on every tick.
+    pub(crate) rolling: std::sync::atomic::AtomicBool,
     /// Held by a join.
     pub(crate) joins: tokio::sync::Mutex<()>,
     registry: Mutex<Registry>,
@@ -181,6 +184,7 @@ impl<S: Store> ControlPlane<S> {
             kick: Notify::new(),
             pki_changed: Notify::new(),
             round: tokio::sync::Mutex::new(()),
+            rolling: std::sync::atomic::AtomicBool::new(false),
             joins: tokio::sync::Mutex::new(()),
             store,
             pki,

@@ -11,15 +11,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cloudlet_node::records::{ASSIGNMENTS, EventRecord, SERVICES, ServiceRecord, assignment_key};
+use cloudlet_node::records::{
+    ASSIGNMENTS, EventRecord, SERVICES, ServiceRecord, assignment_key, manifest_digest,
+    split_assignment_key,
+};
 use cloudlet_placement::{Health, Rule, Selector};
 use cloudlet_spec::NodeRole;
 use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
 
 use crate::records::{NODES, NodeRecord, decode};
-use crate::{ClusterError, Inner};
+use crate::{ClusterError, Inner, rollouts};
 
 /// How often node health is looked at when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
@@ -58,7 +62,9 @@ pub(crate) async fn run<S: Store>(inner: Arc<Inner<S>>) {
                 _ => {}
             }
         }
-        if !pending && flips.is_empty() {
+        // A rollout under way (started by this loop or by an apply's own round) is looked at
+        // again on every tick: its steps wait on heartbeats and deadlines, not on store changes.
+        if !pending && flips.is_empty() && !inner.rolling.load(Ordering::Relaxed) {
             continue;
         }
         match locked_round(&inner).await {
@@ -169,20 +175,22 @@ async fn locked_round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, Cluster
     round(inner).await
 }
 
-/// One round: read, plan, write the differences. Returns the node names it saw.
+/// One round: move the rollouts on, read, plan, write the differences. Returns the node names
+/// it saw.
 async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> {
     let store = &inner.store;
+    let latest = rollouts::advance(inner).await?;
+    inner.rolling.store(
+        latest.values().any(|r| r.state.is_active()),
+        Ordering::Relaxed,
+    );
     let (services, _) = cloudlet_node::load_services(store, SERVICES).await?;
     let nodes = load_nodes(store).await?;
     let (kvs, _) = store.list(ASSIGNMENTS).await?;
     let mut current: BTreeMap<(String, String), Stored> = BTreeMap::new();
     let mut transient: BTreeSet<(String, String)> = BTreeSet::new();
     for kv in &kvs {
-        let Some((node, service)) = kv
-            .key
-            .strip_prefix(ASSIGNMENTS)
-            .and_then(|rest| rest.split_once('/'))
-        else {
+        let Some((node, service)) = split_assignment_key(&kv.key) else {
             continue;
         };
         let record = ServiceRecord::decode(&kv.key, &kv.value)?;
@@ -212,6 +220,14 @@ async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> 
         let key = assignment_key(node, service);
         match current.get(&(service.clone(), node.clone())) {
             Some(have) if have.record == *want => {}
+            // A new manifest reaches a node that runs the old one only in its rollout's turn.
+            Some(have)
+                if have.record.manifest != want.manifest
+                    && !rollouts::may_update(
+                        latest.get(service),
+                        node,
+                        &manifest_digest(&want.manifest),
+                    ) => {}
             Some(have) => ops.push((
                 Compare::mod_revision(key.clone(), CompareOp::Equal, have.revision),
                 Op::put(key, want.encode()?),

@@ -17,7 +17,7 @@ use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ServiceManifest};
 use cloudlet_store::Store;
 
 use crate::revisions::{self, RevisionRecord};
-use crate::{ClusterError, Inner, placer};
+use crate::{ClusterError, Inner, placer, rollouts};
 
 /// The `file` of a service record a revision wrote.
 const OWNER: &str = "cluster revision ";
@@ -73,6 +73,15 @@ pub fn render(
         };
         let mut m = template.clone();
         put_version(&mut m, cluster.component_version(name));
+        // The cluster YAML's settings, then the template's (host allows its long first start).
+        let mut rollout = cluster.rollout(name);
+        if let Some(own) = &m.spec.rollout {
+            rollout.max_unavailable = rollout.max_unavailable.or(own.max_unavailable);
+            rollout.progress_deadline = rollout
+                .progress_deadline
+                .or_else(|| own.progress_deadline.clone());
+        }
+        m.spec.rollout = (!rollout.is_empty()).then_some(rollout);
         // A dependency the profile does not run here is not waited for.
         m.spec.depends_on.retain(|d| wanted.contains(&d.as_str()));
         if let Some(c) = cluster.component(name) {
@@ -125,29 +134,6 @@ async fn owned<S: Store>(
         .collect())
 }
 
-/// The names of the fields of a service manifest that differ (`spec.command`, `spec.env`).
-fn changed_fields(old: &ServiceManifest, new: &ServiceManifest) -> Vec<String> {
-    let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
-        return vec!["spec".to_owned()];
-    };
-    let mut out = Vec::new();
-    for part in ["metadata", "spec"] {
-        let (pa, pb) = (&a[part], &b[part]);
-        let keys: BTreeSet<&String> = pa
-            .as_object()
-            .into_iter()
-            .chain(pb.as_object())
-            .flat_map(|o| o.keys())
-            .collect();
-        for k in keys {
-            if pa.get(k) != pb.get(k) {
-                out.push(format!("{part}.{k}"));
-            }
-        }
-    }
-    out
-}
-
 impl<S: Store> Inner<S> {
     /// Applies `text` (a cluster YAML from `file`) as a new revision.
     pub(crate) async fn apply_cluster(
@@ -164,8 +150,20 @@ impl<S: Store> Inner<S> {
         let current = revisions::current(&self.store).await?;
         let services = render(&cluster, &self.options.templates)?;
         let before = owned(self).await?;
+        // The same YAML again is a no-op only while every service still has what it rendered;
+        // after a rollout rolled one back, applying it again retries.
+        let drifted: Vec<&str> = services
+            .iter()
+            .filter(|m| {
+                before
+                    .get(&m.metadata.name)
+                    .is_none_or(|r| r.manifest != **m)
+            })
+            .map(|m| m.metadata.name.as_str())
+            .collect();
         if let Some(cur) = &current
             && cur.yaml == yaml
+            && drifted.is_empty()
         {
             return Ok(ClusterApplied {
                 revision: cur.revision,
@@ -182,6 +180,11 @@ impl<S: Store> Inner<S> {
                 "first revision: profile {}, {} services",
                 cluster.spec.profile.as_str(),
                 services.len()
+            ),
+            Some(cur) if cur.yaml == yaml => format!(
+                "the same YAML as revision {} again: {} brought back to it",
+                cur.revision,
+                drifted.join(", ")
             ),
             Some(cur) => {
                 let old = ClusterManifest::parse("current", &cur.yaml)
@@ -213,7 +216,7 @@ impl<S: Store> Inner<S> {
                     before.get(&o.name),
                     services.iter().find(|m| m.metadata.name == o.name),
                 ) {
-                    (Some(old), Some(new)) => changed_fields(&old.manifest, new),
+                    (Some(old), Some(new)) => rollouts::changed_fields(&old.manifest, new),
                     _ => Vec::new(),
                 };
                 let what = match o.applied {
@@ -356,7 +359,7 @@ impl<S: Store> Inner<S> {
                 },
                 Some(old) => ServiceChange {
                     nodes,
-                    ..change(name, "changed", changed_fields(&old.manifest, m))
+                    ..change(name, "changed", rollouts::changed_fields(&old.manifest, m))
                 },
             };
             changes.push(c);
@@ -440,5 +443,50 @@ fn plural(n: usize, what: &str) -> String {
         format!("1 {what}")
     } else {
         format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered_rollout(cluster_extra: &str) -> Option<cloudlet_spec::RolloutSpec> {
+        let template = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host}\nspec:\n  \
+            command: [\"${binDir}/host\"]\n  rollout: {progressDeadline: 50m}\n";
+        let text = format!(
+            "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  \
+             version: v1\n  profile: compute\n{cluster_extra}  components:\n    \
+             host-deployer: {{disable: true}}\n    host-image: {{disable: true}}\n    \
+             host-health: {{disable: true}}\n    sdnagent: {{disable: true}}\n    \
+             openvswitch-db: {{disable: true}}\n    openvswitch-switch: {{disable: true}}\n"
+        );
+        let cluster = ClusterManifest::parse("c.yaml", &text).unwrap();
+        let services = render(&cluster, &[("host.yaml".into(), template.into())]).unwrap();
+        services[0].spec.rollout.clone()
+    }
+
+    /// The cluster YAML's rollout settings win field by field; the template's fill the rest.
+    #[test]
+    fn rollout_settings_merge_over_the_template() {
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        let own = rendered_rollout("").unwrap().effective();
+        assert_eq!(
+            (own.max_unavailable, own.progress_deadline),
+            (1, minutes(50))
+        );
+        let cluster = rendered_rollout("  rollout: {progressDeadline: 5m, maxUnavailable: 3}\n")
+            .unwrap()
+            .effective();
+        assert_eq!(
+            (cluster.max_unavailable, cluster.progress_deadline),
+            (3, minutes(5))
+        );
+        let some = rendered_rollout("  rollout: {maxUnavailable: 2}\n")
+            .unwrap()
+            .effective();
+        assert_eq!(
+            (some.max_unavailable, some.progress_deadline),
+            (2, minutes(50))
+        );
     }
 }

@@ -121,6 +121,7 @@ fn log_dto(r: LogRecord) -> LogLine {
 impl<S: Store> Node<S> {
     fn status_dto(&self, v: ServiceView, record: Option<&ServiceRecord>) -> ServiceStatus {
         let transient = record.and_then(|r| r.transient.as_ref());
+        let spec_digest = v.run_tag.filter(|t| !t.is_empty());
         ServiceStatus {
             name: v.name,
             node: self.options.node_name.clone(),
@@ -147,6 +148,7 @@ impl<S: Store> Node<S> {
                     .as_ref()
                     .map(|why| format!("not enforced ({why})"))
             }),
+            spec_digest,
         }
     }
 

@@ -314,6 +314,7 @@ fn desired_set(
         .map(|r| DesiredService {
             config: {
                 let mut config = ServiceConfig::from_manifest(&r.manifest);
+                config.tag = records::manifest_digest(&r.manifest);
                 config.depends_on.retain(|d| records.contains_key(d));
                 if let Some(digest) = files::digest(&r.manifest.spec.files) {
                     config.process.env.insert(files::DIGEST_ENV.into(), digest);

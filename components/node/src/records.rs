@@ -31,9 +31,28 @@ pub fn assignment_key(node: &str, name: &str) -> String {
     format!("{ASSIGNMENTS}{node}/{name}")
 }
 
+/// The node and service of an assignment key (`/assignments/<node>/<service>`).
+pub fn split_assignment_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(ASSIGNMENTS)?.split_once('/')
+}
+
 /// The key of a service's record.
 pub fn service_key(name: &str) -> String {
     format!("{SERVICES}{name}")
+}
+
+/// A digest of a manifest as assigned (16 hex digits of SHA-256 over its JSON): the tag a node
+/// gives the run of a service, and how a rollout on the server knows which nodes run a version.
+/// Both sides compute it from the same record type, so the same manifest gives the same digest.
+pub fn manifest_digest(manifest: &ServiceManifest) -> String {
+    use sha2::{Digest, Sha256};
+    // Serializing a manifest (strings, numbers and sorted maps) cannot fail; an error would give
+    // the digest of nothing, which matches no run and so only delays a rollout.
+    let bytes = serde_json::to_vec(manifest).unwrap_or_default();
+    Sha256::digest(&bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The key of event number `seq`.
@@ -151,5 +170,14 @@ mod tests {
         assert!(event_key(9) < event_key(10));
         assert_eq!(event_seq(&event_key(42)), Some(42));
         assert_eq!(event_seq("/services/x"), None);
+    }
+
+    #[test]
+    fn assignment_keys_split_into_node_and_service() {
+        assert_eq!(
+            split_assignment_key(&assignment_key("n1", "web")),
+            Some(("n1", "web"))
+        );
+        assert_eq!(split_assignment_key("/services/web"), None);
     }
 }

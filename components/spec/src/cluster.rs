@@ -350,6 +350,17 @@ impl RolloutSpec {
     pub fn is_empty(&self) -> bool {
         self.max_unavailable.is_none() && self.progress_deadline.is_none()
     }
+
+    /// The settings with the defaults for what is not set.
+    pub fn effective(&self) -> Rollout {
+        Rollout {
+            max_unavailable: self.max_unavailable.unwrap_or(DEFAULT_MAX_UNAVAILABLE),
+            progress_deadline: self
+                .progress_deadline
+                .as_ref()
+                .map_or(DEFAULT_PROGRESS_DEADLINE, Duration::get),
+        }
+    }
 }
 
 /// The rollout settings in effect for one component, defaults applied.
@@ -461,19 +472,18 @@ impl ClusterManifest {
             .unwrap_or(&self.spec.version)
     }
 
-    /// The rollout settings of component `name`: its own, then `spec.rollout`, then defaults.
-    pub fn rollout(&self, name: &str) -> Rollout {
+    /// The rollout settings of component `name`: each of its own, else `spec.rollout`'s; what
+    /// neither sets stays unset (`RolloutSpec::effective` gives the defaults).
+    pub fn rollout(&self, name: &str) -> RolloutSpec {
         let own = self.component(name).map(|c| &c.rollout);
         let cluster = &self.spec.rollout;
-        Rollout {
+        RolloutSpec {
             max_unavailable: own
                 .and_then(|r| r.max_unavailable)
-                .or(cluster.max_unavailable)
-                .unwrap_or(DEFAULT_MAX_UNAVAILABLE),
+                .or(cluster.max_unavailable),
             progress_deadline: own
-                .and_then(|r| r.progress_deadline.as_ref())
-                .or(cluster.progress_deadline.as_ref())
-                .map_or(DEFAULT_PROGRESS_DEADLINE, Duration::get),
+                .and_then(|r| r.progress_deadline.clone())
+                .or_else(|| cluster.progress_deadline.clone()),
         }
     }
 
@@ -784,7 +794,11 @@ fn check_component(
     check_rollout(add, &format!("{path}.rollout"), &component.rollout);
 }
 
-fn check_rollout(add: &mut impl FnMut(String, String), path: &str, rollout: &RolloutSpec) {
+pub(crate) fn check_rollout(
+    add: &mut impl FnMut(String, String),
+    path: &str,
+    rollout: &RolloutSpec,
+) {
     if rollout.max_unavailable == Some(0) {
         add(
             format!("{path}.maxUnavailable"),

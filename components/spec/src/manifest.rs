@@ -222,6 +222,10 @@ pub struct ServiceSpec {
     /// the service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
+    /// How a change rolls over the nodes that run it: `maxUnavailable` nodes (or replicas) at a
+    /// time, each step ready within `progressDeadline` or the service rolls back by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::cluster::RolloutSpec>,
 }
 
 /// `spec.files[]`: a file written whole before the service starts.
@@ -264,6 +268,7 @@ impl ServiceSpec {
             executor: false,
             placement: None,
             files: Vec::new(),
+            rollout: None,
         }
     }
 }

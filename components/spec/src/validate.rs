@@ -166,6 +166,9 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
     if let Some(placement) = &spec.placement {
         check_placement(&mut f, placement);
     }
+    if let Some(rollout) = &spec.rollout {
+        crate::cluster::check_rollout(&mut |p, m| f.add(p, m), "spec.rollout", rollout);
+    }
     let mut paths = BTreeSet::new();
     for (i, file) in spec.files.iter().enumerate() {
         let at = format!("spec.files[{i}]");

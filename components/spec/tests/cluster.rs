@@ -149,14 +149,14 @@ fn example_parses_with_effective_values() {
     assert_eq!(prod.component_version("scheduler"), "v3.11.9");
     let ten_minutes = Duration::from_secs(600);
     assert_eq!(
-        prod.rollout("host"),
+        prod.rollout("host").effective(),
         Rollout {
             max_unavailable: 2,
             progress_deadline: ten_minutes
         }
     );
     assert_eq!(
-        prod.rollout("keystone"),
+        prod.rollout("keystone").effective(),
         Rollout {
             max_unavailable: 1,
             progress_deadline: ten_minutes
@@ -198,7 +198,7 @@ fn minimal_cluster_gets_defaults() {
     assert!(spec.components.is_empty());
     assert_eq!(minimal.component_version("host"), "v3.11.9");
     assert_eq!(
-        minimal.rollout("host"),
+        minimal.rollout("host").effective(),
         Rollout {
             max_unavailable: 1,
             progress_deadline: DEFAULT_PROGRESS_DEADLINE

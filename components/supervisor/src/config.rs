@@ -48,6 +48,9 @@ pub struct StopSpec {
 pub struct ServiceConfig {
     /// Unique name on the node.
     pub name: String,
+    /// The caller's name for this configuration (a digest of the manifest it came from), reported
+    /// as the `run_tag` of a run that conforms to it; empty when the caller has none.
+    pub tag: String,
     /// Labels, shown in status.
     pub labels: BTreeMap<String, String>,
     /// The process and its logs.
@@ -102,6 +105,7 @@ impl ServiceConfig {
         let (logs, restart, stop) = (effective.logs, effective.restart, effective.stop);
         ServiceConfig {
             name: m.metadata.name.clone(),
+            tag: String::new(),
             labels: m.metadata.labels.clone().into_iter().collect(),
             process: ProcessSpec {
                 argv: spec.command.clone(),

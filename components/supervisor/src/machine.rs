@@ -127,6 +127,10 @@ pub struct ServiceView {
     pub limits: Option<String>,
     /// Its cgroup, relative to cloudlet's base.
     pub cgroup: String,
+    /// The tag of the configuration its current (or last) run conforms to
+    /// ([`ServiceConfig::tag`]): a run started before a process change keeps the old tag until
+    /// it is replaced. `None` before the first run.
+    pub run_tag: Option<String>,
 }
 
 /// Something that happened to a service; the server stores these as events.
@@ -325,6 +329,9 @@ struct Svc {
     early_exit: Option<(u64, ExitStatus)>,
     /// `enforced`, or `not enforced (<why>)`, from the last start.
     limits_note: Option<String>,
+    /// The tag of the configuration the current (or last) run conforms to: set when a run
+    /// starts, and moved to a new configuration that does not change the process.
+    run_tag: Option<String>,
 }
 
 impl Svc {
@@ -357,6 +364,7 @@ impl Svc {
             dropped: 0,
             early_exit: None,
             limits_note: None,
+            run_tag: None,
         }
     }
 
@@ -385,6 +393,7 @@ impl Svc {
             dropped_log_lines: self.dropped,
             limits: self.limits_note.clone(),
             cgroup: self.config.cgroup.clone(),
+            run_tag: self.run_tag.clone(),
         }
     }
 
@@ -633,6 +642,11 @@ impl Core {
                     let process_changed = svc.config.process != config.process;
                     let probe_changed = svc.config.readiness != config.readiness;
                     svc.desired = Some(d.desired);
+                    if first_config || (!process_changed && svc.run_tag.is_some()) {
+                        // An adopted run was started from this configuration as stored; a
+                        // change that keeps the process keeps the run, now conforming.
+                        svc.run_tag = Some(config.tag.clone());
+                    }
                     svc.config = config;
                     if first_config {
                         // An adopted service meets its config: a run that exited while we
@@ -774,6 +788,7 @@ impl Core {
         svc.waiting_for.clear();
         svc.after_stop = AfterStop::Nothing;
         svc.set_state(State::Starting);
+        svc.run_tag = Some(svc.config.tag.clone());
         let shim = svc.shim.clone();
         let mut spec = svc.config.process.clone();
         match prepare_cgroup(self.options.cgroups.as_deref(), &svc.config) {
@@ -1280,6 +1295,7 @@ fn placeholder_config(name: &str) -> ServiceConfig {
     use crate::shim::proto::ProcessSpec;
     ServiceConfig {
         name: name.to_owned(),
+        tag: String::new(),
         labels: BTreeMap::new(),
         process: ProcessSpec {
             argv: Vec::new(),

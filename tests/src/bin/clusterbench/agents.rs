@@ -400,6 +400,7 @@ pub fn heartbeat(name: &str) -> Heartbeat {
             owner: None,
             group: None,
             limits: Some("enforced".to_owned()),
+            spec_digest: None,
         })
         .collect();
     Heartbeat { node, services }
