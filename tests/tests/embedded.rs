@@ -234,6 +234,7 @@ fn every_http_probe_asks_for_ping_with_a_whitelisted_user_agent() {
             port,
             path,
             headers,
+            ..
         } = &readiness.probe
         {
             http += 1;

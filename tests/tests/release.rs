@@ -217,7 +217,7 @@ fn the_edge_profile_brings_up_every_cloudpods_service_in_dependency_order_on_one
     }
     let yaml = format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: edge}}\nspec:\n  version: v3.11.9\n  profile: edge\n  \
-         binDir: {}\n  configDir: {}\n  components:\n{components}",
+         binDir: {}\n  configDir: {}\n  disableTls: true\n  components:\n{components}",
         bin.display(),
         conf.display()
     );
@@ -311,7 +311,7 @@ fn the_full_profile_runs_control_services_on_control_nodes_and_compute_services_
     }
     let yaml = format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: full}}\nspec:\n  version: v3.11.9\n  profile: full\n  \
-         binDir: {}\n  configDir: {}\n  components:\n{components}",
+         binDir: {}\n  configDir: {}\n  disableTls: true\n  components:\n{components}",
         bin.display(),
         conf.display()
     );

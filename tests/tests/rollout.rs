@@ -58,7 +58,8 @@ fn cluster_yaml(fleet: &Fleet, version: &str) -> String {
     }
     format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: lab}}\nspec:\n  version: {version}\n  \
-         profile: compute\n  binDir: {}\n  configDir: {}\n  rollout: {{progressDeadline: 25s}}\n  \
+         profile: compute\n  binDir: {}\n  configDir: {}\n  disableTls: true\n  \
+         rollout: {{progressDeadline: 25s}}\n  \
          components:\n{components}",
         bin.display(),
         conf.display()
@@ -168,6 +169,12 @@ fn releases_roll_node_by_node_and_a_bad_one_rolls_back_by_itself() {
             pair[0]["node"]
         );
     }
+    eprintln!(
+        "rollout 2 over 3 nodes took {:.1} s",
+        ts(&done["finishedAt"])
+            .duration_since(ts(&done["startedAt"]))
+            .as_secs_f64()
+    );
     let digest2 = done["to"].as_str().unwrap().to_owned();
     for (node, (pid, _, _, digest)) in &v2 {
         assert_ne!(*pid, v1[node].0, "{node} was not restarted for v2");

@@ -462,6 +462,7 @@ async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
             }
             println!("revision {}: {}", applied.revision, applied.summary);
             print_service_changes(&applied.services);
+            print_rolling(&applied.services);
             Ok(())
         }
         ClusterVerb::Diff { file, output } => {
@@ -516,12 +517,28 @@ async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
                 .map_err(api)?;
             println!("revision {}: {}", applied.revision, applied.summary);
             print_service_changes(&applied.services);
+            print_rolling(&applied.services);
             Ok(())
         }
         ClusterVerb::Export => {
             print!("{}", client.export_cluster().await.map_err(api)?);
             Ok(())
         }
+    }
+}
+
+/// Where to follow the services an apply changed: they roll out node by node.
+fn print_rolling(changes: &[cloudlet_api::dto::ServiceChange]) {
+    let changed: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.change == "changed")
+        .map(|c| c.name.as_str())
+        .collect();
+    if let Some(first) = changed.first() {
+        println!(
+            "changed services roll out node by node ({}): cloudlet ctl rollout status {first} --watch",
+            changed.join(", ")
+        );
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cloudlet_api::dto::{ClusterApplied, ClusterDiff, FieldChange, ServiceChange};
 use cloudlet_node::apply::{self, Applied};
 use cloudlet_node::records::{SERVICES, ServiceRecord};
-use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ServiceManifest};
+use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ProbeScheme, ServiceManifest};
 use cloudlet_store::Store;
 
 use crate::revisions::{self, RevisionRecord};
@@ -73,6 +73,15 @@ pub fn render(
         };
         let mut m = template.clone();
         put_version(&mut m, cluster.component_version(name));
+        // Their /ping is HTTPS unless the cluster turned TLS off; a template that names its
+        // scheme keeps it.
+        if let Some(http) = m.spec.readiness.as_mut().and_then(|r| r.http.as_mut()) {
+            http.scheme.get_or_insert(if cluster.spec.disable_tls {
+                ProbeScheme::Http
+            } else {
+                ProbeScheme::Https
+            });
+        }
         // The cluster YAML's settings, then the template's (host allows its long first start).
         let mut rollout = cluster.rollout(name);
         if let Some(own) = &m.spec.rollout {
@@ -450,42 +459,57 @@ fn plural(n: usize, what: &str) -> String {
 mod tests {
     use super::*;
 
-    fn rendered_rollout(cluster_extra: &str) -> Option<cloudlet_spec::RolloutSpec> {
-        let template = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host}\nspec:\n  \
-            command: [\"${binDir}/host\"]\n  rollout: {progressDeadline: 50m}\n";
+    /// `template` (the `host` service) rendered by a compute cluster with `extra` spec lines.
+    fn render_host(template: &str, extra: &str) -> ServiceManifest {
         let text = format!(
             "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  \
-             version: v1\n  profile: compute\n{cluster_extra}  components:\n    \
+             version: v1\n  profile: compute\n{extra}  components:\n    \
              host-deployer: {{disable: true}}\n    host-image: {{disable: true}}\n    \
              host-health: {{disable: true}}\n    sdnagent: {{disable: true}}\n    \
              openvswitch-db: {{disable: true}}\n    openvswitch-switch: {{disable: true}}\n"
         );
         let cluster = ClusterManifest::parse("c.yaml", &text).unwrap();
-        let services = render(&cluster, &[("host.yaml".into(), template.into())]).unwrap();
-        services[0].spec.rollout.clone()
+        let mut services = render(&cluster, &[("host.yaml".into(), template.into())]).unwrap();
+        services.remove(0)
+    }
+
+    /// Probes are HTTPS unless the cluster YAML says `disableTls: true`.
+    #[test]
+    fn probes_are_https_unless_tls_is_disabled() {
+        let template = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host}\nspec:\n  \
+            command: [\"${binDir}/host\"]\n  readiness: {http: {port: 8885, path: /ping}}\n";
+        let scheme = |extra: &str| {
+            render_host(template, extra)
+                .spec
+                .readiness
+                .and_then(|r| r.http)
+                .and_then(|h| h.scheme)
+        };
+        assert_eq!(scheme(""), Some(ProbeScheme::Https));
+        assert_eq!(scheme("  disableTls: true\n"), Some(ProbeScheme::Http));
     }
 
     /// The cluster YAML's rollout settings win field by field; the template's fill the rest.
     #[test]
     fn rollout_settings_merge_over_the_template() {
+        let template = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host}\nspec:\n  \
+            command: [\"${binDir}/host\"]\n  rollout: {progressDeadline: 50m}\n";
+        let rollout = |extra: &str| {
+            let r = render_host(template, extra)
+                .spec
+                .rollout
+                .unwrap_or_default()
+                .effective();
+            (r.max_unavailable, r.progress_deadline)
+        };
         let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
-        let own = rendered_rollout("").unwrap().effective();
+        assert_eq!(rollout(""), (1, minutes(50)));
         assert_eq!(
-            (own.max_unavailable, own.progress_deadline),
-            (1, minutes(50))
-        );
-        let cluster = rendered_rollout("  rollout: {progressDeadline: 5m, maxUnavailable: 3}\n")
-            .unwrap()
-            .effective();
-        assert_eq!(
-            (cluster.max_unavailable, cluster.progress_deadline),
+            rollout("  rollout: {progressDeadline: 5m, maxUnavailable: 3}\n"),
             (3, minutes(5))
         );
-        let some = rendered_rollout("  rollout: {maxUnavailable: 2}\n")
-            .unwrap()
-            .effective();
         assert_eq!(
-            (some.max_unavailable, some.progress_deadline),
+            rollout("  rollout: {maxUnavailable: 2}\n"),
             (2, minutes(50))
         );
     }

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloudlet_api::dto::{RolloutAction, RolloutInfo, RolloutNode, RolloutState};
+use cloudlet_api::dto::{RolloutAction, RolloutInfo, RolloutNode, RolloutState, ServiceState};
 use cloudlet_node::records::{
     ASSIGNMENTS, DesiredRecord, SERVICES, ServiceRecord, manifest_digest, service_key,
     split_assignment_key,
@@ -203,7 +203,7 @@ pub(crate) struct NodeView {
     pub assigned: String,
     /// Digest of the manifest its run conforms to, from its last heartbeat.
     pub running: Option<String>,
-    /// Whether that run is ready.
+    /// Whether that run is ready (or completed successfully, for a one-shot service).
     pub ready: bool,
 }
 
@@ -470,7 +470,13 @@ fn node_views<S: Store>(
                 NodeView {
                     assigned: manifest_digest(&record.manifest),
                     running: status.and_then(|s| s.spec_digest.clone()),
-                    ready: status.is_some_and(|s| s.ready),
+                    // A run that completed successfully and is not restarted by its policy
+                    // (a one-shot job) is as good as ready.
+                    ready: status.is_some_and(|s| {
+                        s.ready
+                            || (s.state == ServiceState::Stopped
+                                && s.last_exit.as_ref().is_some_and(|e| e.code == Some(0)))
+                    }),
                 },
             )
         })

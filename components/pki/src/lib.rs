@@ -25,8 +25,8 @@ pub use files::{CERT_MODE, KEY_MODE, write_certificate, write_private_key};
 pub use identity::{Identity, validity};
 pub use key::KeyPair;
 pub use tls::{
-    ReloadingResolver, certs_from_pem, client_config, server_config, unverified_client_config,
-    verified_client_config_without_cert,
+    ReloadingResolver, certs_from_pem, client_config, probe_client_config, server_config,
+    unverified_client_config, verified_client_config_without_cert,
 };
 pub use token::{MIN_SECRET_LEN, SECRET_LEN, Token, constant_time_eq, hash_secret};
 

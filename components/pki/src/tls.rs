@@ -193,12 +193,27 @@ pub fn verified_client_config_without_cert(
 /// The server's handshake signature is still checked against the certificate it presents, which
 /// proves nothing about who it is.
 pub fn unverified_client_config() -> Result<ClientConfig, PkiError> {
+    accept_any_server(&[&rustls::version::TLS13])
+}
+
+/// A client config for **readiness probes only**: TLS 1.2 or 1.3, any server certificate
+/// accepted (as the kubelet's HTTPS probes: a probe asks a service on this node whether it
+/// answers, not who it is), no client certificate. A probe sends nothing secret; nothing else may
+/// use this config.
+pub fn probe_client_config() -> Result<ClientConfig, PkiError> {
+    accept_any_server(&[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+/// A client config with `versions` that accepts any server certificate and presents none.
+fn accept_any_server(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<ClientConfig, PkiError> {
     let provider = provider();
     let verifier = Arc::new(AcceptAnyServer {
         provider: Arc::clone(&provider),
     });
     let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .map_err(|source| PkiError::Tls {
             what: "choose TLS versions",
             source,

@@ -168,6 +168,11 @@ pub struct ClusterSpec {
     /// Which nodes are control and which are compute nodes.
     #[serde(default, skip_serializing_if = "ClusterNodesSpec::is_empty")]
     pub nodes: ClusterNodesSpec,
+    /// The services speak plain HTTP (their `enable_ssl` is off): readiness probes use
+    /// `http://`. By default they use `https://`, as the operator's probes do (the services'
+    /// certificates are not verified by a probe).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_tls: bool,
     /// How changes roll out, for every component that does not say otherwise.
     #[serde(default, skip_serializing_if = "RolloutSpec::is_empty")]
     pub rollout: RolloutSpec,
@@ -188,6 +193,7 @@ impl ClusterSpec {
             region: default_region(),
             zones: default_zones(),
             nodes: ClusterNodesSpec::default(),
+            disable_tls: false,
             rollout: RolloutSpec::default(),
             components: BTreeMap::new(),
         }

@@ -75,7 +75,8 @@ pub struct Readiness {
 /// The single check of a readiness probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
-    /// GET `http://host:port/path` with `headers`; 2xx and 3xx are ready.
+    /// GET `http://host:port/path` (`https://` with `tls`) with `headers`; 2xx and 3xx are
+    /// ready.
     Http {
         /// Host to connect to.
         host: String,
@@ -85,6 +86,8 @@ pub enum Probe {
         path: String,
         /// Extra request headers.
         headers: BTreeMap<String, String>,
+        /// Over TLS, the server's certificate not verified.
+        tls: bool,
     },
     /// Connect to `host:port`.
     Tcp {
@@ -165,6 +168,7 @@ impl ReadinessSpec {
                     .unwrap_or(DEFAULT_PROBE_PATH)
                     .to_owned(),
                 headers: http.headers.clone(),
+                tls: http.scheme == Some(crate::manifest::ProbeScheme::Https),
             }
         } else if let Some(tcp) = &self.tcp {
             Probe::Tcp {

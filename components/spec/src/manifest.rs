@@ -318,6 +318,21 @@ pub struct HttpProbeSpec {
     /// Host to connect to (default `127.0.0.1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// `HTTP` (default) or `HTTPS`. Over HTTPS the server's certificate is not verified (as
+    /// the kubelet's probes): the probe asks whether the service answers, not who it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<ProbeScheme>,
+}
+
+/// `spec.readiness.http.scheme`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeScheme {
+    /// Plain HTTP.
+    #[serde(rename = "HTTP")]
+    Http,
+    /// HTTP over TLS.
+    #[serde(rename = "HTTPS")]
+    Https,
 }
 
 /// `spec.readiness.tcp`.

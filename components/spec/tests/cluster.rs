@@ -221,7 +221,7 @@ fn rejections() {
         (
             cluster(&["profil: full"]),
             "cluster.yaml: spec.profil: unknown field \"profil\", expected one of version, profile, \
-             binDir, configDir, region, zones, nodes, rollout, components (line 6, column 3)"
+             binDir, configDir, region, zones, nodes, disableTls, rollout, components (line 6, column 3)"
                 .into(),
         ),
         (

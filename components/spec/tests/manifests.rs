@@ -114,6 +114,7 @@ fn example_parses_with_effective_values() {
             port: 18080,
             path: "/".into(),
             headers: BTreeMap::from([("User-Agent".into(), "kube-probe".into())]),
+            tls: false,
         }
     );
     assert_eq!(readiness.period, Duration::from_secs(1));
@@ -230,6 +231,20 @@ fn rejections() {
         (
             service("web", &["files: [{path: /etc/w.conf, content: x, mode: \"0999\"}]"]),
             "services.yaml: document 1: spec.files[0].mode: \"0999\": expected octal permission bits",
+        ),
+        // Rollout and probe scheme.
+        (
+            service("web", &["rollout: {maxUnavailable: 0, progressDeadline: 0s}"]),
+            "services.yaml: document 1: spec.rollout.maxUnavailable: must be at least 1",
+        ),
+        (
+            service("web", &["rollout: {maxUnavailable: 0, progressDeadline: 0s}"]),
+            "spec.rollout.progressDeadline: must be more than 0",
+        ),
+        (
+            service("web", &["readiness: {http: {port: 80, scheme: https}}"]),
+            "services.yaml: document 1: spec.readiness.http.scheme: unknown value \"https\", \
+             expected one of HTTP, HTTPS (line 6, column 40)",
         ),
         // Placement.
         (

@@ -1,16 +1,17 @@
 //! Readiness probes: one check of an HTTP endpoint, a TCP port or a command, bounded by a timeout.
 //!
 //! The HTTP check is a minimal HTTP/1.1 GET written by hand (status line only, `Connection:
-//! close`): it needs no client pool, TLS or body handling, and pulling an HTTP client into the
-//! supervisor for one request line would cost more than these few lines. A status 200-399 passes,
-//! as in Kubernetes.
+//! close`): it needs no client pool or body handling, and pulling an HTTP client into the
+//! supervisor for one request line would cost more than these few lines. Over HTTPS the same
+//! request goes through rustls with `cloudlet_pki::probe_client_config` (the certificate is not
+//! verified, as the kubelet's probes). A status 200-399 passes, as in Kubernetes.
 //! Probes never change what runs; they only report. The supervisor decides.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::reaper::{ChildExit, Reaper};
@@ -49,7 +50,8 @@ async fn check_inner(
             port,
             path,
             headers,
-        } => http_get(host, *port, path, headers).await,
+            tls,
+        } => http_get(host, *port, path, headers, *tls).await,
         ProbeCheck::Exec { command } => exec(command, env, reaper).await,
     }
 }
@@ -59,10 +61,34 @@ async fn http_get(
     port: u16,
     path: &str,
     headers: &BTreeMap<String, String>,
+    tls: bool,
 ) -> Result<(), String> {
-    let mut stream = TcpStream::connect((host, port))
+    let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("http {host}:{port}: {e}"))?;
+    if !tls {
+        return http_exchange(tcp, host, port, path, headers).await;
+    }
+    let config =
+        cloudlet_pki::probe_client_config().map_err(|e| format!("https {host}:{port}: {e}"))?;
+    // Any name will do: the certificate is not verified. An IP address is sent as no SNI.
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("https {host}:{port}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("https {host}:{port}: TLS handshake: {e}"))?;
+    http_exchange(stream, host, port, path, headers).await
+}
+
+/// Sends the GET over `stream` and judges the status line.
+async fn http_exchange<T: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: T,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &BTreeMap<String, String>,
+) -> Result<(), String> {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
     if !headers.keys().any(|k| k.eq_ignore_ascii_case("user-agent")) {
         req.push_str("User-Agent: cloudlet-probe\r\n");
@@ -148,5 +174,88 @@ impl Drop for KillOnDrop {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server on loopback that answers every connection `200 OK` (plain, or over TLS with a
+    /// self-signed certificate).
+    async fn server(tls: bool) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tls.then(|| {
+            let cert = rcgen::generate_simple_self_signed(vec!["service.local".into()]).unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+                .unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(s) = a.accept(tcp).await {
+                                answer(s).await;
+                            }
+                        }
+                        None => answer(tcp).await,
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn answer<T: AsyncRead + AsyncWrite + Unpin>(mut s: T) {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\npong")
+            .await;
+        let _ = s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn https_probes_pass_without_verifying_and_schemes_do_not_mix() {
+        let headers = BTreeMap::new();
+        let https = server(true).await;
+        let http = server(false).await;
+        http_get("127.0.0.1", https, "/ping", &headers, true)
+            .await
+            .unwrap();
+        http_get("127.0.0.1", http, "/ping", &headers, false)
+            .await
+            .unwrap();
+        // Plain HTTP to a TLS port, and TLS to a plain port, fail.
+        assert!(
+            http_get("127.0.0.1", https, "/ping", &headers, false)
+                .await
+                .is_err()
+        );
+        let err = http_get("127.0.0.1", http, "/ping", &headers, true)
+            .await
+            .unwrap_err();
+        assert!(err.contains("TLS handshake"), "{err}");
     }
 }
