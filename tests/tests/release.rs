@@ -116,8 +116,9 @@ fn history_diff_rollback_and_export_round_trip() {
 }
 
 /// A fixture `binDir`: the workload under each Cloudpods binary's name, serving `/ping` only to
-/// the whitelisted User-Agent on the service's port, and refusing to start (exit 3) until its
-/// dependency answers; the socket services make their socket.
+/// the whitelisted User-Agent on the service's port (after `$DELAY` seconds, on `$BIND`), and
+/// refusing to start (exit 3) until its dependency answers; the socket services make their
+/// socket.
 fn fixture_bin_dir(dir: &std::path::Path) {
     let workload = cloudlet_tests::workload_bin();
     std::fs::create_dir_all(dir).unwrap();
@@ -149,10 +150,10 @@ fn fixture_bin_dir(dir: &std::path::Path) {
             .unwrap();
     };
     for (name, port, needs) in http {
-        // host needs region on this node (edge); REGION_ADDR=none drops that (full: region runs
-        // on another node, and the fixtures listen on 127.0.0.1 only).
+        // host needs region: on this node (edge), or at REGION_ADDR (full: region runs on
+        // another node, listening on its namespace's addresses with BIND=0.0.0.0).
         let requires: String = if *name == "host" {
-            " $( [ \"$REGION_ADDR\" = none ] || echo --require 127.0.0.1:30888 )".to_owned()
+            " --require ${REGION_ADDR:-127.0.0.1:30888}".to_owned()
         } else {
             needs
                 .iter()
@@ -162,7 +163,7 @@ fn fixture_bin_dir(dir: &std::path::Path) {
         write(
             name,
             format!(
-                "exec {}{requires} serve --port {port} --ua kube-probe",
+                "sleep ${{DELAY:-0}}\nexec {}{requires} serve --port {port} --bind ${{BIND:-127.0.0.1}} --ua kube-probe",
                 workload.display()
             ),
         );
@@ -289,6 +290,8 @@ fn the_full_profile_runs_control_services_on_control_nodes_and_compute_services_
     fixture_bin_dir(&bin);
     let (conf, work) = (fleet.path("etc"), fleet.path("opt-cloud"));
     std::fs::create_dir_all(&work).unwrap();
+    // region runs on the server's node; host on every node asks for it there.
+    let region = fleet.net().node("s").addr;
     // Node-local sockets and OVS directories would be one path for three nodes on this one
     // filesystem: those components are left out here (the edge test runs them).
     let left_out = [
@@ -305,7 +308,10 @@ fn the_full_profile_runs_control_services_on_control_nodes_and_compute_services_
             extra = vec!["disable: true".to_owned()];
         } else if *name == "host" {
             extra.push(format!("workingDir: {}", work.display()));
-            extra.push("env: {REGION_ADDR: none}".to_owned());
+            extra.push(format!("env: {{REGION_ADDR: \"{region}:30888\"}}"));
+        } else if *name == "region" {
+            // Listening late: a host started before region is ready would find nothing.
+            extra.push("env: {BIND: 0.0.0.0, DELAY: \"4\"}".to_owned());
         }
         components.push_str(&format!("    {name}: {{{}}}\n", extra.join(", ")));
     }
@@ -332,5 +338,20 @@ fn the_full_profile_runs_control_services_on_control_nodes_and_compute_services_
             control.iter().all(|c| f.running_on(c) == ["s"])
                 && compute.iter().all(|c| f.running_on(c) == ["n1", "n2", "s"])
         },
+    );
+    // Start order across nodes: host went to n1 and n2 only once region was ready on s, so its
+    // first run there found region and never exited (the fixture exits 3 without it).
+    for row in fleet.services().iter().filter(|r| r["name"] == "host") {
+        assert_eq!(
+            (row["run"].as_u64(), row["restarts"].as_u64()),
+            (Some(1), Some(0)),
+            "host on {}: {row}",
+            row["node"]
+        );
+    }
+    let events = fleet.ctl_ok(&["events", "--service", "host", "-o", "json"]);
+    assert!(
+        events.contains("waits for region to be ready on another node before it starts on n1, n2"),
+        "{events}"
     );
 }

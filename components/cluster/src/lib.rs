@@ -91,8 +91,9 @@ pub(crate) struct Inner<S> {
     pub(crate) pki_changed: Notify,
     /// Held by a placement round: rounds never overlap.
     pub(crate) round: tokio::sync::Mutex<()>,
-    /// A rollout is under way: the placer runs a round on every tick.
-    pub(crate) rolling: std::sync::atomic::AtomicBool,
+    /// A rollout is under way or a copy waits for a dependency elsewhere: the placer runs a
+    /// round on every tick.
+    pub(crate) again: std::sync::atomic::AtomicBool,
     /// Held by a join.
     pub(crate) joins: tokio::sync::Mutex<()>,
     registry: Mutex<Registry>,
@@ -150,11 +151,6 @@ impl<S: Store> Inner<S> {
         *old = now;
     }
 
-    /// Adds one reason (found outside the planner) to the unplaced services.
-    pub(crate) fn note_unplaced(&self, service: &str, why: String) {
-        lock(&self.unplaced).insert(service.to_owned(), why);
-    }
-
     pub(crate) fn unplaced(&self) -> BTreeMap<String, String> {
         lock(&self.unplaced).clone()
     }
@@ -184,7 +180,7 @@ impl<S: Store> ControlPlane<S> {
             kick: Notify::new(),
             pki_changed: Notify::new(),
             round: tokio::sync::Mutex::new(()),
-            rolling: std::sync::atomic::AtomicBool::new(false),
+            again: std::sync::atomic::AtomicBool::new(false),
             joins: tokio::sync::Mutex::new(()),
             store,
             pki,

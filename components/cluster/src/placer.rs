@@ -8,6 +8,9 @@
 //! records why a service could not be placed (events, and `ctl get services`), and every
 //! relocation as an event. It never stops anything by itself: an assignment goes only when its
 //! service was deleted or scaled down, its node no longer matches, or a relocatable copy moved.
+//! Two things hold a write back: a copy whose dependency runs on another node is first placed
+//! only once that dependency is ready somewhere (start order across nodes), and a new manifest
+//! reaches a node that runs the old one only in its rollout's turn (`rollouts.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -62,9 +65,10 @@ pub(crate) async fn run<S: Store>(inner: Arc<Inner<S>>) {
                 _ => {}
             }
         }
-        // A rollout under way (started by this loop or by an apply's own round) is looked at
-        // again on every tick: its steps wait on heartbeats and deadlines, not on store changes.
-        if !pending && flips.is_empty() && !inner.rolling.load(Ordering::Relaxed) {
+        // A rollout under way, or a copy waiting for a dependency on another node (found by
+        // this loop or by an apply's own round), is looked at again on every tick: they wait on
+        // heartbeats and deadlines, not on store changes.
+        if !pending && flips.is_empty() && !inner.again.load(Ordering::Relaxed) {
             continue;
         }
         match locked_round(&inner).await {
@@ -180,7 +184,7 @@ async fn locked_round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, Cluster
 async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> {
     let store = &inner.store;
     let latest = rollouts::advance(inner).await?;
-    inner.rolling.store(
+    inner.again.store(
         latest.values().any(|r| r.state.is_active()),
         Ordering::Relaxed,
     );
@@ -212,6 +216,10 @@ async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> 
     let plan = cloudlet_placement::place(&p_services, &p_nodes, &now)
         .map_err(|e| ClusterError::Invalid(e.to_string()))?;
 
+    let ready = ready_somewhere(inner);
+    let mut notes: BTreeMap<String, String> = BTreeMap::new();
+    // Copies held back for a dependency elsewhere: service -> (dependencies, nodes).
+    let mut waiting: BTreeMap<String, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
     let mut ops: Vec<(Compare, Op, String)> = Vec::new();
     for (service, node) in &plan.assignments {
         let Some(want) = services.get(service) else {
@@ -234,13 +242,18 @@ async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> 
                 node.clone(),
             )),
             None if transient.contains(&(service.clone(), node.clone())) => {
-                inner.note_unplaced(
-                    service,
+                notes.insert(
+                    service.clone(),
                     format!(
                         "{service}: node {node} runs a transient service of the same name \
                          (started with `ctl run`): delete it there or rename one of them"
                     ),
                 );
+            }
+            None if let Some(missing) = waits_elsewhere(want, node, &plan.assignments, &ready) => {
+                let (deps, nodes) = waiting.entry(service.clone()).or_default();
+                deps.extend(missing);
+                nodes.push(node.clone());
             }
             None => ops.push((
                 Compare::absent(key.clone()),
@@ -280,13 +293,64 @@ async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> 
     for m in &plan.moves {
         inner.event(Some(&m.service), &m.from, "Relocated", m.to_string());
     }
-    let unplaced: BTreeMap<String, String> = plan
+    let mut unplaced: BTreeMap<String, String> = plan
         .unplaced
         .iter()
         .map(|u| (u.service.clone(), u.to_string()))
         .collect();
+    unplaced.extend(notes);
+    for (service, (deps, nodes)) in &waiting {
+        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+        unplaced.insert(
+            service.clone(),
+            format!(
+                "{service}: waits for {} to be ready on another node before it starts on {}",
+                deps.join(", "),
+                nodes.join(", ")
+            ),
+        );
+    }
     inner.set_unplaced(unplaced);
+    // A copy held back for a dependency is looked at again on every tick (readiness arrives
+    // with heartbeats, not as a store change).
+    if !waiting.is_empty() {
+        inner.again.store(true, Ordering::Relaxed);
+    }
     Ok(nodes.into_keys().collect())
+}
+
+/// The services ready on at least one node that is heard from, by their last heartbeats.
+fn ready_somewhere<S: Store>(inner: &Inner<S>) -> BTreeSet<String> {
+    let registry = inner.lock_registry();
+    registry
+        .nodes()
+        .filter(|node| registry.health(node) == Health::Ready)
+        .filter_map(|node| registry.get(node))
+        .flat_map(|live| live.services.iter().filter(|s| s.ready))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The dependencies that keep `want` from starting on `node` yet: those this plan does not place
+/// on `node` that are not ready anywhere (`None`: it may start). Start order across nodes: a
+/// node's supervisor orders only the services it runs, so a copy whose dependency runs elsewhere
+/// is placed once that dependency is ready. Only a first placement waits; a copy already placed
+/// never goes for a dependency (no cascades).
+fn waits_elsewhere(
+    want: &ServiceRecord,
+    node: &str,
+    plan: &BTreeSet<(String, String)>,
+    ready: &BTreeSet<String>,
+) -> Option<Vec<String>> {
+    let missing: Vec<String> = want
+        .manifest
+        .spec
+        .depends_on
+        .iter()
+        .filter(|d| !plan.contains(&((*d).clone(), node.to_owned())) && !ready.contains(*d))
+        .cloned()
+        .collect();
+    (!missing.is_empty()).then_some(missing)
 }
 
 /// An event of the control plane.

@@ -68,6 +68,11 @@ impl Registry {
         self.live.get(node)
     }
 
+    /// Every node heard from since this server started.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.live.keys().map(String::as_str)
+    }
+
     /// Whether `node` is heard from.
     pub fn health(&self, node: &str) -> Health {
         let last = self.live.get(node).map_or(self.started, |l| l.last);

@@ -295,8 +295,8 @@ pub async fn load_services<S: Store>(store: &S, prefix: &str) -> Result<(Records
 pub const EXECUTOR_SOCKET: &str = "executor.sock";
 
 /// The supervisor's desired set from this node's records. A dependency placed on another node is
-/// not waited for here (the supervisor only sees this node's services); ordering across nodes is
-/// the cluster YAML's rollout (a later issue).
+/// not waited for here (the supervisor only sees this node's services): the server's placer
+/// assigns a service to a node only once its dependencies elsewhere are ready.
 fn desired_set(
     records: &Records,
     executor_socket: &std::path::Path,

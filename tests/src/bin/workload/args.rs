@@ -29,8 +29,9 @@ modes:
                                 allocate and touch SIZE (default 10Mi) every DUR (default 10ms),
                                 without limit
   spin [--threads N]            burn CPU on N threads (default 1)
-  serve --port P [--ready-after DUR] [--path PATH] [--ua SUBSTRING]
-                                HTTP/1.1 on 127.0.0.1:P (0 picks a free port, printed as
+  serve --port P [--bind IP] [--ready-after DUR] [--path PATH] [--ua SUBSTRING]
+                                HTTP/1.1 on 127.0.0.1:P, or IP:P (only inside a test's own
+                                network namespace) (0 picks a free port, printed as
                                 `listening on ADDR`); 503 to every request until DUR has passed
                                 (default 0); then 403 if --ua is set and the User-Agent does not
                                 contain SUBSTRING, `pong` on /ping, `ok` on GET/HEAD of PATH
@@ -171,8 +172,11 @@ pub enum Mode {
 /// `serve` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serve {
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Port; 0 picks a free one.
     pub port: u16,
+    /// The IPv4 address to listen on: 127.0.0.1 unless `--bind` (a test's own network
+    /// namespace's address, for a node reached from another namespace).
+    pub bind: std::net::Ipv4Addr,
     /// Every request gets 503 until this long after the listener is bound.
     pub ready_after: Duration,
     /// The one path answered with `ok`; `None` answers any path.
@@ -205,7 +209,11 @@ const MODES: &[(&str, &[&str], &[&str])] = &[
     ("forkbomb", &[], &["--max"]),
     ("hog", &[], &["--step", "--every"]),
     ("spin", &[], &["--threads"]),
-    ("serve", &[], &["--port", "--ready-after", "--path", "--ua"]),
+    (
+        "serve",
+        &[],
+        &["--port", "--bind", "--ready-after", "--path", "--ua"],
+    ),
     ("daemon", &[], &["--pidfile"]),
 ];
 
@@ -333,6 +341,12 @@ fn build_mode(
                 Some(port) => port,
                 None => return Err("serve needs --port P".into()),
             },
+            bind: options
+                .take("--bind", |v| {
+                    v.parse::<std::net::Ipv4Addr>()
+                        .map_err(|_| format!("{v:?} is not an IPv4 address"))
+                })?
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
             ready_after: options
                 .take("--ready-after", parse_duration)?
                 .unwrap_or_default(),
@@ -640,6 +654,7 @@ mod tests {
             mode("serve --port 8080 --ready-after 2s --path /healthz --ua kube-probe"),
             Mode::Serve(Serve {
                 port: 8080,
+                bind: std::net::Ipv4Addr::LOCALHOST,
                 ready_after: Duration::from_secs(2),
                 path: Some("/healthz".into()),
                 ua: Some("kube-probe".into()),

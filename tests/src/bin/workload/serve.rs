@@ -1,11 +1,12 @@
 //! The `serve` mode: a minimal HTTP/1.1 server on 127.0.0.1 (a thread per connection,
 //! keep-alive) with a readiness delay, an optional health path and a User-Agent whitelist.
 //!
-//! It only answers what `route` decides; it must never listen on anything but 127.0.0.1.
+//! It only answers what `route` decides; it must never listen on anything but 127.0.0.1, or the
+//! address `--bind` names, which tests pass only inside a network namespace of their own.
 
 use std::convert::Infallible;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,10 +16,10 @@ use crate::args::Serve;
 /// An idle keep-alive connection is closed after this long, so its thread ends.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Binds 127.0.0.1:port, logs `listening on ADDR`, and serves until the process ends.
+/// Binds the address and port, logs `listening on ADDR`, and serves until the process ends.
 pub fn serve(options: &Serve) -> Result<Infallible, String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))
-        .map_err(|e| format!("serve: binding 127.0.0.1:{}: {e}", options.port))?;
+    let listener = TcpListener::bind((options.bind, options.port))
+        .map_err(|e| format!("serve: binding {}:{}: {e}", options.bind, options.port))?;
     let address = listener
         .local_addr()
         .map_err(|e| format!("serve: local address: {e}"))?;
@@ -207,6 +208,7 @@ mod tests {
     fn options(path: Option<&str>, ua: Option<&str>) -> Serve {
         Serve {
             port: 0,
+            bind: std::net::Ipv4Addr::LOCALHOST,
             ready_after: Duration::ZERO,
             path: path.map(String::from),
             ua: ua.map(String::from),
