@@ -405,7 +405,7 @@ pub(crate) async fn advance<S: Store>(inner: &Inner<S>) -> Result<Latest, Cluste
                     stored.then_some(read.record)
                 } else {
                     let why = overdue_why(&read.record, &stepped.overdue, &views);
-                    roll_back(inner, read, kv.mod_revision, why).await?
+                    roll_back(inner, read, (kv.mod_revision, service.desired), why).await?
                 }
             }
             // Over: nothing to step.
@@ -618,13 +618,13 @@ fn overdue_why(
     )
 }
 
-/// Rolls the service back to the record `read`'s rollout started from, for `why`. Guarded by
-/// the service record's revision: an apply in between wins. Returns the rollout as stored, or
-/// `None` when the write lost a race.
+/// Rolls the service back to the record `read`'s rollout started from, for `why`, keeping the
+/// service's current `desired`. Guarded by the service record's revision: an apply in between
+/// wins. Returns the rollout as stored, or `None` when the write lost a race.
 async fn roll_back<S: Store>(
     inner: &Inner<S>,
     mut read: Read,
-    service_revision: u64,
+    (service_revision, desired): (u64, DesiredRecord),
     why: String,
 ) -> Result<Option<RolloutRecord>, ClusterError> {
     let name = read.record.service.clone();
@@ -652,7 +652,9 @@ async fn roll_back<S: Store>(
                 CompareOp::Equal,
                 service_revision,
             ));
+            // The operator's running/stopped stays as it is now.
             let restored = ServiceRecord {
+                desired,
                 applied_at: Timestamp::now(),
                 ..from
             };
@@ -851,7 +853,7 @@ impl<S: Store> Inner<S> {
                     mod_revision: revision,
                     numbers,
                 };
-                if roll_back(self, read, current.mod_revision, why)
+                if roll_back(self, read, (current.mod_revision, record.desired), why)
                     .await?
                     .is_none()
                 {
