@@ -218,7 +218,8 @@ fn the_edge_profile_brings_up_every_cloudpods_service_in_dependency_order_on_one
     }
     let yaml = format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: edge}}\nspec:\n  version: v3.11.9\n  profile: edge\n  \
-         binDir: {}\n  configDir: {}\n  disableTls: true\n  components:\n{components}",
+         binDir: {}\n  configDir: {}\n  disableTls: true\n  commonConfig: {{region: region0}}\n  \
+         components:\n{components}",
         bin.display(),
         conf.display()
     );
@@ -276,6 +277,14 @@ fn the_edge_profile_brings_up_every_cloudpods_service_in_dependency_order_on_one
     let exits: Vec<&serde_json::Value> =
         events.iter().filter(|e| e["reason"] == "Exited").collect();
     assert!(exits.is_empty(), "a fixture exited: {exits:?}");
+    // The node wrote the cluster's common.conf (before host and its kin started).
+    let common = conf.join("common/common.conf");
+    assert_eq!(
+        std::fs::read_to_string(&common).unwrap(),
+        "region: region0\n",
+        "{}",
+        common.display()
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! otherwise, and never stops anything the new revision still has.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use cloudlet_api::dto::{ClusterApplied, ClusterDiff, FieldChange, ServiceChange};
 use cloudlet_node::apply::{self, Applied};
@@ -123,6 +124,19 @@ pub fn render(
                     mode: Some("0600".to_owned()),
                 });
             }
+        }
+        // common.conf goes with every component that is told to read it.
+        let common = cluster.spec.config_dir.join("common/common.conf");
+        if !cluster.spec.common_config.is_empty()
+            && m.spec.command.iter().any(|a| Path::new(a) == common)
+        {
+            let content = serde_saphyr::to_string(&cluster.spec.common_config)
+                .map_err(|e| ClusterError::Invalid(format!("spec.commonConfig: {e}")))?;
+            m.spec.files.push(FileSpec {
+                path: common,
+                content,
+                mode: Some("0600".to_owned()),
+            });
         }
         m.metadata
             .labels
@@ -487,6 +501,22 @@ mod tests {
         };
         assert_eq!(scheme(""), Some(ProbeScheme::Https));
         assert_eq!(scheme("  disableTls: true\n"), Some(ProbeScheme::Http));
+    }
+
+    /// `commonConfig` becomes `<configDir>/common/common.conf` for what reads it, and only that.
+    #[test]
+    fn common_config_goes_to_the_components_that_read_it() {
+        let reads = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host}\nspec:\n  \
+            command: [\"${binDir}/host\", --common-config-file, \"${configDir}/common/common.conf\"]\n";
+        let ignores = "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host}\nspec:\n  \
+            command: [\"${binDir}/host\"]\n";
+        let extra = "  configDir: /tmp/yunion\n  commonConfig: {region: r1, enable_ssl: true}\n";
+        let files = render_host(reads, extra).spec.files;
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].path, Path::new("/tmp/yunion/common/common.conf"));
+        assert_eq!(files[0].content, "enable_ssl: true\nregion: r1\n");
+        assert!(render_host(ignores, extra).spec.files.is_empty());
+        assert!(render_host(reads, "").spec.files.is_empty());
     }
 
     /// The cluster YAML's rollout settings win field by field; the template's fill the rest.

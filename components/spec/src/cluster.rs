@@ -173,6 +173,11 @@ pub struct ClusterSpec {
     /// certificates are not verified by a probe).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_tls: bool,
+    /// Options written to `<configDir>/common/common.conf` (as YAML) for the components that
+    /// read it (`--common-config-file`: host, host-deployer, host-image, host-health,
+    /// sdnagent), as the operator's `<cluster>-host` ConfigMap is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub common_config: BTreeMap<String, Value>,
     /// How changes roll out, for every component that does not say otherwise.
     #[serde(default, skip_serializing_if = "RolloutSpec::is_empty")]
     pub rollout: RolloutSpec,
@@ -194,6 +199,7 @@ impl ClusterSpec {
             zones: default_zones(),
             nodes: ClusterNodesSpec::default(),
             disable_tls: false,
+            common_config: BTreeMap::new(),
             rollout: RolloutSpec::default(),
             components: BTreeMap::new(),
         }
@@ -693,6 +699,12 @@ fn check_cluster(manifest: &ClusterManifest) -> Vec<(String, String)> {
         }
     }
     check_rollout(&mut add, "spec.rollout", &spec.rollout);
+    if spec.common_config.keys().any(String::is_empty) {
+        add(
+            "spec.commonConfig".to_owned(),
+            "option names must not be empty".into(),
+        );
+    }
     for (name, component) in &spec.components {
         let path = format!("spec.components.{name}");
         match component_role(name) {

@@ -221,7 +221,7 @@ fn rejections() {
         (
             cluster(&["profil: full"]),
             "cluster.yaml: spec.profil: unknown field \"profil\", expected one of version, profile, \
-             binDir, configDir, region, zones, nodes, disableTls, rollout, components (line 6, column 3)"
+             binDir, configDir, region, zones, nodes, disableTls, commonConfig, rollout, components (line 6, column 3)"
                 .into(),
         ),
         (
@@ -362,6 +362,10 @@ fn rejections() {
             "cluster.yaml: spec.components.keystone.env: invalid variable name \"A=B\": must not be \
              empty or contain '=' or NUL"
                 .into(),
+        ),
+        (
+            cluster(&["commonConfig: {\"\": 1}"]),
+            "cluster.yaml: spec.commonConfig: option names must not be empty".into(),
         ),
         (
             cluster(&["components: {keystone: {config: {\"\": 1}}}"]),
