@@ -2,7 +2,8 @@
 //! whose `host` component (on every compute node) changes version. A good version moves one node
 //! at a time, each admitted only when the one before runs it ready; a version that never becomes
 //! ready rolls back by itself after `progressDeadline` and the nodes never admitted keep their
-//! process; pause holds the rollout, resume continues it, undo goes back.
+//! process; pause holds the rollout, resume continues it, undo goes back. A node lost meanwhile
+//! holds nothing up and takes the release when it is back.
 #![allow(
     clippy::tests_outside_test_module,
     clippy::unwrap_used,
@@ -285,4 +286,54 @@ fn releases_roll_node_by_node_and_a_bad_one_rolls_back_by_itself() {
     assert!(again.contains("host brought back to it"), "{again}");
     wait_state(&fleet, 7, "complete");
     wait_all_on(&fleet, "v4");
+}
+
+/// A node lost during a release is neither admitted nor waited for: the rollout completes on the
+/// others, and the node takes the new version when it is back.
+#[test]
+fn a_lost_node_does_not_hold_a_release_and_takes_it_when_back() {
+    let mut fleet = Fleet::new("rolllost");
+    fleet.start_server("s", &["--node-lost-after", "3s"]);
+    let token = fleet.token(&["--role", "compute"]);
+    fleet.join("n1", &token, &[]);
+    fleet.join("n2", &token, &[]);
+    fixture_bin_dir(&fleet.path("yunion-bin"));
+    std::fs::create_dir_all(fleet.path("opt-cloud")).unwrap();
+    apply(&fleet, "v1");
+    wait_all_on(&fleet, "v1");
+
+    // n2's agent dies (its host keeps running); once it is lost, v2 is released.
+    fleet.kill("n2");
+    fleet.wait_node_state("n2", "Lost", Duration::from_secs(20));
+    apply(&fleet, "v2");
+    let done = wait_state(&fleet, 2, "complete");
+    let step = |node: &str| {
+        done["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .map(|n| {
+                (
+                    n["state"].as_str().unwrap().to_owned(),
+                    n["admittedAt"].is_null(),
+                )
+            })
+    };
+    assert_eq!(step("n2"), Some(("lost".to_owned(), true)), "{done:#}");
+    assert_eq!(
+        step("n1").map(|s| s.0),
+        Some("updated".to_owned()),
+        "{done:#}"
+    );
+    assert_eq!(
+        step("s").map(|s| s.0),
+        Some("updated".to_owned()),
+        "{done:#}"
+    );
+
+    // Back: it gets v2 at once, the rollout being over.
+    fleet.start_agent("n2", None, &[]);
+    fleet.wait_node_state("n2", "Ready", Duration::from_secs(20));
+    wait_all_on(&fleet, "v2");
 }
