@@ -183,12 +183,15 @@ async fn locked_round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, Cluster
 /// it saw.
 async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> {
     let store = &inner.store;
-    let latest = rollouts::advance(inner).await?;
-    inner.again.store(
-        latest.values().any(|r| r.state.is_active()),
-        Ordering::Relaxed,
-    );
-    let (services, _) = cloudlet_node::load_services(store, SERVICES).await?;
+    let (service_kvs, _) = store.list(SERVICES).await?;
+    let mut services: BTreeMap<String, (ServiceRecord, u64)> = BTreeMap::new();
+    for kv in &service_kvs {
+        let record = ServiceRecord::decode(&kv.key, &kv.value)?;
+        services.insert(
+            record.manifest.metadata.name.clone(),
+            (record, kv.mod_revision),
+        );
+    }
     let nodes = load_nodes(store).await?;
     let (kvs, _) = store.list(ASSIGNMENTS).await?;
     let mut current: BTreeMap<(String, String), Stored> = BTreeMap::new();
@@ -211,6 +214,24 @@ async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> 
             );
         }
     }
+    // Rollouts step first, on the same reads; a rollback's record replaces the one read.
+    let mut on: BTreeMap<String, rollouts::OnNodes<'_>> = BTreeMap::new();
+    for ((service, node), stored) in &current {
+        on.entry(service.clone())
+            .or_default()
+            .insert(node.clone(), &stored.record);
+    }
+    let advanced = rollouts::advance(inner, &services, &on).await?;
+    let latest = advanced.latest;
+    inner.again.store(
+        latest.values().any(|r| r.state.is_active()),
+        Ordering::Relaxed,
+    );
+    let mut services: BTreeMap<String, ServiceRecord> = services
+        .into_iter()
+        .map(|(name, (record, _))| (name, record))
+        .collect();
+    services.extend(advanced.restored);
     let (p_services, p_nodes) = inputs(inner, &services, &nodes);
     let now: BTreeSet<(String, String)> = current.keys().cloned().collect();
     let plan = cloudlet_placement::place(&p_services, &p_nodes, &now)

@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use cloudlet_api::dto::{RolloutAction, RolloutInfo, RolloutNode, RolloutState, ServiceState};
 use cloudlet_node::records::{
-    ASSIGNMENTS, DesiredRecord, SERVICES, ServiceRecord, manifest_digest, service_key,
-    split_assignment_key,
+    ASSIGNMENTS, DesiredRecord, ServiceRecord, manifest_digest, service_key, split_assignment_key,
 };
 use cloudlet_placement::Health;
 use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
@@ -369,19 +368,33 @@ async fn assigned<S: Store>(
     Ok(out)
 }
 
-/// Moves every rollout on (see the module doc). Returns the latest rollout of every service
-/// after this round, for [`may_update`]. A write that lost a race is left to the next round.
-pub(crate) async fn advance<S: Store>(inner: &Inner<S>) -> Result<Latest, ClusterError> {
+/// The nodes that run one service (not transiently), with the record each was assigned.
+pub(crate) type OnNodes<'a> = BTreeMap<String, &'a ServiceRecord>;
+
+/// What a round of [`advance`] leaves for the placer.
+pub(crate) struct Advanced {
+    /// The latest rollout of every service, for [`may_update`].
+    pub latest: Latest,
+    /// Service records this round rolled back, by name: they replace what the round read.
+    pub restored: BTreeMap<String, ServiceRecord>,
+}
+
+/// Moves every rollout on (see the module doc), given the round's services (with their store
+/// revisions) and where each runs, as the placer read them. A write that lost a race is left to
+/// the next round.
+pub(crate) async fn advance<S: Store>(
+    inner: &Inner<S>,
+    services: &BTreeMap<String, (ServiceRecord, u64)>,
+    assignments: &BTreeMap<String, OnNodes<'_>>,
+) -> Result<Advanced, ClusterError> {
     let store = &inner.store;
-    let (service_kvs, _) = store.list(SERVICES).await?;
     let mut rollouts = read_all(store).await?;
-    let assignments = assigned(store).await?;
     let now = Timestamp::now();
     let mut latest = Latest::new();
+    let mut restored = BTreeMap::new();
     let no_nodes = BTreeMap::new();
-    for kv in &service_kvs {
-        let service = ServiceRecord::decode(&kv.key, &kv.value)?;
-        let name = service.manifest.metadata.name.clone();
+    for (name, (service, service_revision)) in services {
+        let name = name.clone();
         let on = assignments.get(&name).unwrap_or(&no_nodes);
         let stopped = service.desired == DesiredRecord::Stopped;
         let read = rollouts.remove(&name);
@@ -392,7 +405,7 @@ pub(crate) async fn advance<S: Store>(inner: &Inner<S>) -> Result<Latest, Cluste
         let record = match read {
             read if fresh => {
                 let views = node_views(inner, &name, on);
-                start(inner, read, service, on, &views, now).await?
+                start(inner, read, service.clone(), on, &views, now).await?
             }
             Some(mut read) if read.record.state.is_active() => {
                 let views = node_views(inner, &name, on);
@@ -405,7 +418,14 @@ pub(crate) async fn advance<S: Store>(inner: &Inner<S>) -> Result<Latest, Cluste
                     stored.then_some(read.record)
                 } else {
                     let why = overdue_why(&read.record, &stepped.overdue, &views);
-                    roll_back(inner, read, (kv.mod_revision, service.desired), why).await?
+                    let back =
+                        roll_back(inner, read, (*service_revision, service.desired), why).await?;
+                    back.map(|(r, record)| {
+                        if let Some(record) = record {
+                            restored.insert(name.clone(), record);
+                        }
+                        r
+                    })
                 }
             }
             // Over: nothing to step.
@@ -421,7 +441,7 @@ pub(crate) async fn advance<S: Store>(inner: &Inner<S>) -> Result<Latest, Cluste
             .txn(Txn::ops(vec![Op::delete_prefix(rollout_prefix(name))]))
             .await?;
     }
-    Ok(latest)
+    Ok(Advanced { latest, restored })
 }
 
 /// Stores a stepped rollout (guarded by the revision it was read at) and reports the step.
@@ -456,7 +476,7 @@ async fn store_step<S: Store>(
 fn node_views<S: Store>(
     inner: &Inner<S>,
     service: &str,
-    on: &BTreeMap<String, ServiceRecord>,
+    on: &OnNodes<'_>,
 ) -> BTreeMap<String, NodeView> {
     let registry = inner.lock_registry();
     on.iter()
@@ -490,7 +510,7 @@ async fn start<S: Store>(
     inner: &Inner<S>,
     previous: Option<Read>,
     service: ServiceRecord,
-    on: &BTreeMap<String, ServiceRecord>,
+    on: &OnNodes<'_>,
     views: &BTreeMap<String, NodeView>,
     now: Timestamp,
 ) -> Result<Option<RolloutRecord>, ClusterError> {
@@ -503,7 +523,7 @@ async fn start<S: Store>(
         None => on
             .values()
             .find(|a| manifest_digest(&a.manifest) != want)
-            .cloned(),
+            .map(|a| (*a).clone()),
     };
     let number = previous.as_ref().map_or(1, |r| r.record.number + 1);
     let stopped = service.desired == DesiredRecord::Stopped;
@@ -620,16 +640,18 @@ fn overdue_why(
 
 /// Rolls the service back to the record `read`'s rollout started from, for `why`, keeping the
 /// service's current `desired`. Guarded by the service record's revision: an apply in between
-/// wins. Returns the rollout as stored, or `None` when the write lost a race.
+/// wins. Returns the rollout as stored and the service record written (none for a new
+/// service), or `None` when the write lost a race.
 async fn roll_back<S: Store>(
     inner: &Inner<S>,
     mut read: Read,
     (service_revision, desired): (u64, DesiredRecord),
     why: String,
-) -> Result<Option<RolloutRecord>, ClusterError> {
+) -> Result<Option<(RolloutRecord, Option<ServiceRecord>)>, ClusterError> {
     let name = read.record.service.clone();
     let key = rollout_key(&name, read.record.number);
     let mut ops = Vec::new();
+    let mut written = None;
     let mut compares = vec![Compare::mod_revision(
         key.clone(),
         CompareOp::Equal,
@@ -659,6 +681,7 @@ async fn roll_back<S: Store>(
                 ..from
             };
             ops.push(Op::put(skey, restored.encode()?));
+            written = Some(restored);
         }
     }
     ops.push(Op::put(key.clone(), encode(&key, &read.record)?));
@@ -691,7 +714,7 @@ async fn roll_back<S: Store>(
             ),
         );
     }
-    Ok(Some(read.record))
+    Ok(Some((read.record, written)))
 }
 
 /// A service's kept rollouts, oldest first, with the revision of each.
@@ -720,7 +743,10 @@ impl<S: Store> Inner<S> {
             return Err(ClusterError::NotFound(service.to_owned()));
         };
         let assignments = assigned(&self.store).await?;
-        let on = assignments.get(service).cloned().unwrap_or_default();
+        let on: OnNodes<'_> = assignments
+            .get(service)
+            .map(|nodes| nodes.iter().map(|(n, r)| (n.clone(), r)).collect())
+            .unwrap_or_default();
         let views = node_views(self, service, &on);
         let stopped = r.to.desired == DesiredRecord::Stopped;
         let nodes = on
