@@ -2,7 +2,8 @@
 //! whose `host` component (on every compute node) changes version. A good version moves one node
 //! at a time, each admitted only when the one before runs it ready; a version that never becomes
 //! ready rolls back by itself after `progressDeadline` and the nodes never admitted keep their
-//! process; pause holds the rollout, resume continues it, undo goes back. A node lost meanwhile
+//! process; pause holds the rollout, resume continues it, undo goes back; the rolled-back YAML
+//! applied again is held (no second failed release) until `--retry`. A node lost meanwhile
 //! holds nothing up and takes the release when it is back.
 #![allow(
     clippy::tests_outside_test_module,
@@ -68,9 +69,16 @@ fn cluster_yaml(fleet: &Fleet, version: &str) -> String {
 }
 
 fn apply(fleet: &Fleet, version: &str) -> String {
+    apply_with(fleet, version, &[])
+}
+
+/// `ctl cluster apply` of the YAML at `version`, with `extra` arguments.
+fn apply_with(fleet: &Fleet, version: &str, extra: &[&str]) -> String {
     let file = fleet.path(&format!("cluster-{version}.yaml"));
     std::fs::write(&file, cluster_yaml(fleet, version)).unwrap();
-    fleet.ctl_ok(&["cluster", "apply", "-f", s(&file)])
+    let mut args = vec!["cluster", "apply", "-f", s(&file)];
+    args.extend_from_slice(extra);
+    fleet.ctl_ok(&args)
 }
 
 /// `ctl rollout status host -o json`.
@@ -281,9 +289,35 @@ fn releases_roll_node_by_node_and_a_bad_one_rolls_back_by_itself() {
     );
     wait_all_on(&fleet, "v2");
 
-    // Applying a rolled-back YAML again retries it (a new revision).
+    // The rolled-back YAML applied again holds host where it was rolled back to: no new
+    // rollout, no revision (a restart's auto-deploy or a routine re-apply must not repeat a
+    // failed release); diff says the same. `--retry` rolls it out again, as a new revision.
     let again = apply(&fleet, "v4");
-    assert!(again.contains("host brought back to it"), "{again}");
+    assert!(
+        again.contains("unchanged: the same as the current revision; held at the manifest a rollout rolled back to: host"),
+        "{again}"
+    );
+    assert!(
+        again
+            .lines()
+            .any(|l| l.starts_with("host ") && l.contains(" held ")),
+        "{again}"
+    );
+    let file = fleet.path("cluster-v4.yaml");
+    let diff = fleet.ctl_ok(&["cluster", "diff", "-f", s(&file)]);
+    assert!(
+        diff.lines()
+            .any(|l| l.contains(" host ") && l.contains(" held ")),
+        "{diff}"
+    );
+    let st = status(&fleet);
+    assert_eq!(
+        (&st["number"], &st["state"]),
+        (&6.into(), &"rolledBack".into())
+    );
+    assert_eq!(hosts(&fleet)["n1"].1, "v2");
+    let retried = apply_with(&fleet, "v4", &["--retry"]);
+    assert!(retried.contains("host brought back to it"), "{retried}");
     wait_state(&fleet, 7, "complete");
     wait_all_on(&fleet, "v4");
 }

@@ -218,7 +218,8 @@ pub enum Verb {
         after_help = "Examples:\n  cloudlet ctl apply -f examples/stack.yaml\n  \
         cloudlet ctl apply -f ./manifests/        # every *.yaml and *.yml in the directory\n  \
         cloudlet ctl manifests show openvswitch | cloudlet ctl apply -f -   # - is stdin\n\n\
-        All files are validated first; if any document is invalid nothing is applied."
+        All files are validated first; if any document is invalid nothing is applied.\n        A service whose rollout of this very manifest rolled back is held (it keeps the manifest \
+        it was rolled back to): change the manifest, or pass --retry."
     )]
     Apply {
         /// A manifest file or a directory of them (repeatable).
@@ -229,6 +230,10 @@ pub enum Verb {
             value_name = "FILE|DIR"
         )]
         files: Vec<PathBuf>,
+        /// Roll out again a manifest that a rollout rolled back from. Without it such a service
+        /// is held: it keeps the manifest it was rolled back to, and the output says so.
+        #[arg(long)]
+        retry: bool,
     },
     /// List services (of every node) or nodes.
     #[command(after_help = "Examples:\n  cloudlet ctl get services\n  \
@@ -482,11 +487,20 @@ pub enum Verb {
 pub enum ClusterVerb {
     /// Apply a cluster YAML: a new numbered revision; its services are rendered from the
     /// embedded templates and applied, the ones it no longer has are deleted.
-    #[command(after_help = "Example:\n  cloudlet ctl cluster apply -f cluster.yaml")]
+    #[command(
+        after_help = "Examples:\n  cloudlet ctl cluster apply -f cluster.yaml\n  \
+        cloudlet ctl cluster apply -f cluster.yaml --retry   # roll out again what rolled back\n\n\
+        A service whose rollout of the manifest this YAML renders rolled back is held (CHANGE \
+        held): it keeps the manifest it was rolled back to until the YAML changes it or --retry."
+    )]
     Apply {
         /// The cluster YAML (- for stdin).
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: PathBuf,
+        /// Roll out again a manifest that a rollout rolled back from. Without it such a service
+        /// is held: it keeps the manifest it was rolled back to, and the output says so.
+        #[arg(long)]
+        retry: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,

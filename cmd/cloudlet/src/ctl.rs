@@ -46,7 +46,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
     match verb {
-        Verb::Apply { files } => apply(client, &files).await,
+        Verb::Apply { files, retry } => apply(client, &files, retry).await,
         Verb::Get {
             kind: Kind::Nodes,
             output,
@@ -451,10 +451,18 @@ fn print_service_changes(changes: &[cloudlet_api::dto::ServiceChange]) {
 
 async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
     match verb {
-        ClusterVerb::Apply { file, output } => {
+        ClusterVerb::Apply {
+            file,
+            output,
+            retry,
+        } => {
             let (file, content) = read_input(&file)?;
             let applied = client
-                .apply_cluster(&ClusterRequest { file, content })
+                .apply_cluster(&ClusterRequest {
+                    file,
+                    content,
+                    retry,
+                })
                 .await
                 .map_err(api)?;
             if !matches!(output, Output::Table | Output::Wide) {
@@ -468,7 +476,11 @@ async fn cluster(client: &Client, verb: ClusterVerb) -> anyhow::Result<()> {
         ClusterVerb::Diff { file, output } => {
             let (file, content) = read_input(&file)?;
             let diff = client
-                .diff_cluster(&ClusterRequest { file, content })
+                .diff_cluster(&ClusterRequest {
+                    file,
+                    content,
+                    retry: false,
+                })
                 .await
                 .map_err(api)?;
             if !matches!(output, Output::Table | Output::Wide) {
@@ -741,7 +753,7 @@ fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-async fn apply(client: &Client, paths: &[PathBuf]) -> anyhow::Result<()> {
+async fn apply(client: &Client, paths: &[PathBuf], retry: bool) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for path in manifest_files(paths)? {
         if path == Path::new("-") {
@@ -761,14 +773,17 @@ async fn apply(client: &Client, paths: &[PathBuf]) -> anyhow::Result<()> {
             content,
         });
     }
-    let response = client.apply(&ApplyRequest { files }).await.map_err(api)?;
+    let response = client
+        .apply(&ApplyRequest { files, retry })
+        .await
+        .map_err(api)?;
     for item in response.items {
         let action = serde_json::to_value(item.action)?;
-        println!(
-            "service/{} {}",
-            item.name,
-            action.as_str().unwrap_or("applied")
-        );
+        let action = action.as_str().unwrap_or("applied");
+        match &item.held {
+            Some(why) => println!("service/{} {action}: {why}", item.name),
+            None => println!("service/{} {action}", item.name),
+        }
     }
     Ok(())
 }

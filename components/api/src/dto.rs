@@ -160,6 +160,10 @@ pub struct ApplyFile {
 pub struct ApplyRequest {
     /// The files, applied together.
     pub files: Vec<ApplyFile>,
+    /// Roll out again a manifest a rollout rolled back from (otherwise such a service is held
+    /// at the manifest it was rolled back to).
+    #[serde(default)]
+    pub retry: bool,
 }
 
 /// What apply did to one service.
@@ -172,6 +176,8 @@ pub enum ApplyAction {
     Configured,
     /// It existed and is the same.
     Unchanged,
+    /// Its new manifest is one a rollout rolled back from: it keeps the one it has.
+    Held,
 }
 
 /// One service in an [`ApplyResponse`].
@@ -184,6 +190,9 @@ pub struct ApplyItem {
     pub file: String,
     /// What happened to it.
     pub action: ApplyAction,
+    /// Why it was held (with [`ApplyAction::Held`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// Answer to `POST /v1/apply`.
@@ -750,6 +759,9 @@ pub struct ClusterRequest {
     pub file: String,
     /// Its text.
     pub content: String,
+    /// Roll out again the manifests rollouts rolled back from (see [`ApplyRequest::retry`]).
+    #[serde(default)]
+    pub retry: bool,
 }
 
 /// Answer to a cluster apply or rollback.
@@ -808,7 +820,8 @@ pub struct FieldChange {
 pub struct ServiceChange {
     /// The service.
     pub name: String,
-    /// `added`, `removed`, `changed` or `unchanged`.
+    /// `added`, `removed`, `changed`, `unchanged` or `held` (its new manifest is one a rollout
+    /// rolled back from: it keeps the one it has; `fields` say what it would change).
     pub change: String,
     /// Its manifest fields that change (`spec.command`, `spec.env.X`, ...).
     pub fields: Vec<String>,

@@ -161,6 +161,7 @@ impl Backend for Fake {
                 name: file.name.trim_end_matches(".yaml").to_owned(),
                 file: file.name,
                 action: ApplyAction::Created,
+                held: None,
             })
             .collect();
         Ok(ApplyResponse { items })
@@ -342,6 +343,7 @@ async fn every_route_round_trips_through_the_client() {
                 content: "name: db\n".to_owned(),
             },
         ],
+        retry: false,
     };
     let applied = client.apply(&request).await.unwrap();
     let names: Vec<_> = applied.items.iter().map(|i| (&*i.name, &*i.file)).collect();
@@ -443,6 +445,7 @@ async fn backend_errors_reach_the_client_with_their_status_and_message() {
             name: "web.yaml".to_owned(),
             content: "bad".to_owned(),
         }],
+        retry: false,
     };
     match client.apply(&bad).await {
         Err(error @ ApiError::Status { code: 400, .. }) => {

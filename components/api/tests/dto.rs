@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use cloudlet_api::dto::{
-    Action, ApplyAction, ApplyItem, ApplyResponse, DesiredState, ErrorBody, Event, EventsQuery,
-    ExitInfo, LogLine, LogsQuery, ServiceDetail, ServiceState, ServiceStatus,
+    Action, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DesiredState, ErrorBody, Event,
+    EventsQuery, ExitInfo, LogLine, LogsQuery, ServiceDetail, ServiceState, ServiceStatus,
 };
 use serde_json::{Value, json};
 
@@ -176,16 +176,31 @@ fn other_documents_have_their_documented_keys() {
     );
 
     let applied = ApplyResponse {
-        items: vec![ApplyItem {
-            name: "web".to_owned(),
-            file: "web.yaml".to_owned(),
-            action: ApplyAction::Configured,
-        }],
+        items: vec![
+            ApplyItem {
+                name: "web".to_owned(),
+                file: "web.yaml".to_owned(),
+                action: ApplyAction::Configured,
+                held: None,
+            },
+            ApplyItem {
+                name: "db".to_owned(),
+                file: "web.yaml".to_owned(),
+                action: ApplyAction::Held,
+                held: Some("rollout 2 rolled it back".to_owned()),
+            },
+        ],
     };
     assert_eq!(
         serde_json::to_value(&applied).unwrap(),
-        json!({"items": [{"name": "web", "file": "web.yaml", "action": "configured"}]})
+        json!({"items": [
+            {"name": "web", "file": "web.yaml", "action": "configured"},
+            {"name": "db", "file": "web.yaml", "action": "held", "held": "rollout 2 rolled it back"}
+        ]})
     );
+    // Clients that do not know `retry` send none: it means no.
+    let request: ApplyRequest = serde_json::from_value(json!({"files": []})).unwrap();
+    assert!(!request.retry);
     assert_eq!(
         serde_json::to_value(ErrorBody {
             error: "no".to_owned()

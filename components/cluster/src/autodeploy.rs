@@ -34,6 +34,10 @@
 //! - **Restarts.** Nothing is kept outside the store: at start every file is applied again
 //!   (unchanged ones change nothing) and services of files removed while the server was down are
 //!   deleted.
+//! - **Rolled-back services are held.** When a rollout rolled a service back from its file's
+//!   manifest, applying the file again (at a start, or after another service in it changed)
+//!   leaves that service on the manifest it was rolled back to (event `Held`); a file that
+//!   changes the service's manifest rolls the new one out.
 //! - **Writing files.** A file that changed less than a second ago is left for the next look, so
 //!   that a file caught half-written is not applied; writing a temporary name (`x.tmp`) and
 //!   renaming it is still the safe way to replace a file.
@@ -385,6 +389,7 @@ impl<S: Store> Deployer<S> {
                 name: path.clone(),
                 content: text.to_owned(),
             }],
+            retry: false,
         };
         match self.cp.apply(request).await {
             Ok(response) => {

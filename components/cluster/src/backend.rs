@@ -29,7 +29,7 @@ use cloudlet_spec::NodeRole;
 use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
 
 use crate::records::{NodeRecord, TokenRecord, decode, encode, node_key};
-use crate::{ClusterError, ControlPlane, Inner, placer, tokens};
+use crate::{ClusterError, ControlPlane, Inner, placer, rollouts, tokens};
 
 /// A join token lives one day unless the operator says otherwise.
 const DEFAULT_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -158,6 +158,16 @@ impl<S: Store> Inner<S> {
         Err(ClusterError::Conflict(format!(
             "node {node} kept changing; try again"
         )))
+    }
+
+    /// What an apply checks besides validity: the manifests rollouts rolled back from are held,
+    /// unless the operator asked to retry them.
+    pub(crate) async fn apply_checks(&self, retry: bool) -> Result<apply::Checks, ClusterError> {
+        let holds = match retry {
+            true => BTreeMap::new(),
+            false => rollouts::holds(&self.store).await?,
+        };
+        Ok(apply::Checks { fit: None, holds })
     }
 
     /// Refuses an apply whose new or changed services the placer could not place now.
@@ -343,7 +353,8 @@ impl<S: Store> Backend for ControlPlane<S> {
             .map(|f| (f.name, f.content))
             .collect();
         inner.check_placeable(&files).await?;
-        let outcomes = apply::apply(&inner.store, &files, None).await?;
+        let checks = inner.apply_checks(request.retry).await?;
+        let outcomes = apply::apply(&inner.store, &files, &checks).await?;
         let items = outcomes
             .into_iter()
             .map(|o| {
@@ -351,19 +362,28 @@ impl<S: Store> Backend for ControlPlane<S> {
                     Applied::Created => ApplyAction::Created,
                     Applied::Configured => ApplyAction::Configured,
                     Applied::Unchanged => ApplyAction::Unchanged,
+                    Applied::Held => ApplyAction::Held,
                 };
-                if action != ApplyAction::Unchanged {
-                    inner.event(
+                match (&action, &o.held) {
+                    (ApplyAction::Unchanged, _) => {}
+                    (ApplyAction::Held, Some(why)) => inner.event(
+                        Some(&o.name),
+                        &inner.options.server_name,
+                        "Held",
+                        format!("not applied from {}: {why}", o.file),
+                    ),
+                    _ => inner.event(
                         Some(&o.name),
                         &inner.options.server_name,
                         "Applied",
                         format!("{} from {}", format!("{action:?}").to_lowercase(), o.file),
-                    );
+                    ),
                 }
                 ApplyItem {
                     name: o.name,
                     file: o.file,
                     action,
+                    held: o.held,
                 }
             })
             .collect();
@@ -1017,7 +1037,12 @@ impl<S: Store> Backend for ControlPlane<S> {
     ) -> Result<ClusterApplied, ApiError> {
         Ok(self
             .inner
-            .apply_cluster(&who(&caller), &request.file, &request.content)
+            .apply_cluster(
+                &who(&caller),
+                &request.file,
+                &request.content,
+                request.retry,
+            )
             .await?)
     }
 

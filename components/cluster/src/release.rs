@@ -13,7 +13,7 @@ use std::path::Path;
 
 use cloudlet_api::dto::{ClusterApplied, ClusterDiff, FieldChange, ServiceChange};
 use cloudlet_node::apply::{self, Applied};
-use cloudlet_node::records::{SERVICES, ServiceRecord};
+use cloudlet_node::records::{SERVICES, ServiceRecord, manifest_digest};
 use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ProbeScheme, ServiceManifest};
 use cloudlet_store::Store;
 
@@ -158,12 +158,14 @@ async fn owned<S: Store>(
 }
 
 impl<S: Store> Inner<S> {
-    /// Applies `text` (a cluster YAML from `file`) as a new revision.
+    /// Applies `text` (a cluster YAML from `file`) as a new revision. A service whose rendered
+    /// manifest is one a rollout rolled back from is held at the one it has, unless `retry`.
     pub(crate) async fn apply_cluster(
         &self,
         by: &str,
         file: &str,
         text: &str,
+        retry: bool,
     ) -> Result<ClusterApplied, ClusterError> {
         let cluster =
             ClusterManifest::parse(file, text).map_err(|e| ClusterError::Invalid(e.to_string()))?;
@@ -173,8 +175,29 @@ impl<S: Store> Inner<S> {
         let current = revisions::current(&self.store).await?;
         let services = render(&cluster, &self.options.templates)?;
         let before = owned(self).await?;
-        // The same YAML again is a no-op only while every service still has what it rendered;
-        // after a rollout rolled one back, applying it again retries.
+        let checks = self.apply_checks(retry).await?;
+        let held: Vec<&str> = services
+            .iter()
+            .filter(|m| {
+                checks
+                    .holds
+                    .get(&m.metadata.name)
+                    .is_some_and(|h| h.digest == manifest_digest(m))
+                    && before
+                        .get(&m.metadata.name)
+                        .is_some_and(|r| r.manifest != **m)
+            })
+            .map(|m| m.metadata.name.as_str())
+            .collect();
+        let held_note = match held.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; held at the manifest a rollout rolled back to: {} (`--retry` rolls it out again)",
+                held.join(", ")
+            ),
+        };
+        // The same YAML again is a no-op only while every service still has what it rendered
+        // (or is held); with `retry`, a service a rollout rolled back is rolled out again.
         let drifted: Vec<&str> = services
             .iter()
             .filter(|m| {
@@ -183,6 +206,7 @@ impl<S: Store> Inner<S> {
                     .is_none_or(|r| r.manifest != **m)
             })
             .map(|m| m.metadata.name.as_str())
+            .filter(|name| !held.contains(name))
             .collect();
         if let Some(cur) = &current
             && cur.yaml == yaml
@@ -190,10 +214,18 @@ impl<S: Store> Inner<S> {
         {
             return Ok(ClusterApplied {
                 revision: cur.revision,
-                summary: "unchanged: the same as the current revision".to_owned(),
+                summary: format!("unchanged: the same as the current revision{held_note}"),
                 services: services
                     .iter()
-                    .map(|m| change(&m.metadata.name, "unchanged", Vec::new()))
+                    .map(|m| {
+                        let name = &m.metadata.name;
+                        match (held.contains(&name.as_str()), before.get(name)) {
+                            (true, Some(old)) => {
+                                change(name, "held", rollouts::changed_fields(&old.manifest, m))
+                            }
+                            _ => change(name, "unchanged", Vec::new()),
+                        }
+                    })
                     .collect(),
             });
         }
@@ -222,6 +254,7 @@ impl<S: Store> Inner<S> {
                 )
             }
         };
+        let summary = format!("{summary}{held_note}");
         let source = format!("{OWNER}{revision}");
         let text = services
             .iter()
@@ -231,7 +264,7 @@ impl<S: Store> Inner<S> {
         let files = vec![(source.clone(), text)];
         self.check_placeable(&files).await?;
         self.set_node_roles(&cluster).await?;
-        let outcomes = apply::apply(&self.store, &files, None).await?;
+        let outcomes = apply::apply(&self.store, &files, &checks).await?;
         let mut changes: Vec<ServiceChange> = outcomes
             .iter()
             .map(|o| {
@@ -246,6 +279,7 @@ impl<S: Store> Inner<S> {
                     Applied::Created => "added",
                     Applied::Configured => "changed",
                     Applied::Unchanged => "unchanged",
+                    Applied::Held => "held",
                 };
                 change(&o.name, what, fields)
             })
@@ -367,6 +401,7 @@ impl<S: Store> Inner<S> {
         };
         let services = render(&cluster, &self.options.templates)?;
         let before = owned(self).await?;
+        let holds = rollouts::holds(&self.store).await?;
         let mut changes = Vec::new();
         for m in &services {
             let name = &m.metadata.name;
@@ -380,10 +415,16 @@ impl<S: Store> Inner<S> {
                     nodes,
                     ..change(name, "unchanged", Vec::new())
                 },
-                Some(old) => ServiceChange {
-                    nodes,
-                    ..change(name, "changed", rollouts::changed_fields(&old.manifest, m))
-                },
+                Some(old) => {
+                    let held = holds
+                        .get(name)
+                        .is_some_and(|h| h.digest == manifest_digest(m));
+                    let what = if held { "held" } else { "changed" };
+                    ServiceChange {
+                        nodes,
+                        ..change(name, what, rollouts::changed_fields(&old.manifest, m))
+                    }
+                }
             };
             changes.push(c);
         }
@@ -435,7 +476,7 @@ impl<S: Store> Inner<S> {
         to: u64,
     ) -> Result<ClusterApplied, ClusterError> {
         let old = revisions::get(&self.store, to).await?;
-        self.apply_cluster(by, &format!("rollback to revision {to}"), &old.yaml)
+        self.apply_cluster(by, &format!("rollback to revision {to}"), &old.yaml, false)
             .await
     }
 

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cloudlet_api::dto::{RolloutAction, RolloutInfo, RolloutNode, RolloutState, ServiceState};
+use cloudlet_node::apply::Hold;
 use cloudlet_node::records::{
     ASSIGNMENTS, DesiredRecord, ServiceRecord, manifest_digest, service_key, split_assignment_key,
 };
@@ -346,6 +347,34 @@ async fn read_all<S: Store>(store: &S) -> Result<BTreeMap<String, Read>, Cluster
         }
     }
     Ok(out)
+}
+
+/// What an apply must not roll out again: for each service whose latest rollout rolled back, the
+/// manifest it rolled back from. The hold ends with the service's next rollout (to any other
+/// manifest, or to this one again when the apply asks to retry).
+pub(crate) async fn holds<S: Store>(store: &S) -> Result<BTreeMap<String, Hold>, ClusterError> {
+    let holds = read_all(store)
+        .await?
+        .into_values()
+        .filter(|read| read.record.state == RolloutState::RolledBack)
+        .map(|read| {
+            let r = read.record;
+            let why = format!(
+                "rollout {} rolled it back from this manifest ({}); it keeps the one it has: \
+                 change the manifest, or apply with --retry to roll it out again",
+                r.number,
+                r.message.as_deref().unwrap_or("rolled back")
+            );
+            (
+                r.service,
+                Hold {
+                    digest: r.to_digest,
+                    why,
+                },
+            )
+        })
+        .collect();
+    Ok(holds)
 }
 
 /// Every assignment of every service: service → node → record.

@@ -3,6 +3,8 @@
 //! Every write is a compare-and-swap transaction against the revisions read just before, so two
 //! operators applying at once cannot silently overwrite each other: the loser gets a conflict and
 //! retries. Nothing invalid reaches the store: all files are parsed and validated together first.
+//! A service can be *held*: the control plane names manifests a rollout rolled back from, and an
+//! apply leaves such a service as it is instead of rolling the failed manifest out again.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use cloudlet_spec::{Manifest, ServiceManifest, Source};
 use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
 
 use crate::NodeError;
-use crate::records::{DesiredRecord, SERVICES, ServiceRecord, service_key};
+use crate::records::{DesiredRecord, SERVICES, ServiceRecord, manifest_digest, service_key};
 
 /// What apply did with one manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,26 @@ pub enum Applied {
     Configured,
     /// It was already stored as is.
     Unchanged,
+    /// Its manifest is one a rollout rolled back from: the stored one stays (see [`Hold`]).
+    Held,
+}
+
+/// A manifest an apply must not write for a service: one a rollout rolled back from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// `records::manifest_digest` of the manifest that failed.
+    pub digest: String,
+    /// Why, for the operator (which rollout, what failed, how to retry).
+    pub why: String,
+}
+
+/// What an apply checks besides validity.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    /// Refuse manifests that do not fit this node's (name, allocatable resources).
+    pub fit: Option<(String, Resources)>,
+    /// Per service: a manifest not to write (the service keeps its stored one).
+    pub holds: BTreeMap<String, Hold>,
 }
 
 /// The outcome for one manifest.
@@ -33,13 +55,15 @@ pub struct ApplyOutcome {
     pub file: String,
     /// What happened.
     pub applied: Applied,
+    /// Why it was held (with [`Applied::Held`]).
+    pub held: Option<String>,
 }
 
 /// Parses, validates and stores `files` (name, content) in one transaction.
 pub async fn apply<S: Store>(
     store: &S,
     files: &[(String, String)],
-    fit: Option<&(String, Resources)>,
+    checks: &Checks,
 ) -> Result<Vec<ApplyOutcome>, NodeError> {
     let mut manifests: Vec<Manifest> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
@@ -69,7 +93,7 @@ pub async fn apply<S: Store>(
     let existing: Vec<ServiceManifest> = stored.values().map(|(r, _)| r.manifest.clone()).collect();
     cloudlet_spec::validate_set(&manifests, &existing)
         .map_err(|e| NodeError::Invalid(e.to_string()))?;
-    if let Some((node, allocatable)) = fit {
+    if let Some((node, allocatable)) = &checks.fit {
         check_fit(
             node,
             *allocatable,
@@ -106,13 +130,25 @@ pub async fn apply<S: Store>(
                     source
                 )));
             }
+            Some((record, rev)) if record.manifest == service => {
+                compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
+                (Applied::Unchanged, record.desired)
+            }
+            Some((_, _))
+                if let Some(hold) = checks.holds.get(&name)
+                    && hold.digest == manifest_digest(&service) =>
+            {
+                outcomes.push(ApplyOutcome {
+                    name,
+                    file: source.file,
+                    applied: Applied::Held,
+                    held: Some(hold.why.clone()),
+                });
+                continue;
+            }
             Some((record, rev)) => {
                 compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
-                if record.manifest == service {
-                    (Applied::Unchanged, record.desired)
-                } else {
-                    (Applied::Configured, record.desired)
-                }
+                (Applied::Configured, record.desired)
             }
         };
         if applied != Applied::Unchanged {
@@ -130,6 +166,7 @@ pub async fn apply<S: Store>(
             name,
             file: source.file,
             applied,
+            held: None,
         });
     }
     if !ops.is_empty() {
