@@ -468,17 +468,16 @@ impl<S: Store> Deployer<S> {
                 continue;
             };
             let key = service_key(&name);
-            let txn = Txn {
-                // Only the record seen here, written from the manifest file: never one an
-                // operator applied meanwhile.
-                compares: vec![Compare::mod_revision(
+            // Only the record seen here, written from the manifest file: never one an
+            // operator applied meanwhile.
+            let txn = Txn::guarded(
+                vec![Compare::mod_revision(
                     key.clone(),
                     CompareOp::Equal,
                     *revision,
                 )],
-                success: vec![Op::delete(key)],
-                failure: Vec::new(),
-            };
+                vec![Op::delete(key)],
+            );
             match inner.store.txn(txn).await {
                 Ok(r) if r.succeeded => {
                     deleted = true;

@@ -142,15 +142,14 @@ impl<S: Store> Inner<S> {
                 .ok_or_else(|| ClusterError::NotFound(format!("node {node:?} not found")))?;
             let mut record: NodeRecord = decode(&key, &kv.value)?;
             change(&mut record);
-            let txn = Txn {
-                compares: vec![Compare::mod_revision(
+            let txn = Txn::guarded(
+                vec![Compare::mod_revision(
                     key.clone(),
                     CompareOp::Equal,
                     kv.mod_revision,
                 )],
-                success: vec![Op::put(key.clone(), encode(&key, &record)?)],
-                failure: Vec::new(),
-            };
+                vec![Op::put(key.clone(), encode(&key, &record)?)],
+            );
             if self.store.txn(txn).await?.succeeded {
                 return Ok(record);
             }

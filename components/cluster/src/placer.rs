@@ -294,11 +294,10 @@ async fn round<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> 
         }
     }
     for chunk in ops.chunks(CHUNK) {
-        let txn = Txn {
-            compares: chunk.iter().map(|(c, _, _)| c.clone()).collect(),
-            success: chunk.iter().map(|(_, o, _)| o.clone()).collect(),
-            failure: Vec::new(),
-        };
+        let txn = Txn::guarded(
+            chunk.iter().map(|(c, _, _)| c.clone()).collect(),
+            chunk.iter().map(|(_, o, _)| o.clone()).collect(),
+        );
         let response = store.txn(txn).await?;
         if !response.succeeded {
             inner.kick.notify_one();

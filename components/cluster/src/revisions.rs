@@ -74,13 +74,7 @@ pub fn store_ops(record: &RevisionRecord) -> Result<(Compare, Op), ClusterError>
 /// Stores `record` alone (when nothing else is written with it).
 pub async fn store<S: Store>(store: &S, record: &RevisionRecord) -> Result<(), ClusterError> {
     let (compare, op) = store_ops(record)?;
-    let response = store
-        .txn(Txn {
-            compares: vec![compare],
-            success: vec![op],
-            failure: Vec::new(),
-        })
-        .await?;
+    let response = store.txn(Txn::guarded(vec![compare], vec![op])).await?;
     if response.succeeded {
         Ok(())
     } else {

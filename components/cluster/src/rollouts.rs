@@ -482,15 +482,14 @@ async fn store_step<S: Store>(
     nodes: usize,
 ) -> Result<bool, ClusterError> {
     let key = rollout_key(&read.record.service, read.record.number);
-    let txn = Txn {
-        compares: vec![Compare::mod_revision(
+    let txn = Txn::guarded(
+        vec![Compare::mod_revision(
             key.clone(),
             CompareOp::Equal,
             read.mod_revision,
         )],
-        success: vec![Op::put(key.clone(), encode(&key, &read.record)?)],
-        failure: Vec::new(),
-    };
+        vec![Op::put(key.clone(), encode(&key, &read.record)?)],
+    );
     let stored = inner.store.txn(txn).await?.succeeded;
     if stored {
         report(inner, &read.record, stepped, nodes);
@@ -581,14 +580,7 @@ async fn start<S: Store>(
             ops.push(Op::delete(rollout_key(&name, *n)));
         }
     }
-    let response = inner
-        .store
-        .txn(Txn {
-            compares,
-            success: ops,
-            failure: Vec::new(),
-        })
-        .await?;
+    let response = inner.store.txn(Txn::guarded(compares, ops)).await?;
     if !response.succeeded {
         return Ok(previous.map(|p| p.record));
     }
@@ -714,11 +706,7 @@ async fn roll_back<S: Store>(
         }
     }
     ops.push(Op::put(key.clone(), encode(&key, &read.record)?));
-    let txn = Txn {
-        compares,
-        success: ops,
-        failure: Vec::new(),
-    };
+    let txn = Txn::guarded(compares, ops);
     if !inner.store.txn(txn).await?.succeeded {
         return Ok(None);
     }
@@ -856,15 +844,14 @@ impl<S: Store> Inner<S> {
         let key = rollout_key(service, r.number);
         let n = r.number;
         let put = |r: &RolloutRecord| -> Result<Txn, ClusterError> {
-            Ok(Txn {
-                compares: vec![Compare::mod_revision(
+            Ok(Txn::guarded(
+                vec![Compare::mod_revision(
                     key.clone(),
                     CompareOp::Equal,
                     revision,
                 )],
-                success: vec![Op::put(key.clone(), encode(&key, r)?)],
-                failure: Vec::new(),
-            })
+                vec![Op::put(key.clone(), encode(&key, r)?)],
+            ))
         };
         let skey = service_key(service);
         let current =
@@ -956,15 +943,14 @@ impl<S: Store> Inner<S> {
                     applied_at: Timestamp::now(),
                     ..target
                 };
-                self.commit(Txn {
-                    compares: vec![Compare::mod_revision(
+                self.commit(Txn::guarded(
+                    vec![Compare::mod_revision(
                         skey.clone(),
                         CompareOp::Equal,
                         current.mod_revision,
                     )],
-                    success: vec![Op::put(skey.clone(), restored.encode()?)],
-                    failure: Vec::new(),
-                })
+                    vec![Op::put(skey.clone(), restored.encode()?)],
+                ))
                 .await?;
                 event(
                     "RolloutUndo",

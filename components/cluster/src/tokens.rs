@@ -51,11 +51,10 @@ pub async fn create<S: Store>(
             uses: 0,
         };
         let key = token_key(&record.id);
-        let txn = Txn {
-            compares: vec![Compare::absent(key.as_str())],
-            success: vec![Op::put(key.as_str(), encode(&key, &record)?)],
-            failure: Vec::new(),
-        };
+        let txn = Txn::guarded(
+            vec![Compare::absent(key.as_str())],
+            vec![Op::put(key.as_str(), encode(&key, &record)?)],
+        );
         // A random id already taken (36^6 ids): draw another token.
         if store.txn(txn).await?.succeeded {
             return Ok((token, record));
@@ -126,15 +125,14 @@ pub async fn redeem<S: Store>(
             return Err(ClusterError::Refused(format!("token {id}: wrong secret")));
         }
         record.uses = record.uses.saturating_add(1);
-        let txn = Txn {
-            compares: vec![Compare::mod_revision(
+        let txn = Txn::guarded(
+            vec![Compare::mod_revision(
                 key.as_str(),
                 CompareOp::Equal,
                 kv.mod_revision,
             )],
-            success: vec![Op::put(key.as_str(), encode(&key, &record)?)],
-            failure: Vec::new(),
-        };
+            vec![Op::put(key.as_str(), encode(&key, &record)?)],
+        );
         if store.txn(txn).await?.succeeded {
             return Ok(record);
         }

@@ -437,11 +437,7 @@ pub async fn sync<S: Store>(node: &Node<S>, assignments: &Assignments) -> Result
     if ops.is_empty() {
         return Ok(());
     }
-    let txn = Txn {
-        compares,
-        success: ops,
-        failure: Vec::new(),
-    };
+    let txn = Txn::guarded(compares, ops);
     if !store.txn(txn).await?.succeeded {
         return Err(NodeError::Conflict(
             "the node's services changed during a sync; syncing again".into(),

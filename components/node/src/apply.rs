@@ -170,13 +170,7 @@ pub async fn apply<S: Store>(
         });
     }
     if !ops.is_empty() {
-        let response = store
-            .txn(Txn {
-                compares,
-                success: ops,
-                failure: Vec::new(),
-            })
-            .await?;
+        let response = store.txn(Txn::guarded(compares, ops)).await?;
         if !response.succeeded {
             return Err(NodeError::Conflict(
                 "the services changed while this apply was validated; apply again".into(),
@@ -191,15 +185,14 @@ pub async fn delete_key<S: Store>(store: &S, key: &str) -> Result<bool, NodeErro
     let Some(kv) = store.get(key).await? else {
         return Ok(false);
     };
-    let txn = Txn {
-        compares: vec![Compare::mod_revision(
+    let txn = Txn::guarded(
+        vec![Compare::mod_revision(
             key.to_owned(),
             CompareOp::Equal,
             kv.mod_revision,
         )],
-        success: vec![Op::delete(key.to_owned())],
-        failure: Vec::new(),
-    };
+        vec![Op::delete(key.to_owned())],
+    );
     if !store.txn(txn).await?.succeeded {
         return Err(NodeError::Conflict(format!(
             "{key} changed meanwhile; try again"
@@ -231,11 +224,10 @@ pub async fn delete<S: Store>(store: &S, name: &str) -> Result<(), NodeError> {
         )));
     }
     let key = service_key(name);
-    let txn = Txn {
-        compares: vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)],
-        success: vec![Op::delete(key)],
-        failure: Vec::new(),
-    };
+    let txn = Txn::guarded(
+        vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)],
+        vec![Op::delete(key)],
+    );
     if !store.txn(txn).await?.succeeded {
         return Err(NodeError::Conflict(format!(
             "service {name} changed meanwhile; try again"
@@ -261,15 +253,14 @@ pub async fn set_desired<S: Store>(
         return Ok(false);
     }
     record.desired = desired;
-    let txn = Txn {
-        compares: vec![Compare::mod_revision(
+    let txn = Txn::guarded(
+        vec![Compare::mod_revision(
             key.clone(),
             CompareOp::Equal,
             kv.mod_revision,
         )],
-        success: vec![Op::put(key, record.encode()?)],
-        failure: Vec::new(),
-    };
+        vec![Op::put(key, record.encode()?)],
+    );
     if !store.txn(txn).await?.succeeded {
         return Err(NodeError::Conflict(format!(
             "service {name} changed meanwhile; try again"

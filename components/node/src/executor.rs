@@ -136,15 +136,14 @@ pub async fn run<S: Store>(
         }),
     };
     let key = assignment_key(node, &request.name);
-    let txn = Txn {
-        // Also free as a cluster service (on the server's store; an agent's has none).
-        compares: vec![
+    // Also free as a cluster service (on the server's store; an agent's has none).
+    let txn = Txn::guarded(
+        vec![
             Compare::absent(key.clone()),
             Compare::absent(service_key(&request.name)),
         ],
-        success: vec![Op::put(key, record.encode()?)],
-        failure: Vec::new(),
-    };
+        vec![Op::put(key, record.encode()?)],
+    );
     if !store.txn(txn).await?.succeeded {
         return Err(NodeError::Conflict(format!(
             "service {} exists already: pick another name, or delete it first",

@@ -31,6 +31,15 @@ impl Txn {
         }
     }
 
+    /// A compare-and-swap: `ops` run only if every compare holds; otherwise nothing does.
+    pub fn guarded(compares: Vec<Compare>, ops: Vec<Op>) -> Self {
+        Txn {
+            compares,
+            success: ops,
+            failure: Vec::new(),
+        }
+    }
+
     /// Checks what etcd also rejects: an empty key, and a branch writing one key twice
     /// (two puts, or a put and a delete or prefix delete covering the same key).
     pub(crate) fn validate(&self) -> Result<(), String> {
