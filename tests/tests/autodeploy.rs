@@ -1,7 +1,8 @@
 //! End to end: the auto-deploy directory `DATA/manifests`. Files there are applied at start and
 //! when they change; a service a file no longer declares, or whose file is removed, is deleted
 //! (dependants first); services an operator applied from elsewhere are never touched; a broken
-//! file is reported and does not stop the others.
+//! file is reported and does not stop the others; a release a rollout rolled back is not
+//! repeated at the next start.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::BTreeSet;
@@ -248,4 +249,88 @@ fn a_file_removed_while_the_server_was_down_is_cleaned_up_at_start() {
             .is_some_and(|m| m.contains(&format!("{} was removed", file.display()))),
         "{removed}"
     );
+}
+
+/// `ctl rollout status web -o json` (null while web is not applied yet).
+fn rollout(c: &Cluster) -> Value {
+    let out = c.ctl(&["rollout", "status", "web", "-o", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Waits until web's rollout `number` is in `state`; returns it.
+fn wait_rollout(c: &Cluster, number: u64, state: &str) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let r = rollout(c);
+        if r["number"] == number && r["state"] == state {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout {number} not {state} within {T:?}: {r:#}\nserver log:\n{}",
+            c.server_log()
+        );
+        // Rollout records have no stream to follow: look again soon.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The digest of the manifest web's current run started with.
+fn web_digest(c: &Cluster) -> String {
+    let rows = c.services();
+    let web = rows.iter().find(|r| r["name"] == "web").unwrap();
+    web["specDigest"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A release from a file that rolled back is not repeated by the apply every start makes: the
+/// service is held on the manifest it was rolled back to (event `Held`), and a change to the
+/// file rolls out again.
+#[test]
+fn a_rolled_back_release_is_held_across_a_restart_until_the_file_changes() {
+    let mut c = Cluster::unstarted(None, &[]);
+    let file = manifests(&c).join("web.yaml");
+    let web = |probe: &str, tag: &str| {
+        Cluster::workload_manifest(
+            "web",
+            &["sleep"],
+            &format!(
+                "  env: {{TAG: {tag}}}\n  readiness:\n    exec: {{command: [{probe}]}}\n    \
+                 periodSeconds: 1\n  rollout: {{progressDeadline: 3s}}\n"
+            ),
+        )
+    };
+    write(&file, &[web("/bin/true", "v1")]);
+    c.start_server();
+    let v1 = wait_rollout(&c, 1, "complete")["to"].clone();
+    // v2 never becomes ready: rolled back to v1 after 3 s.
+    write(&file, &[web("/bin/false", "v2")]);
+    let failed = wait_rollout(&c, 2, "rolledBack");
+    assert_eq!(failed["from"], v1, "{failed:#}");
+    wait_services(&c, "web back on v1", |_| Value::from(web_digest(&c)) == v1);
+
+    // A restart applies the file again: web is held, no third rollout, v1 keeps running.
+    c.stop_server();
+    c.start_server();
+    let mut events = c.events();
+    let held = events.wait_for("web", "Held", T);
+    assert!(
+        held["message"]
+            .as_str()
+            .unwrap()
+            .contains("rollout 2 rolled it back from this manifest"),
+        "{held}"
+    );
+    let r = rollout(&c);
+    assert_eq!(
+        (&r["number"], &r["state"]),
+        (&2.into(), &"rolledBack".into())
+    );
+    assert_eq!(Value::from(web_digest(&c)), v1);
+
+    // A changed file is a new release.
+    write(&file, &[web("/bin/true", "v3")]);
+    let done = wait_rollout(&c, 3, "complete");
+    wait_services(&c, "web on v3", |_| {
+        Value::from(web_digest(&c)) == done["to"]
+    });
 }
