@@ -7,6 +7,7 @@
 //! `cloudlet ctl events -f -o json` and tests block on the event they expect, with a deadline.
 //! It never touches processes it did not start.
 
+pub mod benchargs;
 pub mod fleet;
 pub mod netns;
 

@@ -21,6 +21,9 @@ use cloudlet_node::{Node, NodeOptions};
 use cloudlet_store::{RedbOptions, RedbStore};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::{AgentArgs, NodeArgs, ServerArgs};
 
@@ -39,13 +42,23 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
 /// Logging, the data dir and its lock, the allocator and the runtime: what every long-running
 /// role needs before it starts.
 fn prepare(args: &NodeArgs) -> anyhow::Result<Prepared> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .with_context(|| format!("--log {:?} is not a valid filter", args.log))?,
+    // `Targets` (LEVEL, TARGET=LEVEL, comma-separated) rather than `EnvFilter`: the same
+    // directives operators use, without a regex engine in the binary (~150 KiB of text).
+    // The parse error's Display already includes its source: no context chain, or it repeats.
+    let filter: Targets = args.log.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "--log {:?} is not a valid filter ({e}); LEVEL or TARGET=LEVEL, comma-separated, \
+             e.g. info,cloudlet_supervisor=debug",
+            args.log
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    })?;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
         .init();
     let dir = &args.data_dir;
     std::fs::DirBuilder::new()

@@ -23,30 +23,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-use std::{env, fs, thread};
+use std::{fs, thread};
+
+use clap::Parser;
+use cloudlet_tests::benchargs::{beside, count};
 
 use crate::peers::{Peer, Running, Services};
 use crate::report::{Memory, Report};
 use crate::restart::Notify;
-
-const HELP: &str = "\
-bench: restart latency and memory of cloudlet, supervisord and runit, side by side
-
-usage: bench [--cloudlet PATH] [--workload PATH] [--supervisord PATH] [--runsvdir PATH]
-             [--services N] [--kills N] [--only NAME]...
-
-  --cloudlet PATH      the cloudlet binary (default: next to bench)
-  --workload PATH      the workload binary (default: next to bench)
-  --supervisord PATH   supervisord (default: from PATH)
-  --runsvdir PATH      runit's runsvdir (default: from PATH)
-  --services N         services per supervisor (default 30)
-  --kills N            SIGKILLs per supervisor, round-robin over the services (default 60)
-  --only NAME          run only this supervisor (runit, supervisord, cloudlet); repeatable
-
-Everything runs under temp dirs of the bench's own; every process started is killed at the end,
-on error and on SIGINT/SIGTERM/SIGHUP. Exit code 0 when the bench ran (targets missed or not),
-1 when it could not measure, 2 on bad usage.
-";
 
 /// How long the services may take to start, all of them.
 const FIRST_START: Duration = Duration::from_secs(30);
@@ -64,30 +48,47 @@ macro_rules! say {
 /// The temp dirs of supervisors under test, for the cleanup on a signal.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// The parsed command line.
-#[derive(Debug)]
+/// bench: restart latency and memory of cloudlet, supervisord and runit, side by side
+///
+/// Each supervisor in turn runs the same services (`workload --notify SOCK sleep`) under a temp
+/// dir of the bench's own; the bench kills them with SIGKILL round-robin, measures how long each
+/// replacement takes to send its pid, reads the supervisor's own memory (PSS, the services
+/// excluded), then prints a table and the ratios against the targets.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    max_term_width = 100,
+    after_help = "Everything runs under temp dirs of the bench's own; every process started is \
+    killed at the end, on error and on SIGINT/SIGTERM/SIGHUP.\n\n\
+    Exit code 0 when the bench ran (targets missed or not), 1 when it could not measure, 2 on \
+    bad usage."
+)]
 struct Args {
+    /// The cloudlet binary (by default the one next to bench).
+    #[arg(long, value_name = "PATH", default_value_os_t = beside("cloudlet"))]
     cloudlet: PathBuf,
+    /// The workload binary, the service every supervisor runs (by default the one next to bench).
+    #[arg(long, value_name = "PATH", default_value_os_t = beside("workload"))]
     workload: PathBuf,
+    /// supervisord (by default from PATH).
+    #[arg(long, value_name = "PATH", default_value = "supervisord")]
     supervisord: PathBuf,
+    /// runit's runsvdir (by default from PATH).
+    #[arg(long, value_name = "PATH", default_value = "runsvdir")]
     runsvdir: PathBuf,
+    /// Services per supervisor.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = count)]
     services: usize,
+    /// SIGKILLs per supervisor, round-robin over the services.
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = count)]
     kills: usize,
+    /// Run only this supervisor (repeatable; by default all three).
+    #[arg(long, value_name = "NAME", value_parser = ["runit", "supervisord", "cloudlet"])]
     only: Vec<String>,
 }
 
 fn main() -> ExitCode {
-    let args = match parse(env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            let _ = std::io::stdout().write_all(HELP.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            say!("{error}\ntry `bench --help`");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     if let Err(error) = clean_up_on_signals() {
         say!("{error}");
         return ExitCode::FAILURE;
@@ -268,79 +269,50 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Parses the command line; `None` for `--help`.
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let beside = |name: &str| {
-        env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join(name)))
-            .unwrap_or_else(|| PathBuf::from(name))
-    };
-    let mut args = Args {
-        cloudlet: beside("cloudlet"),
-        workload: beside("workload"),
-        supervisord: PathBuf::from("supervisord"),
-        runsvdir: PathBuf::from("runsvdir"),
-        services: 30,
-        kills: 60,
-        only: Vec::new(),
-    };
-    while let Some(flag) = argv.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let count = |v: &str| match v.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{flag}: {v:?} is not a positive number")),
-        };
-        match flag.as_str() {
-            "--cloudlet" => args.cloudlet = value.into(),
-            "--workload" => args.workload = value.into(),
-            "--supervisord" => args.supervisord = value.into(),
-            "--runsvdir" => args.runsvdir = value.into(),
-            "--services" => args.services = count(&value)?,
-            "--kills" => args.kills = count(&value)?,
-            "--only" if ["runit", "supervisord", "cloudlet"].contains(&value.as_str()) => {
-                args.only.push(value);
-            }
-            "--only" => return Err(format!("--only: unknown supervisor {value:?}")),
-            _ => return Err(format!("unknown option {flag}")),
-        }
-    }
-    Ok(Some(args))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
 
-    fn argv(s: &str) -> impl Iterator<Item = String> {
-        s.split_whitespace()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
+    use super::*;
 
     #[test]
     fn command_line() {
-        let args = parse(argv("--kills 40 --only cloudlet --runsvdir /x/runsvdir"))
-            .unwrap()
-            .unwrap();
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["bench"]).unwrap();
+        assert_eq!((args.services, args.kills), (30, 60));
+        assert!(args.only.is_empty());
+        assert_eq!(args.cloudlet, beside("cloudlet"));
+        assert_eq!(args.workload, beside("workload"));
+        assert_eq!(args.supervisord, Path::new("supervisord"));
+
+        // As scripts/bench.sh calls it, and --only twice.
+        let args = Args::try_parse_from(
+            "bench --cloudlet /x/c --workload /x/w --supervisord /x/sd --runsvdir /x/runsvdir \
+             --kills 40 --only cloudlet --only runit"
+                .split_whitespace(),
+        )
+        .unwrap();
         assert_eq!((args.kills, args.services), (40, 30));
-        assert_eq!(args.only, ["cloudlet"]);
+        assert_eq!(args.only, ["cloudlet", "runit"]);
         assert_eq!(args.runsvdir, Path::new("/x/runsvdir"));
-        assert!(parse(argv("--help")).unwrap().is_none());
-        assert!(parse(argv("--kills 0")).unwrap_err().contains("positive"));
-        assert!(
-            parse(argv("--only systemd"))
-                .unwrap_err()
-                .contains("unknown")
-        );
-        assert!(
-            parse(argv("--kills"))
-                .unwrap_err()
-                .contains("needs a value")
-        );
+        assert_eq!(args.cloudlet, Path::new("/x/c"));
+        assert_eq!(args.workload, Path::new("/x/w"));
+        assert_eq!(args.supervisord, Path::new("/x/sd"));
+
+        let help = Args::try_parse_from(["bench", "--help"]).unwrap_err();
+        assert_eq!((help.kind(), help.exit_code()), (ErrorKind::DisplayHelp, 0));
+        for (argv, kind, says) in [
+            ("--kills 0", ErrorKind::ValueValidation, "positive"),
+            ("--services 0", ErrorKind::ValueValidation, "positive"),
+            ("--kills x", ErrorKind::ValueValidation, "positive"),
+            ("--only systemd", ErrorKind::InvalidValue, "possible values"),
+            ("--kills", ErrorKind::InvalidValue, "a value is required"),
+            ("--nope 1", ErrorKind::UnknownArgument, "--nope"),
+        ] {
+            let error = Args::try_parse_from(format!("bench {argv}").split(' ')).unwrap_err();
+            assert_eq!((error.kind(), error.exit_code()), (kind, 2), "{argv}");
+            assert!(error.to_string().contains(says), "{argv}: {error}");
+        }
     }
 }

@@ -24,27 +24,12 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use cloudlet_tests::benchargs::count;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::lab::Lab;
 use crate::report::{ms, ratio, table};
-
-const HELP: &str = "\
-netbench: cloudlet's OVSDB client and firewall against the Open vSwitch tools, side by side
-
-usage: netbench [--calls N] [--changes N] [--rules N] [--rounds N] [--firsts N]
-
-  --calls N     transactions per side (default 500)
-  --changes N   monitored changes per side (default 500)
-  --rules N     firewall rules (default 1000)
-  --rounds N    re-applies per kind (default 15)
-  --firsts N    first applies per side (default 5)
-
-Needs root, iproute2 and openvswitch-switch. ovsdb-server and ovs-vswitchd (bridge br0 on the
-userspace datapath) run in a network namespace and temp dir of the bench's own, removed at the
-end, on error and on SIGINT/SIGTERM/SIGHUP. Exit code 0 when measured, 1 when it could not
-measure, 2 on bad usage.
-";
 
 /// Writes one line to stderr, prefixed `netbench: `; a write error is ignored.
 macro_rules! say {
@@ -53,28 +38,42 @@ macro_rules! say {
     }};
 }
 
-/// The parsed command line.
-#[derive(Debug, PartialEq, Eq)]
+/// netbench: cloudlet's OVSDB client and firewall against the Open vSwitch tools, side by side
+///
+/// OVSDB transaction latency (cloudlet's client against `ovsdb-client transact` and `ovs-vsctl`, a
+/// process a call), monitor-notification latency (cloudlet's monitor against `ovsdb-client
+/// monitor`), and a firewall policy applied, re-applied unchanged and re-applied with one rule
+/// changed (cloudlet against `ovs-ofctl` given the whole flow set). Results are ratios against
+/// cloudlet; nothing is asserted about time.
+#[derive(Debug, PartialEq, Eq, Parser)]
+#[command(
+    name = "netbench",
+    max_term_width = 100,
+    after_help = "Needs root, iproute2 and openvswitch-switch. ovsdb-server and ovs-vswitchd \
+    (bridge br0 on the userspace datapath) run in a network namespace and temp dir of the \
+    bench's own, removed at the end, on error and on SIGINT/SIGTERM/SIGHUP.\n\n\
+    Exit code 0 when measured, 1 when it could not measure, 2 on bad usage."
+)]
 struct Args {
+    /// Transactions per side.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = count)]
     calls: usize,
+    /// Monitored changes per side.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = count)]
     changes: usize,
+    /// Firewall rules, at most 10000.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = rules)]
     rules: usize,
+    /// Re-applies per kind.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = count)]
     rounds: usize,
+    /// First applies per side.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = count)]
     firsts: usize,
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            let _ = std::io::stdout().write_all(HELP.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            say!("{error}\ntry `netbench --help`");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
         say!("needs root (a network namespace, Open vSwitch's daemons)");
         return ExitCode::FAILURE;
@@ -272,72 +271,60 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Parses the command line; `None` for `--help`.
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut args = Args {
-        calls: 500,
-        changes: 500,
-        rules: 1000,
-        rounds: 15,
-        firsts: 5,
-    };
-    while let Some(flag) = argv.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let count = || match value.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{flag}: {value:?} is not a positive number")),
-        };
-        match flag.as_str() {
-            "--calls" => args.calls = count()?,
-            "--changes" => args.changes = count()?,
-            "--rules" => match count()? {
-                n if n <= 10_000 => args.rules = n,
-                n => return Err(format!("--rules: {n} is more than 10000")),
-            },
-            "--rounds" => args.rounds = count()?,
-            "--firsts" => args.firsts = count()?,
-            _ => return Err(format!("unknown option {flag}")),
-        }
+/// `--rules`: a count of at most 10000.
+fn rules(text: &str) -> Result<usize, String> {
+    match count(text)? {
+        n if n <= 10_000 => Ok(n),
+        n => Err(format!("{n} is more than 10000")),
     }
-    Ok(Some(args))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
 
-    fn argv(s: &str) -> impl Iterator<Item = String> {
-        s.split_whitespace()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
+    use super::*;
 
     #[test]
     fn command_line() {
-        let args = parse(argv("--calls 50 --rules 20")).unwrap().unwrap();
+        Args::command().debug_assert();
+        let args = Args::try_parse_from("netbench --calls 50 --changes 40 --rules 20".split(' '));
         assert_eq!(
-            args,
+            args.unwrap(),
             Args {
                 calls: 50,
-                changes: 500,
+                changes: 40,
                 rules: 20,
                 rounds: 15,
                 firsts: 5
             }
         );
-        assert!(parse(argv("--help")).unwrap().is_none());
-        assert!(parse(argv("--calls 0")).unwrap_err().contains("positive"));
-        assert!(parse(argv("--rules 10001")).unwrap_err().contains("10000"));
-        assert!(
-            parse(argv("--rounds"))
-                .unwrap_err()
-                .contains("needs a value")
+        let defaults = Args::try_parse_from(["netbench"]).unwrap();
+        assert_eq!(
+            (defaults.calls, defaults.changes, defaults.rules),
+            (500, 500, 1000)
         );
-        assert!(parse(argv("--x 1")).unwrap_err().contains("unknown option"));
+        let most = Args::try_parse_from("netbench --rules 10000".split(' ')).unwrap();
+        assert_eq!(most.rules, 10_000);
+
+        let help = Args::try_parse_from(["netbench", "--help"]).unwrap_err();
+        assert_eq!((help.kind(), help.exit_code()), (ErrorKind::DisplayHelp, 0));
+        for (argv, kind, says) in [
+            ("--calls 0", ErrorKind::ValueValidation, "positive"),
+            ("--rules 0", ErrorKind::ValueValidation, "positive"),
+            (
+                "--rules 10001",
+                ErrorKind::ValueValidation,
+                "more than 10000",
+            ),
+            ("--rounds", ErrorKind::InvalidValue, "a value is required"),
+            ("--x 1", ErrorKind::UnknownArgument, "--x"),
+        ] {
+            let error = Args::try_parse_from(format!("netbench {argv}").split(' ')).unwrap_err();
+            assert_eq!((error.kind(), error.exit_code()), (kind, 2), "{argv}");
+            assert!(error.to_string().contains(says), "{argv}: {error}");
+        }
     }
 
     /// The policy has the rules asked for, one flow each plus the pipeline's, and the changed
