@@ -218,7 +218,8 @@ pub enum Verb {
         after_help = "Examples:\n  cloudlet ctl apply -f examples/stack.yaml\n  \
         cloudlet ctl apply -f ./manifests/        # every *.yaml and *.yml in the directory\n  \
         cloudlet ctl manifests show openvswitch | cloudlet ctl apply -f -   # - is stdin\n\n\
-        All files are validated first; if any document is invalid nothing is applied.\n        A service whose rollout of this very manifest rolled back is held (it keeps the manifest \
+        All files are validated first; if any document is invalid nothing is applied.\n\
+        A service whose rollout of this very manifest rolled back is held (it keeps the manifest \
         it was rolled back to): change the manifest, or pass --retry."
     )]
     Apply {

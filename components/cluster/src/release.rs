@@ -13,7 +13,7 @@ use std::path::Path;
 
 use cloudlet_api::dto::{ClusterApplied, ClusterDiff, FieldChange, ServiceChange};
 use cloudlet_node::apply::{self, Applied};
-use cloudlet_node::records::{SERVICES, ServiceRecord, manifest_digest};
+use cloudlet_node::records::{SERVICES, ServiceRecord};
 use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ProbeScheme, ServiceManifest};
 use cloudlet_store::Store;
 
@@ -179,10 +179,7 @@ impl<S: Store> Inner<S> {
         let held: Vec<&str> = services
             .iter()
             .filter(|m| {
-                checks
-                    .holds
-                    .get(&m.metadata.name)
-                    .is_some_and(|h| h.digest == manifest_digest(m))
+                checks.hold_for(m).is_some()
                     && before
                         .get(&m.metadata.name)
                         .is_some_and(|r| r.manifest != **m)
@@ -401,7 +398,7 @@ impl<S: Store> Inner<S> {
         };
         let services = render(&cluster, &self.options.templates)?;
         let before = owned(self).await?;
-        let holds = rollouts::holds(&self.store).await?;
+        let checks = self.apply_checks(false).await?;
         let mut changes = Vec::new();
         for m in &services {
             let name = &m.metadata.name;
@@ -416,10 +413,10 @@ impl<S: Store> Inner<S> {
                     ..change(name, "unchanged", Vec::new())
                 },
                 Some(old) => {
-                    let held = holds
-                        .get(name)
-                        .is_some_and(|h| h.digest == manifest_digest(m));
-                    let what = if held { "held" } else { "changed" };
+                    let what = match checks.hold_for(m) {
+                        Some(_) => "held",
+                        None => "changed",
+                    };
                     ServiceChange {
                         nodes,
                         ..change(name, what, rollouts::changed_fields(&old.manifest, m))

@@ -46,6 +46,15 @@ pub struct Checks {
     pub holds: BTreeMap<String, Hold>,
 }
 
+impl Checks {
+    /// The hold that keeps `manifest` from being written, if any.
+    pub fn hold_for(&self, manifest: &ServiceManifest) -> Option<&Hold> {
+        self.holds
+            .get(&manifest.metadata.name)
+            .filter(|hold| hold.digest == manifest_digest(manifest))
+    }
+}
+
 /// The outcome for one manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOutcome {
@@ -134,10 +143,7 @@ pub async fn apply<S: Store>(
                 compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
                 (Applied::Unchanged, record.desired)
             }
-            Some((_, _))
-                if let Some(hold) = checks.holds.get(&name)
-                    && hold.digest == manifest_digest(&service) =>
-            {
+            Some((_, _)) if let Some(hold) = checks.hold_for(&service) => {
                 outcomes.push(ApplyOutcome {
                     name,
                     file: source.file,
