@@ -605,43 +605,81 @@ impl UnixServer {
     ) -> Result<(), ApiError> {
         let (stop, stopping) = watch::channel(false);
         let app = app(backend, stopping.clone());
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let cred = stream.peer_cred().ok();
-                        let who = Caller {
-                            pid: cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok()),
-                            uid: cred.map(|c| c.uid()),
-                            socket,
-                            peer: None,
-                        };
-                        connections.spawn(serve_http1(stream, app.clone(), who, stopping.clone()));
-                    }
-                    Err(error) => {
-                        // Out of file descriptors and the like: say so, and don't spin on it.
-                        tracing::warn!(%error, "api accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                    if let Err(error) = joined {
-                        tracing::warn!(%error, "api connection task failed");
-                    }
-                }
-            }
-        }
         let path = self.path.clone();
-        // Closes the listener and removes the socket file.
-        drop(self);
-        stop.send_replace(true);
-        drain(connections).await;
+        // Dropping the server at the end closes the listener and removes the socket file.
+        accept_until(self, shutdown, stop, |stream: UnixStream| {
+            let cred = stream.peer_cred().ok();
+            let who = Caller {
+                pid: cred
+                    .and_then(|c| c.pid())
+                    .and_then(|p| u32::try_from(p).ok()),
+                uid: cred.map(|c| c.uid()),
+                socket,
+                peer: None,
+            };
+            serve_http1(stream, app.clone(), who, stopping.clone())
+        })
+        .await;
         tracing::info!(path = %path.display(), "api stopped");
         Ok(())
     }
+}
+
+impl Accept for UnixServer {
+    type Conn = UnixStream;
+
+    async fn accept(&self) -> io::Result<UnixStream> {
+        self.listener.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// A listener [`accept_until`] drives: the Unix socket or the TLS port. Dropping it stops
+/// accepting.
+pub(crate) trait Accept {
+    /// One accepted connection.
+    type Conn: Send + 'static;
+
+    /// The next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Conn>> + Send;
+}
+
+/// The loop every listener runs: accepts until `shutdown`, runs `serve(connection)` as a task of
+/// its own for each, backs off after an accept error (out of file descriptors and the like:
+/// said, and not spun on), and reaps finished connections. Then it drops the listener, tells the
+/// connections through `stop` and gives them a few seconds ([`drain`]).
+pub(crate) async fn accept_until<L, F>(
+    listener: L,
+    shutdown: impl Future<Output = ()>,
+    stop: watch::Sender<bool>,
+    mut serve: impl FnMut(L::Conn) -> F,
+) where
+    L: Accept,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => {
+                    connections.spawn(serve(connection));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "api accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::warn!(%error, "api connection task failed");
+                }
+            }
+        }
+    }
+    drop(listener);
+    stop.send_replace(true);
+    drain(connections).await;
 }
 
 impl Drop for UnixServer {
@@ -660,7 +698,7 @@ impl Drop for UnixServer {
 
 /// Gives a stopped listener's connections a few seconds to finish their requests, then cuts
 /// the rest.
-pub(crate) async fn drain(mut connections: JoinSet<()>) {
+async fn drain(mut connections: JoinSet<()>) {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })

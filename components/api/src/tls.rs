@@ -19,11 +19,10 @@ use cloudlet_pki::Identity;
 use jiff::Timestamp;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::server::{app, serve_http1};
+use crate::server::{Accept, accept_until, app, serve_http1};
 use crate::{ApiError, Backend, Caller, Peer, Socket};
 
 /// Gives the server config for a new connection. It is called once for each accepted
@@ -72,42 +71,23 @@ impl TlsServer {
     ) -> Result<(), ApiError> {
         let (stop, stopping) = watch::channel(false);
         let app = app(backend, stopping.clone());
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((tcp, remote)) => {
-                        let acceptor = TlsAcceptor::from(config());
-                        connections.spawn(connection(
-                            tcp,
-                            remote,
-                            acceptor,
-                            app.clone(),
-                            stopping.clone(),
-                        ));
-                    }
-                    Err(error) => {
-                        // Out of file descriptors and the like: say so, and don't spin on it.
-                        tracing::warn!(%error, "api accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                    if let Err(error) = joined {
-                        tracing::warn!(%error, "api connection task failed");
-                    }
-                }
-            }
-        }
         let addr = self.addr;
-        // Closes the listener.
-        drop(self);
-        stop.send_replace(true);
-        crate::server::drain(connections).await;
+        accept_until(self, shutdown, stop, |(tcp, remote)| {
+            // Per connection: a CA rotation changes what the next handshakes trust.
+            let acceptor = TlsAcceptor::from(config());
+            connection(tcp, remote, acceptor, app.clone(), stopping.clone())
+        })
+        .await;
         tracing::info!(%addr, "api tls listener stopped");
         Ok(())
+    }
+}
+
+impl Accept for TlsServer {
+    type Conn = (TcpStream, SocketAddr);
+
+    fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
+        self.listener.accept()
     }
 }
 
