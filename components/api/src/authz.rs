@@ -68,6 +68,10 @@ pub fn authorize(
     }
     match peer.role {
         Role::Admin | Role::Server => Ok(()),
+        Role::Service => Err(ApiError::Forbidden(format!(
+            "{} holds a cloud service's certificate: it may not call {method} {route}",
+            peer.name
+        ))),
         Role::Node if is(OWN_NODE) && node == Some(peer.name.as_str()) => Ok(()),
         Role::Node if is(OWN_NODE) => Err(ApiError::Forbidden(format!(
             "node {} may not read or write the data of node {}",
@@ -140,6 +144,7 @@ mod tests {
         let admin = tls(Some(Role::Admin), "admin", 60);
         let server = tls(Some(Role::Server), "s1", 60);
         let n1 = tls(Some(Role::Node), "n1", 60);
+        let service = tls(Some(Role::Service), "cloudpods", 60);
         let expired = tls(Some(Role::Admin), "admin", -1);
         let anonymous = tls(None, "", 0);
         let local = Caller {
@@ -163,6 +168,8 @@ mod tests {
                 200,
             ),
             (&n1, Method::POST, heartbeat, Some("n2"), 403),
+            (&service, Method::GET, "/v1/services", None, 403),
+            (&service, Method::POST, heartbeat, Some("cloudpods"), 403),
             (
                 &n1,
                 Method::GET,

@@ -79,12 +79,23 @@ impl Ca {
     pub fn load(dir: &Path) -> Result<Ca, PkiError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let cert_pem = read_pem(&cert_path)?;
-        let key = KeyPair::load(&dir.join(CA_KEY_FILE))?.inner;
+        let key = KeyPair::load(&dir.join(CA_KEY_FILE))?;
+        Ca::from_parts(cert_pem, key, &cert_path.display().to_string())
+    }
+
+    /// The CA from its PEM certificate and PEM key (as [`Ca::cert_pem`] and [`Ca::key_pem`]
+    /// give them); `what` names where they came from, for errors.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, what: &str) -> Result<Ca, PkiError> {
+        Ca::from_parts(cert_pem.to_owned(), KeyPair::from_pem(key_pem)?, what)
+    }
+
+    fn from_parts(cert_pem: String, key: KeyPair, what: &str) -> Result<Ca, PkiError> {
+        let key = key.inner;
         let cert_der = crate::tls::certs_from_pem(&cert_pem)?
             .into_iter()
             .next()
             .ok_or_else(|| PkiError::Certificate {
-                reason: format!("{}: no certificate in the file", cert_path.display()),
+                reason: format!("{what}: no certificate"),
             })?;
         let issuer =
             Issuer::from_ca_cert_der(&cert_der, key).map_err(|source| PkiError::Crypto {
@@ -98,9 +109,14 @@ impl Ca {
         })
     }
 
+    /// The CA's signing key, PEM: a secret (keep it 0600, or in the store).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// Saves the CA into `dir` (which must exist): the certificate 0644, the key 0600.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        write_private_key(&dir.join(CA_KEY_FILE), &self.issuer.key().serialize_pem())?;
+        write_private_key(&dir.join(CA_KEY_FILE), &self.key_pem())?;
         write_certificate(&dir.join(CA_CERT_FILE), &self.cert_pem)
     }
 
@@ -304,10 +320,11 @@ impl CertSpec {
         params.distinguished_name = dn(&self.name, self.role.organization());
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        // Servers and nodes may both accept and make connections (an agent serves logs and exec);
-        // an admin certificate only ever authenticates a client.
+        // Servers, nodes and cloud services may both accept and make connections (an agent
+        // serves logs and exec; the services call each other); an admin certificate only ever
+        // authenticates a client.
         params.extended_key_usages = match self.role {
-            Role::Server | Role::Node => vec![
+            Role::Server | Role::Node | Role::Service => vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
@@ -432,6 +449,26 @@ mod tests {
         let (_, root) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
         assert_eq!(leaf.issuer(), root.subject());
         leaf.verify_signature(Some(root.public_key())).unwrap();
+    }
+
+    #[test]
+    fn from_pem_gives_the_same_ca_and_names_the_source_of_a_bad_one() {
+        let ca = Ca::create().unwrap();
+        let again = Ca::from_pem(ca.cert_pem(), &ca.key_pem(), "the store").unwrap();
+        assert_eq!(again.pin(), ca.pin());
+        let (cert, _) = again
+            .issue(&CertSpec::new(Role::Service, "svc").dns_name("localhost"))
+            .unwrap();
+        let der = crate::tls::certs_from_pem(&cert).unwrap().remove(0);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        leaf.verify_signature(Some(root.public_key())).unwrap();
+        assert_eq!(Identity::from_der(&der).unwrap().role, Role::Service);
+        let err = Ca::from_pem("", &ca.key_pem(), "the store").unwrap_err();
+        assert!(
+            err.to_string().contains("the store: no certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum Role {
     Node,
     /// An operator: may do anything.
     Admin,
+    /// A cloud service cloudlet runs (its HTTPS certificate, issued by the cluster's *services*
+    /// CA): never authorized on cloudlet's own API.
+    Service,
 }
 
 impl Role {
@@ -49,6 +52,7 @@ impl Role {
             Role::Server => "cloudlet:server",
             Role::Node => "cloudlet:node",
             Role::Admin => "cloudlet:admin",
+            Role::Service => "cloudlet:service",
         }
     }
 
@@ -58,12 +62,13 @@ impl Role {
             Role::Server => "server",
             Role::Node => "node",
             Role::Admin => "admin",
+            Role::Service => "service",
         }
     }
 
     /// The role an organization value encodes, if any.
     pub fn from_organization(org: &str) -> Option<Role> {
-        [Role::Server, Role::Node, Role::Admin]
+        [Role::Server, Role::Node, Role::Admin, Role::Service]
             .into_iter()
             .find(|r| r.organization() == org)
     }
