@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// How long node, server and admin certificates live; each renews itself at two thirds.
     #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
     pub cert_lifetime: std::time::Duration,
+    /// How long the Cloudpods services' certificate (`<configDir>/pki/service.crt`, from a
+    /// services CA of the cluster's own) lives; renewed at two thirds, rolled out node by node.
+    #[arg(long, default_value = "365d", value_parser = parse_lifetime)]
+    pub service_cert_lifetime: std::time::Duration,
     /// A node whose heartbeats stop this long is lost: its relocatable services move.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub node_lost_after: std::time::Duration,

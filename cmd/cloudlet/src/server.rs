@@ -352,6 +352,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             server_name: name,
             node_lost_after: args.node_lost_after,
             cert_lifetime: args.cert_lifetime,
+            service_cert_lifetime: args.service_cert_lifetime,
             templates: crate::embedded::MANIFESTS
                 .iter()
                 .map(|m| (m.name.to_owned(), m.text.to_owned()))

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod release;
 pub mod revisions;
 pub mod rollouts;
+pub mod servicecerts;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +62,8 @@ pub struct ClusterOptions {
     pub node_lost_after: Duration,
     /// How long node certificates live.
     pub cert_lifetime: Duration,
+    /// How long the Cloudpods services' certificate lives (renewed at two thirds).
+    pub service_cert_lifetime: Duration,
     /// The embedded service templates a cluster YAML renders: (file name, YAML text).
     pub templates: Vec<(String, String)>,
 }
@@ -195,6 +198,7 @@ impl<S: Store> ControlPlane<S> {
         }
         tokio::spawn(placer::run(Arc::clone(&cp.inner)));
         tokio::spawn(keep_certificates(Arc::clone(&cp.inner)));
+        tokio::spawn(servicecerts::keep(Arc::clone(&cp.inner)));
         cp.inner.kick.notify_one();
         Ok(cp)
     }
@@ -305,6 +309,25 @@ async fn keep_certificates<S: Store>(inner: Arc<Inner<S>>) {
                     lifetime: Some(inner.options.cert_lifetime),
                     node: n.name,
                 })
+            }));
+        }
+        // The Cloudpods services' certificate and its CA: renewal should keep them far away.
+        if let Ok(Some(certs)) = servicecerts::issued(&inner.store).await {
+            let ca_not_after = cloudlet_pki::certs_from_pem(&certs.ca_cert)
+                .ok()
+                .and_then(|ders| ders.first().and_then(|d| cloudlet_pki::validity(d).ok()))
+                .map(|(_, not_after)| not_after);
+            items.push(expiry::Item {
+                node: inner.options.server_name.clone(),
+                what: "services certificate".to_owned(),
+                not_after: certs.not_after,
+                lifetime: Some(inner.options.service_cert_lifetime),
+            });
+            items.extend(ca_not_after.map(|not_after| expiry::Item {
+                node: inner.options.server_name.clone(),
+                what: "services ca".to_owned(),
+                not_after,
+                lifetime: None,
             }));
         }
         for warning in expiry::expiring(jiff::Timestamp::now(), &items) {

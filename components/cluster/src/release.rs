@@ -18,6 +18,7 @@ use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ProbeScheme, ServiceMan
 use cloudlet_store::Store;
 
 use crate::revisions::{self, RevisionRecord};
+use crate::servicecerts::{self, ServiceCertsRecord};
 use crate::{ClusterError, Inner, placer, rollouts};
 
 /// The `file` of a service record a revision wrote.
@@ -58,10 +59,12 @@ fn put_version(m: &mut ServiceManifest, version: &str) {
     m.metadata.labels.values_mut().for_each(put);
 }
 
-/// The services `cluster` stands for, from the `texts` templates.
+/// The services `cluster` stands for, from the `texts` templates; with `certs` (TLS on), every
+/// Cloudpods component gets the services' certificate files under `<configDir>/pki`.
 pub fn render(
     cluster: &ClusterManifest,
     texts: &[(String, String)],
+    certs: Option<&ServiceCertsRecord>,
 ) -> Result<Vec<ServiceManifest>, ClusterError> {
     let templates = templates(cluster, texts)?;
     let wanted = cluster.profile_components();
@@ -138,6 +141,12 @@ pub fn render(
                 mode: Some("0600".to_owned()),
             });
         }
+        // The operator's `<cluster>-certs` Secret, mounted into every Cloudpods component.
+        if let Some(certs) = certs
+            && m.metadata.labels.get("component").map(String::as_str) == Some("cloudpods")
+        {
+            m.spec.files.extend(certs.files(&cluster.spec.config_dir));
+        }
         m.metadata
             .labels
             .insert("cloudlet.io/cluster".to_owned(), cluster.name().to_owned());
@@ -173,7 +182,11 @@ impl<S: Store> Inner<S> {
             .export()
             .map_err(|e| ClusterError::Invalid(e.to_string()))?;
         let current = revisions::current(&self.store).await?;
-        let services = render(&cluster, &self.options.templates)?;
+        let certs = match cluster.spec.disable_tls {
+            true => None,
+            false => Some(servicecerts::current(self).await?),
+        };
+        let services = render(&cluster, &self.options.templates, certs.as_ref())?;
         let before = owned(self).await?;
         let checks = self.apply_checks(retry).await?;
         let held: Vec<&str> = services
@@ -396,7 +409,13 @@ impl<S: Store> Inner<S> {
                     .collect()
             }
         };
-        let services = render(&cluster, &self.options.templates)?;
+        // A diff issues nothing: before the first apply with TLS on, the certificate files are
+        // not in it yet.
+        let certs = match cluster.spec.disable_tls {
+            true => None,
+            false => servicecerts::issued(&self.store).await?,
+        };
+        let services = render(&cluster, &self.options.templates, certs.as_ref())?;
         let before = owned(self).await?;
         let checks = self.apply_checks(false).await?;
         let mut changes = Vec::new();
@@ -521,8 +540,71 @@ mod tests {
              openvswitch-db: {{disable: true}}\n    openvswitch-switch: {{disable: true}}\n"
         );
         let cluster = ClusterManifest::parse("c.yaml", &text).unwrap();
-        let mut services = render(&cluster, &[("host.yaml".into(), template.into())]).unwrap();
+        let mut services =
+            render(&cluster, &[("host.yaml".into(), template.into())], None).unwrap();
         services.remove(0)
+    }
+
+    /// The services' certificate goes to every Cloudpods component (as the operator mounts its
+    /// certs Secret), not to the Open vSwitch daemons.
+    #[test]
+    fn the_services_certificate_goes_to_the_cloudpods_components() {
+        let text = "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  \
+            version: v1\n  profile: compute\n  configDir: /tmp/yunion\n  components:\n    \
+            host-deployer: {disable: true}\n    host-image: {disable: true}\n    \
+            host-health: {disable: true}\n    sdnagent: {disable: true}\n    \
+            openvswitch-switch: {disable: true}\n";
+        let cluster = ClusterManifest::parse("c.yaml", text).unwrap();
+        let templates = [
+            (
+                "host.yaml".to_owned(),
+                "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: host, labels: \
+                 {component: cloudpods}}\nspec:\n  command: [\"${binDir}/host\"]\n"
+                    .to_owned(),
+            ),
+            (
+                "openvswitch.yaml".to_owned(),
+                "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {name: openvswitch-db, \
+                 labels: {component: openvswitch}}\nspec:\n  command: [ovsdb-server]\n"
+                    .to_owned(),
+            ),
+        ];
+        let now = jiff::Timestamp::now();
+        let certs = ServiceCertsRecord {
+            ca_cert: "CA".into(),
+            ca_key: "CA KEY".into(),
+            cert: "CERT".into(),
+            key: "KEY".into(),
+            issued_at: now,
+            not_after: now,
+            names: Vec::new(),
+        };
+        let files = |certs: Option<&ServiceCertsRecord>| {
+            render(&cluster, &templates, certs)
+                .unwrap()
+                .into_iter()
+                .map(|m| {
+                    let files: Vec<(String, String)> = m
+                        .spec
+                        .files
+                        .iter()
+                        .map(|f| (f.path.display().to_string(), f.content.clone()))
+                        .collect();
+                    (m.metadata.name, files)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let with = files(Some(&certs));
+        assert_eq!(
+            with["host"],
+            [
+                ("/tmp/yunion/pki/ca.crt".to_owned(), "CA".to_owned()),
+                ("/tmp/yunion/pki/service.crt".to_owned(), "CERT".to_owned()),
+                ("/tmp/yunion/pki/service.key".to_owned(), "KEY".to_owned()),
+            ]
+        );
+        assert!(with["openvswitch-db"].is_empty(), "{with:?}");
+        assert!(files(None).values().all(Vec::is_empty));
     }
 
     /// Probes are HTTPS unless the cluster YAML says `disableTls: true`.
