@@ -213,7 +213,16 @@ fn announce(config: &Config, pid: u32) -> Vec<String> {
         }
         Mode::Spin { threads } => format!("spin: burning CPU on {threads} thread(s)"),
         Mode::Serve(options) => format!(
-            "serve: HTTP on 127.0.0.1:{}, 503 for {:?}, then `ok` on {}{}, `pong` on /ping",
+            "serve: {} on {}:{}, 503 for {:?}, then `ok` on {}{}, `pong` on /ping",
+            match &options.tls {
+                Some(tls) => format!(
+                    "HTTPS (certificate {}, key {})",
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+                None => "HTTP".into(),
+            },
+            options.bind,
             options.port,
             options.ready_after,
             options.path.as_deref().unwrap_or("any path"),

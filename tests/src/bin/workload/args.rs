@@ -30,12 +30,17 @@ modes:
                                 without limit
   spin [--threads N]            burn CPU on N threads (default 1)
   serve --port P [--bind IP] [--ready-after DUR] [--path PATH] [--ua SUBSTRING]
+        [--tls-cert FILE --tls-key FILE]
                                 HTTP/1.1 on 127.0.0.1:P, or IP:P (only inside a test's own
                                 network namespace) (0 picks a free port, printed as
                                 `listening on ADDR`); 503 to every request until DUR has passed
                                 (default 0); then 403 if --ua is set and the User-Agent does not
                                 contain SUBSTRING, `pong` on /ping, `ok` on GET/HEAD of PATH
-                                (default: any path), 404 on other paths
+                                (default: any path), 404 on other paths. With --tls-cert and
+                                --tls-key (both or neither): the same over HTTPS (TLS 1.2 or 1.3,
+                                no plain HTTP) on the same port; --tls-cert is a PEM certificate
+                                chain, leaf first, --tls-key its PEM private key (PKCS#8, SEC1 or
+                                PKCS#1), both read once at start (a bad file: exit 1)
   daemon --pidfile PATH [-- CMD...]
                                 double-fork a daemon in its own session (stdio on /dev/null, cwd /)
                                 that writes its pid to PATH and sleeps (or execs CMD); print
@@ -65,7 +70,7 @@ pub enum Parsed {
     /// `--help`: print `HELP` and exit 0.
     Help,
     /// Run with this configuration.
-    Run(Config),
+    Run(Box<Config>),
 }
 
 /// Everything `workload` does, parsed and validated.
@@ -183,6 +188,17 @@ pub struct Serve {
     pub path: Option<String>,
     /// A substring the User-Agent must contain, else 403.
     pub ua: Option<String>,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+/// `serve --tls-cert FILE --tls-key FILE`: the files, not yet read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
 }
 
 /// Options that apply to any mode.
@@ -212,7 +228,15 @@ const MODES: &[(&str, &[&str], &[&str])] = &[
     (
         "serve",
         &[],
-        &["--port", "--bind", "--ready-after", "--path", "--ua"],
+        &[
+            "--port",
+            "--bind",
+            "--ready-after",
+            "--path",
+            "--ua",
+            "--tls-cert",
+            "--tls-key",
+        ],
     ),
     ("daemon", &[], &["--pidfile"]),
 ];
@@ -288,7 +312,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         ));
     }
     let mode = build_mode(mode_name, &positionals, &mut local, command)?;
-    build_config(global, mode).map(Parsed::Run)
+    build_config(global, mode).map(|config| Parsed::Run(Box::new(config)))
 }
 
 /// Builds the mode from its name, positional arguments and options.
@@ -355,6 +379,15 @@ fn build_mode(
                 false => Err(format!("{v:?} does not start with /")),
             })?,
             ua: options.take("--ua", |v| Ok(v.to_owned()))?,
+            tls: match (
+                options.take("--tls-cert", |v| Ok(PathBuf::from(v)))?,
+                options.take("--tls-key", |v| Ok(PathBuf::from(v)))?,
+            ) {
+                (Some(cert), Some(key)) => Some(Tls { cert, key }),
+                (None, None) => None,
+                (Some(_), None) => return Err("--tls-cert needs --tls-key FILE".into()),
+                (None, Some(_)) => return Err("--tls-key needs --tls-cert FILE".into()),
+            },
         }),
         "daemon" => Mode::Daemon {
             pidfile: match options.take("--pidfile", |v| Ok(PathBuf::from(v)))? {
@@ -536,7 +569,7 @@ mod tests {
 
     fn run(line: &str) -> Result<Config, String> {
         match parse(line.split_whitespace().map(String::from))? {
-            Parsed::Run(config) => Ok(config),
+            Parsed::Run(config) => Ok(*config),
             Parsed::Help => Err("help".into()),
         }
     }
@@ -658,6 +691,21 @@ mod tests {
                 ready_after: Duration::from_secs(2),
                 path: Some("/healthz".into()),
                 ua: Some("kube-probe".into()),
+                tls: None,
+            })
+        );
+        assert_eq!(
+            mode("serve --port 0 --tls-key /k.pem --tls-cert=/c.pem"),
+            Mode::Serve(Serve {
+                port: 0,
+                bind: std::net::Ipv4Addr::LOCALHOST,
+                ready_after: Duration::ZERO,
+                path: None,
+                ua: None,
+                tls: Some(Tls {
+                    cert: "/c.pem".into(),
+                    key: "/k.pem".into(),
+                }),
             })
         );
         assert_eq!(
@@ -734,6 +782,11 @@ mod tests {
             serve                         => serve needs --port P
             serve --port 70000            => --port: invalid number "70000"
             serve --port 1 --path healthz => --path: "healthz" does not start with /
+            serve --port 1 --tls-cert /c  => --tls-cert needs --tls-key FILE
+            serve --port 1 --tls-key /k   => --tls-key needs --tls-cert FILE
+            serve --port 1 --tls-cert     => --tls-cert needs a value
+            --tls-cert /c serve --port 1  => --tls-cert is an option of mode serve: put it after the mode
+            sleep --tls-key /k            => --tls-key is an option of mode serve, not sleep
             daemon                        => daemon needs --pidfile PATH
             sleep -- x                    => `--` is only for `daemon --pidfile PATH -- CMD...`
             hog --step 0                  => --step: must be more than 0

@@ -1,23 +1,34 @@
 //! The `serve` mode: a minimal HTTP/1.1 server on 127.0.0.1 (a thread per connection,
-//! keep-alive) with a readiness delay, an optional health path and a User-Agent whitelist.
+//! keep-alive) with a readiness delay, an optional health path and a User-Agent whitelist, over
+//! plain TCP or, with `--tls-cert` and `--tls-key`, over TLS 1.2/1.3 (rustls) on the same port.
 //!
-//! It only answers what `route` decides; it must never listen on anything but 127.0.0.1, or the
-//! address `--bind` names, which tests pass only inside a network namespace of their own.
+//! It only answers what `route` decides, the same over TLS as in the clear (one request loop,
+//! generic over the stream). It must never listen on anything but 127.0.0.1, or the address
+//! `--bind` names, which tests pass only inside a network namespace of their own; it reads the
+//! certificate and key once, at start, and never writes them.
 
 use std::convert::Infallible;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::args::Serve;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-/// An idle keep-alive connection is closed after this long, so its thread ends.
+use crate::args::{Serve, Tls};
+
+/// An idle keep-alive connection (or a client stalled in the TLS handshake) is closed after this
+/// long, so its thread ends.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Binds the address and port, logs `listening on ADDR`, and serves until the process ends.
+/// Loads the TLS files (if any), binds the address and port, logs `listening on ADDR`, and
+/// serves until the process ends.
 pub fn serve(options: &Serve) -> Result<Infallible, String> {
+    let tls = options.tls.as_ref().map(server_config).transpose()?;
     let listener = TcpListener::bind((options.bind, options.port))
         .map_err(|e| format!("serve: binding {}:{}: {e}", options.bind, options.port))?;
     let address = listener
@@ -27,21 +38,100 @@ pub fn serve(options: &Serve) -> Result<Infallible, String> {
     let ready_at = Instant::now() + options.ready_after;
     let options = Arc::new(options.clone());
     loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(error) => {
                 say!("serve: accept: {error}");
                 continue;
             }
         };
         let options = Arc::clone(&options);
+        let tls = tls.clone();
         let spawned = thread::Builder::new()
             .name("connection".into())
-            .spawn(move || connection(stream, &options, ready_at));
+            .spawn(move || connection(stream, peer, tls, &options, ready_at));
         if let Err(error) = spawned {
             say!("serve: starting a connection thread: {error}");
         }
     }
+}
+
+/// The server's TLS config: the certificate chain and key of `tls`, TLS 1.2 and 1.3, with the
+/// crypto provider cloudlet uses (aws-lc-rs), no client certificates. Errors are one line naming
+/// the file.
+fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
+    let (cert, key) = (tls.cert.as_path(), tls.key.as_path());
+    let chain = CertificateDer::pem_slice_iter(&read(cert, "--tls-cert")?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("serve: --tls-cert {}: PEM: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "serve: --tls-cert {}: no PEM certificate in it",
+            cert.display()
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key, "--tls-key")?).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!(
+            "serve: --tls-key {}: no PEM private key in it",
+            key.display()
+        ),
+        e => format!("serve: --tls-key {}: PEM: {e}", key.display()),
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("serve: choosing TLS versions: {e}"))?
+        .with_no_client_auth()
+        // Parses the key and checks it is the leaf's.
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            format!(
+                "serve: --tls-key {} with --tls-cert {}: {e}",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// Reads the file that `option` names, whole.
+fn read(path: &Path, option: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("serve: {option} {}: {e}", path.display()))
+}
+
+/// Serves one accepted connection, over TLS if `tls` is set, until the client or an error
+/// closes it. A failed handshake is logged and ends only this connection.
+fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    options: &Serve,
+    ready_at: Instant,
+) {
+    if let Err(error) = stream.set_read_timeout(Some(IDLE_TIMEOUT)) {
+        return say!("serve: {error}");
+    }
+    let Some(config) = tls else {
+        return exchange(&mut stream, options, ready_at);
+    };
+    let mut tls = match ServerConnection::new(config) {
+        Ok(tls) => tls,
+        Err(error) => return say!("serve: TLS with {peer}: {error}"),
+    };
+    // The handshake first (complete_io runs it to the end), so that a failure is reported as
+    // one, not as a bad request.
+    match tls.complete_io(&mut stream) {
+        Err(error) => return say!("serve: TLS handshake with {peer}: {error}"),
+        Ok(_) if tls.is_handshaking() => {
+            return say!("serve: TLS handshake with {peer}: the client stopped");
+        }
+        Ok(_) => {}
+    }
+    let mut stream = StreamOwned::new(tls, stream);
+    exchange(&mut stream, options, ready_at);
+    // A clean end for the client: it can tell the whole response from a truncated one.
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
 }
 
 /// The parts of a request that `route` looks at.
@@ -53,22 +143,15 @@ struct Request {
     keep_alive: bool,
 }
 
-/// Serves requests on one connection until the client or an error closes it.
-fn connection(stream: TcpStream, options: &Serve, ready_at: Instant) {
-    let result = stream
-        .set_read_timeout(Some(IDLE_TIMEOUT))
-        .and_then(|()| stream.try_clone());
-    let mut reader = match result {
-        Ok(clone) => BufReader::new(clone),
-        Err(error) => return say!("serve: {error}"),
-    };
-    let mut writer = stream;
+/// Serves requests on one connection, plain or TLS, until the client or an error closes it.
+fn exchange(stream: &mut (impl Read + Write), options: &Serve, ready_at: Instant) {
+    let mut stream = BufReader::new(stream);
     loop {
-        let request = match read_request(&mut reader) {
+        let request = match read_request(&mut stream) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(error) => {
-                let _ = respond(&mut writer, 400, "bad request", false, false);
+                let _ = respond(stream.get_mut(), 400, "bad request", false, false);
                 return say!("serve: bad request: {error}");
             }
         };
@@ -80,7 +163,7 @@ fn connection(stream: TcpStream, options: &Serve, ready_at: Instant) {
             request.user_agent
         );
         let head = request.method == "HEAD";
-        if respond(&mut writer, status, body, head, request.keep_alive).is_err()
+        if respond(stream.get_mut(), status, body, head, request.keep_alive).is_err()
             || !request.keep_alive
         {
             return;
@@ -118,8 +201,14 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     // A client may send empty lines between requests (RFC 9112, 2.2).
     while line.trim_end().is_empty() {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
+        match reader.read_line(&mut line) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            // A TLS client that closes without close_notify, between requests: a clean end too.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof && line.is_empty() => {
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
         }
     }
     let mut parts = line.split_whitespace();
@@ -212,6 +301,7 @@ mod tests {
             ready_after: Duration::ZERO,
             path: path.map(String::from),
             ua: ua.map(String::from),
+            tls: None,
         }
     }
 
@@ -242,6 +332,27 @@ mod tests {
         let second = read_request(&mut reader).unwrap().unwrap();
         assert_eq!((second.target.as_str(), second.keep_alive), ("/", false));
         assert_eq!(read_request(&mut reader).unwrap(), None);
+    }
+
+    /// A stream that ends as a TLS stream does when the peer closes without close_notify.
+    struct Truncated;
+
+    impl Read for Truncated {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+
+    #[test]
+    fn unclean_tls_end_is_a_clean_end_only_between_requests() {
+        let between = "GET / HTTP/1.1\r\n\r\n".as_bytes().chain(Truncated);
+        let mut reader = BufReader::new(between);
+        assert!(read_request(&mut reader).unwrap().is_some());
+        assert_eq!(read_request(&mut reader).unwrap(), None);
+        let within = "GET / HT".as_bytes().chain(Truncated);
+        assert!(read_request(&mut BufReader::new(within)).is_err());
+        let in_head = "GET / HTTP/1.1\r\nHost: x\r\n".as_bytes().chain(Truncated);
+        assert!(read_request(&mut BufReader::new(in_head)).is_err());
     }
 
     #[test]
