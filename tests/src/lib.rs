@@ -9,6 +9,7 @@
 
 pub mod benchargs;
 pub mod fleet;
+pub mod https;
 pub mod netns;
 
 use std::fmt::Write as _;

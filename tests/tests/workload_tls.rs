@@ -15,9 +15,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use cloudlet_pki::{Ca, CertSpec, Role, certs_from_pem, write_certificate, write_private_key};
+use cloudlet_tests::https::{self, https_get};
 use cloudlet_tests::workload_bin;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, ProtocolVersion, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, ProtocolVersion};
 
 /// How long any one step (start, a request) may take.
 const T: Duration = Duration::from_secs(10);
@@ -94,49 +95,7 @@ fn certificate(dir: &Path) -> (Ca, CertificateDer<'static>, PathBuf, PathBuf) {
 
 /// A client that trusts only `ca` and speaks only `version`.
 fn client(ca: &Ca, version: &'static rustls::SupportedProtocolVersion) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// What an HTTPS GET of `path` returned: the response (head and body), the protocol version and
-/// the certificates the server presented.
-struct Fetched {
-    response: String,
-    version: Option<ProtocolVersion>,
-    presented: Vec<CertificateDer<'static>>,
-}
-
-/// GETs `path` over TLS from `address` (as 127.0.0.1) with `Connection: close`, reading to the
-/// server's close_notify.
-fn https_get(config: Arc<ClientConfig>, address: SocketAddr, path: &str, ua: &str) -> Fetched {
-    let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
-    let tls = ClientConnection::new(config, name).unwrap();
-    let socket = TcpStream::connect(address).unwrap();
-    socket.set_read_timeout(Some(T)).unwrap();
-    let mut stream = StreamOwned::new(tls, socket);
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {ua}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    Fetched {
-        response,
-        version: stream.conn.protocol_version(),
-        presented: stream
-            .conn
-            .peer_certificates()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| c.clone().into_owned())
-            .collect(),
-    }
+    https::client_trusting(ca.cert_der().clone(), version)
 }
 
 #[test]
