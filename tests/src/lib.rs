@@ -186,6 +186,25 @@ impl Cluster {
         std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
     }
 
+    /// Polls `done` every 100 ms until it holds (for state with no stream to follow: service
+    /// rows, rollout records); panics with `what` and the server's log after `timeout`.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}\nserver log:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILLs the server (the services and shims must survive).
     pub fn kill_server(&mut self) {
         if let Some(mut child) = self.server.take() {

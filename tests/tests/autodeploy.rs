@@ -32,20 +32,12 @@ fn write(path: &Path, docs: &[String]) {
 
 /// Waits until the service rows satisfy `pred`; returns them.
 fn wait_services(c: &Cluster, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + T;
-    loop {
-        let rows = c.services();
-        if pred(&rows) {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {T:?}; services: {rows:#?}\nserver log:\n{}",
-            c.server_log()
-        );
-        // Service states have no stream to follow: look again soon, without spinning two cores.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut rows = Vec::new();
+    c.wait_until(what, T, |c| {
+        rows = c.services();
+        pred(&rows)
+    });
+    rows
 }
 
 /// The pid of `name` if it is running.
@@ -259,20 +251,12 @@ fn rollout(c: &Cluster) -> Value {
 
 /// Waits until web's rollout `number` is in `state`; returns it.
 fn wait_rollout(c: &Cluster, number: u64, state: &str) -> Value {
-    let deadline = Instant::now() + T;
-    loop {
-        let r = rollout(c);
-        if r["number"] == number && r["state"] == state {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout {number} not {state} within {T:?}: {r:#}\nserver log:\n{}",
-            c.server_log()
-        );
-        // Rollout records have no stream to follow: look again soon.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut r = Value::Null;
+    c.wait_until(&format!("rollout {number} of web {state}"), T, |c| {
+        r = rollout(c);
+        r["number"] == number && r["state"] == state
+    });
+    r
 }
 
 /// The digest of the manifest web's current run started with.

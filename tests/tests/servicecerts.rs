@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudlet_tests::Cluster;
 use cloudlet_tests::https::{client_trusting, https_get};
@@ -117,20 +117,10 @@ fn the_services_certificate_is_written_served_and_renewed_by_itself() {
         renewed["message"].as_str().unwrap().contains("region"),
         "{renewed}"
     );
-    let deadline = Instant::now() + T;
-    loop {
-        let r = rollout(&c);
-        if r["number"] == 2 && r["state"] == "complete" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the renewal did not roll out: {r:#}\nserver log:\n{}",
-            c.server_log()
-        );
-        // Rollout records have no stream to follow: look again soon.
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_until("the renewal rolled out to region (rollout 2)", T, |c| {
+        let r = rollout(c);
+        r["number"] == 2 && r["state"] == "complete"
+    });
     let second = der(&pki.join("service.crt"));
     assert_ne!(second, first, "a new certificate on disk");
     assert_eq!(der(&pki.join("ca.crt")), ca, "the services CA stays");
