@@ -87,8 +87,10 @@ fn the_services_certificate_is_written_served_and_renewed_by_itself() {
     let issued = events.wait("ServiceCertificateIssued", T, |e| {
         e["reason"] == "ServiceCertificateIssued"
     });
+    // It names loopback and the node, by name.
+    let names = issued["message"].as_str().unwrap();
     assert!(
-        issued["message"].as_str().unwrap().contains("127.0.0.1"),
+        names.contains("127.0.0.1") && names.contains("test-node"),
         "{issued}"
     );
     // Ready through its HTTPS probe: the files were in place before it started.

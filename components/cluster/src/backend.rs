@@ -330,7 +330,7 @@ fn token_info(r: &TokenRecord) -> TokenInfo {
 }
 
 /// The host part of an `https://host:port` address, for the node certificate's SAN.
-fn host_of(address: &str) -> Option<&str> {
+pub(crate) fn host_of(address: &str) -> Option<&str> {
     let rest = address.strip_prefix("https://")?;
     let authority = rest.split('/').next()?;
     if let Some(v6) = authority.strip_prefix('[') {

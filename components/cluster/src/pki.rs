@@ -233,6 +233,13 @@ impl ServerPki {
         Arc::clone(&self.resolver)
     }
 
+    /// What the server is reached as: its `--tls-san` names and its URL's host.
+    pub fn server_names(&self) -> Vec<String> {
+        let mut names = self.options.sans.clone();
+        names.extend(crate::backend::host_of(&self.options.server_url).map(str::to_owned));
+        names
+    }
+
     /// Every trusted CA as PEM, the current signer first (then the previous CA during a
     /// rotation): what agents trust and what `admin.conf` carries.
     pub fn ca_bundle_pem(&self) -> String {

@@ -144,17 +144,21 @@ fn issue(
     })
 }
 
-/// What the certificate names: this machine (`localhost`, loopback), and every node by name and
-/// address, as the services reach each other on the host network.
+/// What the certificate names: this machine (`localhost`, loopback), the server's names and
+/// addresses (its URL's host, `--tls-san`), and every node by name and address (the host of its
+/// agent's URL), as the services reach each other on the host network. A node that joins later
+/// is named from the next renewal on.
 async fn names<S: Store>(inner: &Inner<S>) -> Result<Vec<String>, ClusterError> {
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
+    names.extend(inner.pki.server_names());
     for (name, node) in placer::load_nodes(&inner.store).await? {
         names.push(name);
-        names.extend(node.address);
+        let host = node.address.as_deref().and_then(crate::backend::host_of);
+        names.extend(host.map(str::to_owned));
     }
     names.sort();
     names.dedup();
