@@ -148,15 +148,21 @@ fn ts(v: &Value) -> jiff::Timestamp {
     v.as_str().unwrap().parse().unwrap()
 }
 
-#[test]
-fn releases_roll_node_by_node_and_a_bad_one_rolls_back_by_itself() {
-    let mut fleet = Fleet::new("rollout");
-    fleet.start_server("s", &[]);
+/// A server `s` (with `server_args`) and two compute agents `n1`, `n2`, with the fixture `host`.
+fn three_nodes(name: &str, server_args: &[&str]) -> Fleet {
+    let mut fleet = Fleet::new(name);
+    fleet.start_server("s", server_args);
     let token = fleet.token(&["--role", "compute"]);
     fleet.join("n1", &token, &[]);
     fleet.join("n2", &token, &[]);
     fixture_bin_dir(&fleet.path("yunion-bin"));
     std::fs::create_dir_all(fleet.path("opt-cloud")).unwrap();
+    fleet
+}
+
+#[test]
+fn releases_roll_node_by_node_and_a_bad_one_rolls_back_by_itself() {
+    let fleet = three_nodes("rollout", &[]);
 
     // v1: a new service reaches every node at once (rollout 1 has nothing to move).
     apply(&fleet, "v1");
@@ -326,13 +332,7 @@ fn releases_roll_node_by_node_and_a_bad_one_rolls_back_by_itself() {
 /// others, and the node takes the new version when it is back.
 #[test]
 fn a_lost_node_does_not_hold_a_release_and_takes_it_when_back() {
-    let mut fleet = Fleet::new("rolllost");
-    fleet.start_server("s", &["--node-lost-after", "3s"]);
-    let token = fleet.token(&["--role", "compute"]);
-    fleet.join("n1", &token, &[]);
-    fleet.join("n2", &token, &[]);
-    fixture_bin_dir(&fleet.path("yunion-bin"));
-    std::fs::create_dir_all(fleet.path("opt-cloud")).unwrap();
+    let mut fleet = three_nodes("rolllost", &["--node-lost-after", "3s"]);
     apply(&fleet, "v1");
     wait_all_on(&fleet, "v1");
 
