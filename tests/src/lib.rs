@@ -313,16 +313,7 @@ impl Cluster {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn ctl logs -f");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let rx = lines(child.stdout.take().expect("stdout"), Some);
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         let found = loop {
@@ -376,6 +367,27 @@ impl Drop for Cluster {
             remove_cgroup_tree(&base);
         }
     }
+}
+
+/// The lines of `pipe` (a child's stdout or stderr), each passed through `keep` (`None` drops
+/// it), arriving on the channel as they are written: a thread of its own reads until the pipe
+/// closes or the receiver is gone.
+pub fn lines<T: Send + 'static>(
+    pipe: impl std::io::Read + Send + 'static,
+    keep: impl Fn(String) -> Option<T> + Send + 'static,
+) -> mpsc::Receiver<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if let Some(item) = keep(line)
+                && tx.send(item).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The `workload` test binary.
@@ -488,17 +500,8 @@ impl EventWatch {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn ctl events -f");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    return;
-                }
-            }
+        let rx = lines(child.stdout.take().expect("stdout"), |line| {
+            serde_json::from_str::<Value>(&line).ok()
         });
         EventWatch {
             child,

@@ -6,12 +6,12 @@
 //! Everything lives in the test's temp dir; the workload is killed when its guard drops.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use cloudlet_pki::{Ca, CertSpec, Role, certs_from_pem, write_certificate, write_private_key};
@@ -38,16 +38,7 @@ impl Workload {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start workload");
-        let stderr = child.stderr.take().expect("stderr");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = cloudlet_tests::lines(child.stderr.take().expect("stderr"), Some);
         Workload { child, lines }
     }
 
