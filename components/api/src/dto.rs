@@ -31,6 +31,8 @@ pub enum ServiceState {
     Stopped,
     /// Gave up: cannot be started as specified.
     Failed,
+    /// A oneshot step that exited 0: done, and ready for its dependants.
+    Completed,
     /// Assigned to a node that has not reported it yet, or not placeable (the message says why).
     Pending,
     /// Its node is lost: what runs there is not known.

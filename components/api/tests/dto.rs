@@ -101,6 +101,7 @@ fn enums_are_lowercase_words() {
         (ServiceState::Stopping, "stopping"),
         (ServiceState::Stopped, "stopped"),
         (ServiceState::Failed, "failed"),
+        (ServiceState::Completed, "completed"),
     ];
     for (state, word) in states {
         assert_eq!(serde_json::to_value(state).unwrap(), word);

@@ -125,6 +125,7 @@ pub fn render(
                     path: cluster.spec.config_dir.join(format!("{name}.conf")),
                     content,
                     mode: Some("0600".to_owned()),
+                    owner: None,
                 });
             }
         }
@@ -139,6 +140,7 @@ pub fn render(
                 path: common,
                 content,
                 mode: Some("0600".to_owned()),
+                owner: None,
             });
         }
         // The operator's `<cluster>-certs` Secret, mounted into every Cloudpods component.

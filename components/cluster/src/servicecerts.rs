@@ -77,6 +77,7 @@ impl ServiceCertsRecord {
             path: dir.join(name),
             content: content.clone(),
             mode: Some(mode.to_owned()),
+            owner: None,
         })
         .collect()
     }
@@ -346,6 +347,7 @@ mod tests {
             path: "/etc/yunion/region.conf".into(),
             content: "x: 1\n".into(),
             mode: None,
+            owner: None,
         };
         let mut with = files.clone();
         with.push(other.clone());

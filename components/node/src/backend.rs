@@ -45,6 +45,7 @@ fn state_dto(s: State) -> ServiceState {
         State::Stopping => ServiceState::Stopping,
         State::Stopped => ServiceState::Stopped,
         State::Failed => ServiceState::Failed,
+        State::Completed => ServiceState::Completed,
     }
 }
 

@@ -26,18 +26,62 @@ pub fn digest(files: &[FileSpec]) -> Option<String> {
         hash.update(f.path.as_os_str().as_encoded_bytes());
         hash.update([0]);
         hash.update(f.mode_bits().to_be_bytes());
+        hash.update(f.owner.as_deref().unwrap_or_default().as_bytes());
+        hash.update([0]);
         hash.update(f.content.as_bytes());
         hash.update([0]);
     }
     Some(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes `file` unless it already holds exactly this content and mode.
+/// The uid and gid `owner` (`user` or `user:group`, names or ids) names; `None` for no owner
+/// (the writer's own). A user without a group gets the user's primary group.
+fn owner_ids(owner: Option<&str>) -> Result<Option<(u32, u32)>, String> {
+    use nix::unistd::{Group, User};
+    let Some(owner) = owner else { return Ok(None) };
+    let (user, group) = match owner.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (owner, None),
+    };
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => (
+            uid,
+            User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw()),
+        ),
+        Err(_) => match User::from_name(user) {
+            Ok(Some(u)) => (u.uid.as_raw(), Some(u.gid.as_raw())),
+            Ok(None) => return Err(format!("owner {owner:?}: no user {user:?} on this node")),
+            Err(e) => return Err(format!("owner {owner:?}: looking up user {user:?}: {e}")),
+        },
+    };
+    let gid = match group {
+        None => primary.unwrap_or(uid),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => match Group::from_name(g) {
+                Ok(Some(group)) => group.gid.as_raw(),
+                Ok(None) => return Err(format!("owner {owner:?}: no group {g:?} on this node")),
+                Err(e) => return Err(format!("owner {owner:?}: looking up group {g:?}: {e}")),
+            },
+        },
+    };
+    Ok(Some((uid, gid)))
+}
+
+/// Writes `file` unless it already holds exactly this content, mode and owner.
 pub fn write(file: &FileSpec) -> Result<bool, String> {
+    use std::os::unix::fs::MetadataExt as _;
     let path = &file.path;
     let mode = file.mode_bits();
+    let owner = owner_ids(file.owner.as_deref()).map_err(|e| format!("{}: {e}", path.display()))?;
     let same = fs::read(path).is_ok_and(|now| now == file.content.as_bytes())
-        && fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+        && fs::metadata(path).is_ok_and(|m| {
+            m.permissions().mode() & 0o7777 == mode
+                && owner.is_none_or(|(uid, gid)| m.uid() == uid && m.gid() == gid)
+        });
     if same {
         return Ok(false);
     }
@@ -57,7 +101,11 @@ pub fn write(file: &FileSpec) -> Result<bool, String> {
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        // The mode given at creation is filtered by the umask: set it exactly.
+        // The owner first (a chown may clear set-id bits), then the mode exactly: the one given
+        // at creation is filtered by the umask.
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
+        }
         out.set_permissions(fs::Permissions::from_mode(mode))?;
         out.write_all(file.content.as_bytes())?;
         out.sync_all()?;
@@ -116,6 +164,7 @@ mod tests {
             path: path.to_owned(),
             content: content.to_owned(),
             mode: mode.map(str::to_owned),
+            owner: None,
         }
     }
 
@@ -162,5 +211,30 @@ mod tests {
         // No temporary file is left beside it.
         let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn an_owner_is_set_and_a_changed_owner_rewrites_the_file() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("init.sql");
+        let mut file = spec(&path, "SELECT 1;\n", Some("0600"));
+        file.owner = Some("65534:65533".into());
+        assert_eq!(write(&file), Ok(true));
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65533));
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(write(&file), Ok(false), "same owner: not written again");
+        let mine = spec(&path, "SELECT 1;\n", Some("0600"));
+        assert_ne!(digest(std::slice::from_ref(&file)), digest(&[mine]));
+        file.owner = Some("0".into());
+        assert_eq!(write(&file), Ok(true), "another owner: written again");
+        assert_eq!(fs::metadata(&path).unwrap().uid(), 0);
+        file.owner = Some("no-such-user-here".into());
+        let err = write(&file).unwrap_err();
+        assert!(
+            err.contains("no user \"no-such-user-here\" on this node"),
+            "{err}"
+        );
     }
 }

@@ -25,6 +25,8 @@ pub const DEFAULT_PROBE_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PROBE_PATH: &str = "/";
 /// Default `spec.restart.policy`.
 pub const DEFAULT_RESTART_POLICY: RestartPolicy = RestartPolicy::Always;
+/// Default `spec.restart.policy` of a `type: oneshot` step: retried while it fails.
+pub const DEFAULT_ONESHOT_RESTART_POLICY: RestartPolicy = RestartPolicy::OnFailure;
 /// Default `spec.restart.backoff.initial`.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Default `spec.restart.backoff.max`.
@@ -210,7 +212,11 @@ impl ServiceSpec {
         Restart {
             policy: restart
                 .and_then(|r| r.policy)
-                .unwrap_or(DEFAULT_RESTART_POLICY),
+                .unwrap_or(if self.is_oneshot() {
+                    DEFAULT_ONESHOT_RESTART_POLICY
+                } else {
+                    DEFAULT_RESTART_POLICY
+                }),
             backoff_initial: backoff
                 .and_then(|b| b.initial.as_ref())
                 .map_or(DEFAULT_BACKOFF_INITIAL, |d| d.get()),

@@ -39,7 +39,7 @@ pub use manifest::{
     ApiVersion, BackoffSpec, ExecProbeSpec, FileSpec, HttpProbeSpec, IoLimitSpec, Kind, LogsSpec,
     Manifest, Metadata, NodeRole, NodeSelectorSpec, PlacementSpec, ProbeScheme, ReadinessSpec,
     ResourceLimits, ResourceRequests, ResourcesSpec, RestartPolicy, RestartSpec, ServiceManifest,
-    ServiceSpec, Signal, Source, StopSpec, TcpProbeSpec,
+    ServiceSpec, ServiceType, Signal, Source, StopSpec, TcpProbeSpec,
 };
 pub use parse::{parse_config, parse_file};
 pub use set::validate_set;

@@ -182,6 +182,11 @@ pub struct Metadata {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
 pub struct ServiceSpec {
+    /// `daemon` (default): runs until stopped, restarted by its policy. `oneshot`: a step that
+    /// runs to completion; done (ready, for its dependants) once it exits 0, retried with
+    /// backoff while it fails, run again only when its manifest changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<ServiceType>,
     /// Program and arguments; never empty.
     pub command: Vec<String>,
     /// Environment variables added to the service's environment.
@@ -239,6 +244,10 @@ pub struct FileSpec {
     /// Permission bits as an octal string (default `0644`; use `0600` for secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// The file's owner, `user` or `user:group` (names or numeric ids; default root), for a
+    /// service that runs as another user and must read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl FileSpec {
@@ -252,9 +261,15 @@ impl FileSpec {
 }
 
 impl ServiceSpec {
+    /// Whether this is a `type: oneshot` step.
+    pub fn is_oneshot(&self) -> bool {
+        self.r#type == Some(ServiceType::Oneshot)
+    }
+
     /// A spec that runs `command` with every optional section left out.
     pub fn new(command: Vec<String>) -> Self {
         Self {
+            r#type: None,
             command,
             env: BTreeMap::new(),
             working_dir: None,
@@ -269,6 +284,28 @@ impl ServiceSpec {
             placement: None,
             files: Vec::new(),
             rollout: None,
+        }
+    }
+}
+
+/// `spec.type`: how a service's life ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceType {
+    /// Runs until stopped; an exit is handled by the restart policy.
+    #[default]
+    Daemon,
+    /// Runs to completion: exit 0 is done (systemd's `Type=oneshot` with `RemainAfterExit`,
+    /// Compose's `service_completed_successfully`).
+    Oneshot,
+}
+
+impl ServiceType {
+    /// The text written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::Daemon => "daemon",
+            ServiceType::Oneshot => "oneshot",
         }
     }
 }

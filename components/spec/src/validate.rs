@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use crate::effective::{DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX};
 use crate::error::{Problem, SpecError};
 use crate::manifest::{
-    HttpProbeSpec, LogsSpec, PlacementSpec, ReadinessSpec, ResourcesSpec, RestartSpec,
-    ServiceManifest,
+    HttpProbeSpec, LogsSpec, PlacementSpec, ReadinessSpec, ResourcesSpec, RestartPolicy,
+    RestartSpec, ServiceManifest, ServiceSpec,
 };
 
 /// Smallest `spec.logs.maxSize` in bytes (4Ki).
@@ -157,6 +157,9 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
     if let Some(restart) = &spec.restart {
         check_restart(&mut f, restart);
     }
+    if spec.is_oneshot() {
+        check_oneshot(&mut f, spec);
+    }
     if let Some(logs) = &spec.logs {
         check_logs(&mut f, logs);
     }
@@ -186,6 +189,11 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
                 format!("{} is listed twice", file.path.display()),
             );
         }
+        if let Some(owner) = &file.owner
+            && let Err(message) = check_owner(owner)
+        {
+            f.add(format!("{at}.owner"), message);
+        }
         if let Some(mode) = &file.mode
             && !(mode.len() <= 4 && u32::from_str_radix(mode, 8).is_ok_and(|m| m <= 0o7777))
         {
@@ -196,6 +204,47 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
         }
     }
     f.0
+}
+
+/// A `type: oneshot` step is done when it exits 0: nothing probes it, nothing restarts it after.
+fn check_oneshot(f: &mut Findings, spec: &ServiceSpec) {
+    if spec.readiness.is_some() {
+        f.add(
+            "spec.readiness",
+            "a oneshot service is done when it exits 0 and cannot have a readiness probe \
+             (remove readiness, or make it a daemon)",
+        );
+    }
+    if spec.restart.as_ref().and_then(|r| r.policy) == Some(RestartPolicy::Always) {
+        f.add(
+            "spec.restart.policy",
+            "a oneshot service is not run again once it completed: use on-failure (its \
+             default: retried with backoff until it exits 0) or never",
+        );
+    }
+}
+
+/// A file owner: `user` or `user:group`, each a name or a numeric id.
+fn check_owner(owner: &str) -> Result<(), String> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && !p.starts_with('-')
+    };
+    let valid = match owner.split_once(':') {
+        Some((user, group)) => part(user) && part(group),
+        None => part(owner),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid owner {owner:?}: expected user or user:group (names or numeric ids), \
+             e.g. \"mysql\" or \"mysql:mysql\""
+        ))
+    }
 }
 
 fn check_placement(f: &mut Findings, placement: &PlacementSpec) {

@@ -207,7 +207,7 @@ fn rejections() {
         (
             service("web", &["restrat: {policy: always}"]),
             "services.yaml: document 1: spec.restrat: unknown field \"restrat\", expected one of \
-             command, env, workingDir, user, dependsOn, readiness, restart, stop, logs, resources, \
+             type, command, env, workingDir, user, dependsOn, readiness, restart, stop, logs, resources, \
              executor, placement, files",
         ),
         (
@@ -445,6 +445,27 @@ fn rejections() {
         (
             file(&[service("web", &[]), service("web", &[])]),
             "services.yaml: document 2: metadata.name: duplicate service name \"web\", also defined at services.yaml: document 1",
+        ),
+        // A oneshot step is done when it exits 0.
+        (
+            service("job", &["type: oneshot", "readiness: {tcp: {port: 80}}"]),
+            "services.yaml: document 1: spec.readiness: a oneshot service is done when it exits 0 \
+             and cannot have a readiness probe (remove readiness, or make it a daemon)",
+        ),
+        (
+            service("job", &["type: oneshot", "restart: {policy: always}"]),
+            "services.yaml: document 1: spec.restart.policy: a oneshot service is not run again \
+             once it completed: use on-failure (its default: retried with backoff until it exits \
+             0) or never",
+        ),
+        (
+            service("job", &["type: cron"]),
+            "services.yaml: document 1: spec.type: unknown value \"cron\", expected one of daemon, oneshot",
+        ),
+        (
+            service("db", &["files: [{path: /etc/db.sql, content: x, owner: \"my sql\"}]"]),
+            "services.yaml: document 1: spec.files[0].owner: invalid owner \"my sql\": expected \
+             user or user:group (names or numeric ids), e.g. \"mysql\" or \"mysql:mysql\"",
         ),
         // YAML itself.
         (

@@ -57,6 +57,9 @@ pub struct ServiceConfig {
     pub process: ProcessSpec,
     /// Services that must be ready before this one starts.
     pub depends_on: Vec<String>,
+    /// A `type: oneshot` step: done (and ready) once a run exits 0, never probed, not run
+    /// again until its process changes or an operator starts it.
+    pub oneshot: bool,
     /// Readiness probe; none means ready once running.
     pub readiness: Option<ProbeSpec>,
     /// Restart policy.
@@ -117,6 +120,7 @@ impl ServiceConfig {
                 cgroup: None,
             },
             depends_on: spec.depends_on.clone(),
+            oneshot: spec.is_oneshot(),
             readiness: effective.readiness,
             restart: RestartSpec {
                 policy: match restart.policy {

@@ -75,6 +75,8 @@ pub enum State {
     Stopped,
     /// Exited with an error and the policy does not restart it.
     Failed,
+    /// A oneshot step whose run exited 0: done, and ready for its dependants.
+    Completed,
 }
 
 /// How a run ended, for status and events.
@@ -185,6 +187,12 @@ enum Input {
         name: String,
         run: u64,
         result: Result<(), String>,
+    },
+    /// The last lines a failed oneshot run wrote, read from its log after the exit.
+    FailureOutput {
+        name: String,
+        run: u64,
+        output: String,
     },
     Timer {
         name: String,
@@ -332,6 +340,8 @@ struct Svc {
     /// The tag of the configuration the current (or last) run conforms to: set when a run
     /// starts, and moved to a new configuration that does not change the process.
     run_tag: Option<String>,
+    /// The tag an adopted shim's last run was started with (empty: the shim did not say).
+    adopted_tag: Option<String>,
 }
 
 impl Svc {
@@ -365,6 +375,7 @@ impl Svc {
             early_exit: None,
             limits_note: None,
             run_tag: None,
+            adopted_tag: None,
         }
     }
 
@@ -518,6 +529,7 @@ impl Core {
             let config = Arc::new(placeholder_config(&name));
             let mut svc = Svc::new(config, None);
             svc.absorb(&status);
+            svc.adopted_tag = Some(status.tag.clone()).filter(|t| !t.is_empty());
             svc.shim = Some(client);
             let mut message = format!("adopted shim pid {}", status.shim_pid);
             if let Some(r) = &status.running {
@@ -593,6 +605,22 @@ impl Core {
                 Input::Shim(ev) => self.shim_event(ev),
                 Input::OpDone(name, result) => self.op_done(&name, result),
                 Input::Probe { name, run, result } => self.probe_result(&name, run, result),
+                Input::FailureOutput { name, run, output } => {
+                    if let Some(svc) = self.services.get_mut(&name)
+                        && svc.run == run
+                        && svc.pid.is_none()
+                    {
+                        svc.message = Some(format!("run {run} failed; its last output: {output}"));
+                        self.emit(
+                            &name,
+                            "StepFailed",
+                            format!(
+                                "run {run} of the oneshot step failed; its last output: {output}"
+                            ),
+                            None,
+                        );
+                    }
+                }
                 Input::Timer { name, token } => {
                     if let Some(svc) = self.services.get_mut(&name)
                         && svc.timer_token == token
@@ -650,8 +678,16 @@ impl Core {
                     svc.config = config;
                     if first_config {
                         // An adopted service meets its config: a run that exited while we
-                        // were away is handled by its policy now.
-                        if svc.pid.is_none()
+                        // were away is handled by its policy now. A oneshot step's finished
+                        // run counts only if it ran this manifest; otherwise it runs again.
+                        let other_step = svc.config.oneshot
+                            && svc
+                                .adopted_tag
+                                .as_ref()
+                                .is_some_and(|t| *t != svc.config.tag);
+                        if svc.pid.is_none() && other_step {
+                            svc.count_restart = false;
+                        } else if svc.pid.is_none()
                             && let Some(exit) = svc.last_exit.clone()
                         {
                             self.decide_after_exit(&name, &exit, false);
@@ -663,6 +699,12 @@ impl Core {
                         svc.done = false;
                     } else if process_changed {
                         svc.done = false;
+                        if svc.config.oneshot {
+                            // A completed step of another configuration is not done for this
+                            // one: dependants yet to start wait for the new run.
+                            svc.ready = false;
+                            svc.attempt = 0;
+                        }
                     } else if probe_changed && svc.pid.is_some() {
                         self.arm_probe(&name);
                     }
@@ -808,6 +850,7 @@ impl Core {
         let cgroups = self.options.cgroups.clone();
         let mut run = svc.run + 1;
         let restarts = svc.restarts + u64::from(svc.count_restart);
+        let tag = svc.config.tag.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
             let result = async {
@@ -837,6 +880,7 @@ impl Core {
                         spec,
                         run,
                         restarts,
+                        tag,
                     })
                     .await
                 {
@@ -1088,6 +1132,24 @@ impl Core {
             return;
         }
         let failed = exit.code != Some(0);
+        if svc.config.oneshot && !failed {
+            svc.done = true;
+            svc.ready = true;
+            svc.attempt = 0;
+            svc.count_restart = false;
+            svc.message = None;
+            svc.set_state(State::Completed);
+            let msg = format!("{}: the step is done", describe_exit(exit));
+            self.emit(name, "Completed", msg, None);
+            self.reconcile_all_waiting();
+            return;
+        }
+        if svc.config.oneshot {
+            self.read_failure_output(name, exit.run);
+        }
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
         let restart = match svc.config.restart.policy {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => failed,
@@ -1110,9 +1172,11 @@ impl Core {
             return;
         }
         svc.count_restart = true;
-        let healthy = svc
-            .run_started
-            .is_some_and(|t| t.elapsed() >= svc.config.restart.reset_after);
+        // A long run resets a daemon's backoff; a failing step backs off however long it ran.
+        let healthy = !svc.config.oneshot
+            && svc
+                .run_started
+                .is_some_and(|t| t.elapsed() >= svc.config.restart.reset_after);
         let delay = if healthy {
             svc.attempt = 0;
             Duration::ZERO
@@ -1156,6 +1220,11 @@ impl Core {
             return;
         };
         svc.stop_probe();
+        if svc.config.oneshot {
+            // Running is not done: a step is ready when it exits 0.
+            svc.set_state(State::Running);
+            return;
+        }
         let Some(probe) = svc.config.readiness.clone() else {
             let first = !svc.ready;
             svc.ready = true;
@@ -1222,6 +1291,40 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Reads the last lines run `run` of a failed oneshot step wrote, off the loop; they arrive
+    /// as [`Input::FailureOutput`] (the "why" for `describe` and the events).
+    fn read_failure_output(&self, name: &str, run: u64) {
+        const LINES: usize = 5;
+        const MAX_CHARS: usize = 1000;
+        let dir = self.options.log_root.join(name);
+        let tx = self.tx.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let query = cloudlet_logs::LogQuery {
+                run: cloudlet_logs::RunSelect::Current,
+                ..Default::default()
+            };
+            let read = tokio::task::spawn_blocking(move || cloudlet_logs::read(&dir, &query));
+            let Ok(Ok(records)) = read.await else { return };
+            let lines: Vec<String> = records
+                .iter()
+                .filter(|r| r.run == run && r.stream != cloudlet_logs::Stream::Event)
+                .map(|r| r.text.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(LINES)..];
+            if tail.is_empty() {
+                return;
+            }
+            let mut output = tail.join(" | ");
+            if output.chars().count() > MAX_CHARS {
+                let keep: String = output.chars().rev().take(MAX_CHARS).collect();
+                output = format!("…{}", keep.chars().rev().collect::<String>());
+            }
+            let _ = tx.send(Input::FailureOutput { name, run, output });
+        });
     }
 
     fn reconcile_all_waiting(&mut self) {
@@ -1307,6 +1410,7 @@ fn placeholder_config(name: &str) -> ServiceConfig {
             cgroup: None,
         },
         depends_on: Vec::new(),
+        oneshot: false,
         readiness: None,
         restart: RestartSpec {
             policy: RestartPolicy::Never,

@@ -217,6 +217,8 @@ struct Shim {
     pipes: Vec<Pipe>,
     alive: Option<Alive>,
     last_run: u64,
+    /// The server's tag of the last run started.
+    tag: String,
     last_exit: Option<(u64, ExitStatus)>,
     restarts: u64,
     log: Option<(LogLimits, LogWriter)>,
@@ -234,6 +236,7 @@ impl Shim {
             pipes: Vec::new(),
             alive: None,
             last_run: 0,
+            tag: String::new(),
             last_exit: None,
             restarts: 0,
             log: None,
@@ -248,6 +251,7 @@ impl Shim {
             shim_pid: std::process::id(),
             running: self.alive.as_ref().map(|a| a.info.clone()),
             last_run: self.last_run,
+            tag: self.tag.clone(),
             last_exit: self.last_exit,
             restarts: self.restarts,
             dropped_log_lines: self.log.as_ref().map_or(0, |(_, w)| w.dropped_total()),
@@ -399,6 +403,7 @@ impl Shim {
                 spec,
                 run,
                 restarts,
+                tag,
             } => {
                 if let Some(a) = &self.alive {
                     return Reply::Err(format!(
@@ -408,7 +413,10 @@ impl Shim {
                 }
                 self.restarts = restarts;
                 match self.start(&spec, run.max(self.last_run + 1)) {
-                    Ok(()) => Reply::Ok(self.status()),
+                    Ok(()) => {
+                        self.tag = tag;
+                        Reply::Ok(self.status())
+                    }
                     Err(e) => {
                         let msg = format!("cannot start {:?}: {e}", spec.argv.first());
                         self.log_event(self.last_run, msg.as_bytes());

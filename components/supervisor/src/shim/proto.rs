@@ -29,6 +29,10 @@ pub enum Op {
         run: u64,
         /// Automatic restarts so far, this start included.
         restarts: u64,
+        /// The server's name for the configuration this run starts from (a digest of its
+        /// manifest), kept so that a later server knows what a finished run ran.
+        #[serde(default)]
+        tag: String,
     },
     /// Send `signal` to the service's process group; SIGKILL the group after `grace_ms` if the
     /// main process has not exited by then. The shim keeps the deadline itself, so a stop completes
@@ -120,6 +124,10 @@ pub struct ShimStatus {
     pub running: Option<RunInfo>,
     /// Number of the last run started (0 before the first).
     pub last_run: u64,
+    /// The `tag` the last run was started with (empty before the first, or when the server
+    /// gave none).
+    #[serde(default)]
+    pub tag: String,
     /// How the last finished run ended, with its run number.
     pub last_exit: Option<(u64, ExitStatus)>,
     /// Automatic restarts so far, as the server last said.
@@ -193,6 +201,7 @@ mod tests {
             shim_pid: 10,
             running: None,
             last_run: 0,
+            tag: "abc".into(),
             last_exit: None,
             restarts: 0,
             dropped_log_lines: 0,
