@@ -17,6 +17,8 @@ use cloudlet_spec::{Manifest, NodeRole, Probe, ServiceManifest, parse_file, vali
 const BIN_DIR: &str = "/opt/yunion/bin";
 const CONFIG_DIR: &str = "/etc/yunion";
 const VERSION: &str = "v3.11.9";
+const DATA_DIR: &str = "/var/lib/cloudpods";
+const CLOUDLET: &str = "/usr/local/bin/cloudlet";
 
 /// Every service the templates define, with its role.
 const CONTROL: &[&str] = &[
@@ -67,6 +69,8 @@ fn render(text: &str, bin_dir: &str, config_dir: &str, version: &str) -> String 
     text.replace("${binDir}", bin_dir)
         .replace("${configDir}", config_dir)
         .replace("${version}", version)
+        .replace("${dataDir}", DATA_DIR)
+        .replace("${cloudlet}", CLOUDLET)
 }
 
 /// The templates rendered with `bin_dir`, `config_dir` and `version`, each file parsed, then all
@@ -81,7 +85,7 @@ fn rendered_set(
         let rendered = render(&text, bin_dir, config_dir, version);
         assert!(
             !rendered.contains("${"),
-            "{name}: a placeholder other than binDir, configDir and version"
+            "{name}: a placeholder other than binDir, configDir, dataDir, cloudlet and version"
         );
         let parsed = parse_file(&name, &rendered).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.len(), 1, "{name}: one service per file");
@@ -111,7 +115,7 @@ fn deps<'a>(set: &'a BTreeMap<String, ServiceManifest>, name: &str) -> &'a [Stri
 fn the_templates_render_to_one_valid_set_of_every_cloudpods_service() {
     let set = cloudpods();
     let mut want: Vec<&str> = CONTROL.iter().chain(COMPUTE).copied().collect();
-    want.extend(["openvswitch-db", "openvswitch-switch"]);
+    want.extend(["openvswitch-db", "openvswitch-switch", "mysql"]);
     want.sort_unstable();
     let got: Vec<&str> = set.keys().map(String::as_str).collect();
     assert_eq!(got, want);
@@ -323,7 +327,7 @@ fn control_runs_one_copy_on_a_control_node_compute_runs_on_every_compute_node() 
             .labels
             .get("cloudpods.role")
             .map(String::as_str);
-        if CONTROL.contains(&name.as_str()) {
+        if CONTROL.contains(&name.as_str()) || name == "mysql" {
             assert_eq!(role, Some("control"), "{name}");
             assert_eq!(placement.replicas, Some(1), "{name}");
             assert!(!placement.every_node, "{name}");
@@ -396,4 +400,39 @@ fn the_binary_embeds_every_template_file() {
         );
     }
     assert!(embedded.contains("name: \"cloudpods\""));
+}
+
+/// The MariaDB cloudlet runs: through cloudlet's wrapper (directories, then mariadbd), from the
+/// cluster's dirs, ready when it answers a query, a long clean stop, never moved off its disk.
+#[test]
+fn the_mariadb_template_prepares_its_directories_and_keeps_its_data_on_its_node() {
+    let set = cloudpods();
+    let mysql = &set["mysql"];
+    assert_eq!(
+        mysql.spec.command[..3],
+        [CLOUDLET.to_owned(), "cloudpods".into(), "mariadbd".into()]
+    );
+    let args = mysql.spec.command.join(" ");
+    for want in [
+        format!("--defaults-file {CONFIG_DIR}/mysql/my.cnf"),
+        format!("--data-dir {DATA_DIR}/mysql"),
+        format!("--run-dir {DATA_DIR}/mysql-run"),
+        "--user mysql".to_owned(),
+    ] {
+        assert!(args.contains(&want), "{args}");
+    }
+    let Probe::Exec { command } = mysql.spec.effective().readiness.unwrap().probe else {
+        panic!("mysql: not an exec probe");
+    };
+    assert!(command.join(" ").contains("SELECT 1"), "{command:?}");
+    assert!(
+        command.contains(&format!("--socket={DATA_DIR}/mysql-run/mysqld.sock")),
+        "{command:?}"
+    );
+    assert_eq!(
+        mysql.spec.effective_stop().grace_period,
+        std::time::Duration::from_secs(120)
+    );
+    assert!(!mysql.spec.placement.as_ref().unwrap().relocate);
+    assert_ne!(mysql.metadata.labels["component"], "cloudpods", "no services certificate");
 }

@@ -60,7 +60,7 @@ fn cluster_yaml(fleet: &Fleet, version: &str) -> String {
     }
     format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: lab}}\nspec:\n  version: {version}\n  \
-         profile: compute\n  binDir: {}\n  configDir: {}\n  disableTls: true\n  \
+         profile: compute\n  binDir: {}\n  configDir: {}\n  disableTls: true\n  disableBootstrap: true\n  \
          rollout: {{progressDeadline: 25s}}\n  \
          components:\n{components}",
         bin.display(),

@@ -46,7 +46,7 @@ fn cluster_yaml(bin: &Path, conf: &Path) -> String {
     }
     format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: tls}}\nspec:\n  version: v1\n  \
-         binDir: {}\n  configDir: {}\n  components:\n{components}",
+         binDir: {}\n  configDir: {}\n  disableBootstrap: true\n  components:\n{components}",
         bin.display(),
         conf.display()
     )

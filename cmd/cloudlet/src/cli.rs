@@ -52,6 +52,56 @@ pub enum Command {
         after_help = "Example:\n  cloudlet agent --server https://10.0.0.1:6443 --token K10…::abc123.… \\\n            --data-dir /var/lib/cloudlet --labels rack=r1\n\n        The token (from `cloudlet ctl token create` on the server) is checked against the server's\n        CA before its secret is sent; the node's key never leaves this host. Once joined, the\n        agent restarts without a token. Stopping the agent, or losing the server, never stops a\n        service."
     )]
     Agent(AgentArgs),
+    /// What the Cloudpods bootstrap runs on a node: its steps and its MariaDB (the services a
+    /// cluster YAML renders run these; an operator runs them only to debug a step).
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Cloudpods(CloudpodsCommand),
+}
+
+/// `cloudlet cloudpods`.
+#[derive(Debug, Subcommand)]
+pub enum CloudpodsCommand {
+    /// Carry out one bootstrap step's plan (a `type: oneshot` service runs this): databases
+    /// and users, keystone's policies, regions, services, endpoints and accounts, region's
+    /// zones. Every action is idempotent: a step that died halfway is finished by running it
+    /// again.
+    #[command(after_help = "Example:
+  cloudlet cloudpods step --plan /etc/yunion/cloudlet/region-init.json
+
+        The plan (JSON, 0600: it holds passwords) is written by the node from the cluster YAML's
+        rendering; `cloudlet ctl describe service region-init` shows the step's state, and its
+        logs show one line per thing it made sure of.")]
+    Step {
+        /// The step's plan file.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
+    /// Make MariaDB's directories ready, then become mariadbd (the `mysql` service runs this):
+    /// the system tables installed the first time, the data and runtime directories owned by
+    /// the server's user.
+    #[command(after_help = "Example:
+  cloudlet cloudpods mariadbd --defaults-file /etc/yunion/mysql/my.cnf \
+              --data-dir /var/lib/cloudpods/mysql --run-dir /var/lib/cloudpods/mysql-run --user mysql")]
+    Mariadbd {
+        /// The server's option file (passed to mariadbd first).
+        #[arg(long, value_name = "FILE")]
+        defaults_file: PathBuf,
+        /// Its data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Its runtime directory (socket, pid file).
+        #[arg(long, value_name = "DIR")]
+        run_dir: PathBuf,
+        /// The system user it runs as.
+        #[arg(long, default_value = "mysql")]
+        user: String,
+        /// The server program.
+        #[arg(long, default_value = "mariadbd", value_name = "PROGRAM")]
+        mariadbd: PathBuf,
+        /// The program that installs the system tables.
+        #[arg(long, default_value = "mariadb-install-db", value_name = "PROGRAM")]
+        install_db: PathBuf,
+    },
 }
 
 /// `cloudlet server`.
@@ -430,6 +480,14 @@ pub enum Verb {
         cloudlet ctl rollout undo host --to 3        # the manifest rollout 3 moved to"
     )]
     Rollout(RolloutVerb),
+    /// The Cloudpods cluster's administrator: what `climc` (or curl) logs in with.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloudlet ctl cloudpods credentials            # export lines, for `. <(...)`\n  \
+        cloudlet ctl cloudpods credentials -o json\n\n\
+        The server also writes them to DIR/cloudpods-admin.rc (0600) when it applies a cluster YAML."
+    )]
+    Cloudpods(CloudpodsVerb),
     /// The manifests compiled into cloudlet: list them, print one.
     #[command(
         subcommand,
@@ -537,6 +595,21 @@ pub enum ClusterVerb {
     /// Print the current cluster YAML in canonical form.
     #[command(after_help = "Example:\n  cloudlet ctl cluster export > cluster.yaml")]
     Export,
+}
+
+/// `cloudlet ctl cloudpods` verbs.
+#[derive(Debug, Subcommand)]
+pub enum CloudpodsVerb {
+    /// Print keystone's administrator (sysadmin): auth URL, password, project, region.
+    #[command(
+        after_help = "Examples:\n  . <(cloudlet ctl cloudpods credentials)   # then: climc region-list\n  \
+        cloudlet ctl cloudpods credentials -o json | jq -r .password"
+    )]
+    Credentials {
+        /// Output format: table prints `export OS_...=` lines.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
 /// `cloudlet ctl rollout` verbs.

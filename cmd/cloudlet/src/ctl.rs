@@ -16,7 +16,8 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 
 use crate::cli::{
-    CaVerb, ClusterVerb, CtlArgs, Kind, ManifestsVerb, Output, RolloutVerb, TokenVerb, Verb,
+    CaVerb, CloudpodsVerb, ClusterVerb, CtlArgs, Kind, ManifestsVerb, Output, RolloutVerb,
+    TokenVerb, Verb,
 };
 
 /// Runs one verb.
@@ -133,6 +134,16 @@ async fn verb(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Token(t) => token(client, t).await,
         Verb::Cluster(c) => cluster(client, c).await,
         Verb::Rollout(r) => rollout(client, r).await,
+        Verb::Cloudpods(CloudpodsVerb::Credentials { output }) => {
+            let admin = client.cloudpods_credentials().await.map_err(api)?;
+            match output {
+                Output::Table | Output::Wide => {
+                    print!("{}", cloudlet_cluster::cloudpods::rc_text(&admin));
+                }
+                _ => print_value(&admin, output)?,
+            }
+            Ok(())
+        }
         Verb::Manifests(ManifestsVerb::List) => {
             let mut rows = vec![vec!["NAME".to_owned(), "RUNS".to_owned()]];
             for m in crate::embedded::MANIFESTS {

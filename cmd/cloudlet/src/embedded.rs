@@ -19,12 +19,15 @@ pub const MANIFESTS: &[Embedded] = &[
         about: "openvswitch-db and openvswitch-switch on every compute node",
         text: include_str!("../../../embedded-manifests/openvswitch.yaml"),
     },
-    // Templates: `${binDir}`, `${configDir}` and `${version}` are filled in from the cluster YAML.
+    // Templates: `${binDir}`, `${configDir}`, `${dataDir}` and `${version}` are filled in from
+    // the cluster YAML, `${cloudlet}` with the server's own executable.
     // Open vSwitch comes along because `host` and `sdnagent` depend on `openvswitch-switch`.
     Embedded {
         name: "cloudpods",
         about: "the Cloudpods control and compute services, with Open vSwitch (templates)",
         text: concat!(
+            include_str!("../../../embedded-manifests/cloudpods/mysql.yaml"),
+            "---\n",
             include_str!("../../../embedded-manifests/cloudpods/keystone.yaml"),
             "---\n",
             include_str!("../../../embedded-manifests/cloudpods/region.yaml"),

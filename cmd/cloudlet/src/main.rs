@@ -5,6 +5,7 @@
 
 mod check;
 mod cli;
+mod cloudpods;
 mod ctl;
 mod embedded;
 mod server;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => ctl::run(args),
         Command::CheckConfig(args) => check::run(&args),
         Command::Agent(args) => server::run_agent(args),
+        Command::Cloudpods(command) => cloudpods::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -357,6 +357,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|m| (m.name.to_owned(), m.text.to_owned()))
                 .collect(),
+            cloudlet_exe: std::env::current_exe().context("find the cloudlet executable")?,
         },
     )
     .await

@@ -12,11 +12,11 @@ use futures_util::Stream;
 use crate::ApiError;
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
-    CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, Event, EventsQuery,
-    ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogLine, LogsQuery,
-    NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest,
-    RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus,
-    ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
+    CertificateResponse, CloudpodsCredentials, ClusterApplied, ClusterDiff, ClusterRequest, Event,
+    EventsQuery, ExecOutput, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogLine,
+    LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo,
+    RollbackRequest, RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail,
+    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 
 /// A stream of log lines. A follow stream runs until it is dropped, which happens when the client
@@ -260,6 +260,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The current cluster YAML, in canonical form.
     fn export_cluster(&self) -> impl Future<Output = Result<String, ApiError>> + Send {
+        async { Err(not_a_server()) }
+    }
+
+    /// The Cloudpods administrator (keystone's `sysadmin`) of the current cluster.
+    fn cloudpods_credentials(
+        &self,
+    ) -> impl Future<Output = Result<CloudpodsCredentials, ApiError>> + Send {
         async { Err(not_a_server()) }
     }
 

@@ -30,11 +30,11 @@ use tokio_rustls::TlsConnector;
 
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
-    CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, ErrorBody, Event,
-    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
-    NodeAction, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RolloutAction,
-    RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery,
-    TokenCreated, TokenInfo, TokenRequest,
+    CertificateResponse, CloudpodsCredentials, ClusterApplied, ClusterDiff, ClusterRequest,
+    ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest,
+    LogsQuery, NetworkStatus, NodeAction, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest,
+    RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus,
+    ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, EventStream, ExecStream, LogStream};
 
@@ -315,6 +315,16 @@ impl Client {
         check_status(status, &body)?;
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::Invalid("GET /v1/cluster: the answer is not text".into()))
+    }
+
+    /// The Cloudpods administrator: `GET /v1/cloudpods/credentials`.
+    pub async fn cloudpods_credentials(&self) -> Result<CloudpodsCredentials, ApiError> {
+        self.call(
+            Method::GET,
+            "/v1/cloudpods/credentials".to_owned(),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Applies an earlier revision again: `POST /v1/cluster/rollback`.

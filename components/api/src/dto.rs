@@ -778,6 +778,38 @@ pub struct ClusterApplied {
     pub services: Vec<ServiceChange>,
 }
 
+/// The Cloudpods administrator of the cluster (`GET /v1/cloudpods/credentials`): what
+/// `climc` needs to log in. Admin only; `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudpodsCredentials {
+    /// keystone's admin endpoint, `https://HOST:30357/v3`.
+    pub auth_url: String,
+    /// `sysadmin`.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// `system`.
+    pub project: String,
+    /// `Default`.
+    pub domain: String,
+    /// The Cloudpods region.
+    pub region: String,
+    /// The services CA to verify their HTTPS with, when TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+impl std::fmt::Debug for CloudpodsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudpodsCredentials")
+            .field("auth_url", &self.auth_url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// One applied revision of the cluster YAML.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -32,11 +32,11 @@ use tokio::task::JoinSet;
 
 use crate::dto::{
     Action, ActionResponse, ApplyRequest, ApplyResponse, Assignments, CaRotateRequest,
-    CertificateResponse, ClusterApplied, ClusterDiff, ClusterRequest, ErrorBody, Event,
-    EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus,
-    NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RolloutAction,
-    RolloutInfo, RolloutRequest, RunRequest, ServiceDetail, ServiceStatus, ServicesQuery,
-    TokenCreated, TokenInfo, TokenRequest,
+    CertificateResponse, CloudpodsCredentials, ClusterApplied, ClusterDiff, ClusterRequest,
+    ErrorBody, Event, EventsQuery, ExecRequest, Heartbeat, HeartbeatResponse, JoinRequest,
+    LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus, RenewRequest, RevisionInfo,
+    RollbackRequest, RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail,
+    ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
 use crate::{ApiError, Backend, Caller, Socket};
 
@@ -90,6 +90,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
             get(export_cluster::<B>).post(apply_cluster::<B>),
         )
         .route("/v1/cluster/diff", post(diff_cluster::<B>))
+        .route("/v1/cloudpods/credentials", get(cloudpods_credentials::<B>))
         .route("/v1/cluster/revisions", get(cluster_history::<B>))
         .route("/v1/cluster/rollback", post(rollback_cluster::<B>))
         .route("/v1/rollouts/{name}", get(rollout::<B>))
@@ -391,6 +392,12 @@ async fn cluster_history<B: Backend>(
 async fn export_cluster<B: Backend>(State(backend): Shared<B>) -> Result<Response, Failure> {
     let yaml = backend.export_cluster().await?;
     Ok(([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response())
+}
+
+async fn cloudpods_credentials<B: Backend>(
+    State(backend): Shared<B>,
+) -> Result<Json<CloudpodsCredentials>, Failure> {
+    Ok(Json(backend.cloudpods_credentials().await?))
 }
 
 async fn rollback_cluster<B: Backend>(

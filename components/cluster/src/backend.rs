@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use cloudlet_api::dto::{
     self, Action, ActionResponse, ApplyAction, ApplyItem, ApplyRequest, ApplyResponse,
-    AssignedService, Assignments, CaRotateRequest, CertificateResponse, ClusterApplied,
-    ClusterDiff, ClusterRequest, DesiredState, Event, EventsQuery, ExecRequest, Heartbeat,
-    HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeQuery, NodeStatus,
-    RenewRequest, RevisionInfo, RollbackRequest, RolloutAction, RolloutInfo, RolloutRequest,
-    RunRequest, ServiceDetail, ServiceState, ServiceStatus, ServicesQuery, TokenCreated, TokenInfo,
-    TokenRequest,
+    AssignedService, Assignments, CaRotateRequest, CertificateResponse, CloudpodsCredentials,
+    ClusterApplied, ClusterDiff, ClusterRequest, DesiredState, Event, EventsQuery, ExecRequest,
+    Heartbeat, HeartbeatResponse, JoinRequest, LogsQuery, NetworkStatus, NodeAction, NodeQuery,
+    NodeStatus, RenewRequest, RevisionInfo, RollbackRequest, RolloutAction, RolloutInfo,
+    RolloutRequest, RunRequest, ServiceDetail, ServiceState, ServiceStatus, ServicesQuery,
+    TokenCreated, TokenInfo, TokenRequest,
 };
 use cloudlet_api::{ApiError, Backend, Caller, Client, EventStream, ExecStream, LogStream};
 use cloudlet_node::Node;
@@ -1050,6 +1050,10 @@ impl<S: Store> Backend for ControlPlane<S> {
             .inner
             .diff_cluster(&request.file, &request.content)
             .await?)
+    }
+
+    async fn cloudpods_credentials(&self) -> Result<CloudpodsCredentials, ApiError> {
+        Ok(self.inner.cloudpods_credentials().await?)
     }
 
     async fn cluster_history(&self) -> Result<Vec<RevisionInfo>, ApiError> {

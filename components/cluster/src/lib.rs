@@ -12,6 +12,7 @@
 
 pub mod autodeploy;
 mod backend;
+pub mod cloudpods;
 mod error;
 pub mod expiry;
 pub mod pki;
@@ -66,6 +67,9 @@ pub struct ClusterOptions {
     pub service_cert_lifetime: Duration,
     /// The embedded service templates a cluster YAML renders: (file name, YAML text).
     pub templates: Vec<(String, String)>,
+    /// The `cloudlet` executable the Cloudpods bootstrap steps run (the same path on every
+    /// node).
+    pub cloudlet_exe: PathBuf,
 }
 
 /// The control plane. Cheap to clone.

@@ -17,6 +17,8 @@ use cloudlet_node::records::{SERVICES, ServiceRecord};
 use cloudlet_spec::{ClusterManifest, FileSpec, Manifest, ProbeScheme, ServiceManifest};
 use cloudlet_store::Store;
 
+use cloudlet_cloudpods::credentials::Credentials;
+
 use crate::revisions::{self, RevisionRecord};
 use crate::servicecerts::{self, ServiceCertsRecord};
 use crate::{ClusterError, Inner, placer, rollouts};
@@ -24,20 +26,31 @@ use crate::{ClusterError, Inner, placer, rollouts};
 /// The `file` of a service record a revision wrote.
 const OWNER: &str = "cluster revision ";
 
+/// What a cluster's services are rendered from besides its YAML.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The embedded templates: (file name, YAML text).
+    pub templates: &'a [(String, String)],
+    /// The `cloudlet` executable (`${cloudlet}` in templates, the bootstrap steps' command).
+    pub cloudlet: &'a Path,
+}
+
 /// The embedded templates, parsed with the paths of `cluster` put in: every service template by
 /// name.
 fn templates(
     cluster: &ClusterManifest,
-    texts: &[(String, String)],
+    sources: &Sources<'_>,
 ) -> Result<BTreeMap<String, ServiceManifest>, ClusterError> {
     let mut out = BTreeMap::new();
-    for (name, text) in texts {
+    for (name, text) in sources.templates {
         let text = text
             .replace("${binDir}", &cluster.spec.bin_dir.display().to_string())
             .replace(
                 "${configDir}",
                 &cluster.spec.config_dir.display().to_string(),
-            );
+            )
+            .replace("${dataDir}", &cluster.spec.data_dir.display().to_string())
+            .replace("${cloudlet}", &sources.cloudlet.display().to_string());
         let parsed = cloudlet_spec::parse_file(name, &text)
             .map_err(|e| ClusterError::Invalid(format!("embedded template {name}: {e}")))?;
         for m in parsed.iter().filter_map(Manifest::as_service) {
@@ -45,6 +58,17 @@ fn templates(
         }
     }
     Ok(out)
+}
+
+/// A component's options as the YAML file it reads: long values (an `sql_connection`) stay on
+/// one line, as the services' own YAML reader expects plain scalars.
+fn config_yaml(
+    options: &BTreeMap<String, serde_json::Value>,
+) -> Result<String, serde_saphyr::ser::Error> {
+    let options_ = serde_saphyr::ser_options! {
+        folded_wrap_chars: usize::MAX,
+    };
+    serde_saphyr::to_string_with_options(options, options_)
 }
 
 /// Replaces `${version}` in every string of a service that may carry it.
@@ -59,15 +83,31 @@ fn put_version(m: &mut ServiceManifest, version: &str) {
     m.metadata.labels.values_mut().for_each(put);
 }
 
-/// The services `cluster` stands for, from the `texts` templates; with `certs` (TLS on), every
-/// Cloudpods component gets the services' certificate files under `<configDir>/pki`.
+/// The services `cluster` stands for, from the templates of `sources`; with `certs` (TLS on),
+/// every Cloudpods component gets the services' certificate files under `<configDir>/pki`. The
+/// Cloudpods bootstrap (configs, the MariaDB's files, the steps) is rendered with
+/// `credentials`, which must hold every profile component's passwords.
 pub fn render(
     cluster: &ClusterManifest,
-    texts: &[(String, String)],
+    sources: &Sources<'_>,
     certs: Option<&ServiceCertsRecord>,
+    credentials: &Credentials,
 ) -> Result<Vec<ServiceManifest>, ClusterError> {
-    let templates = templates(cluster, texts)?;
+    let templates = templates(cluster, sources)?;
     let wanted = cluster.profile_components();
+    let bootstrap = match cluster.spec.disable_bootstrap {
+        true => cloudlet_cloudpods::render::Rendered::default(),
+        false => cloudlet_cloudpods::render::render(
+            &cloudlet_cloudpods::render::Inputs {
+                cluster,
+                credentials,
+                cloudlet: sources.cloudlet,
+                ca_pem: certs.map(|c| c.ca_cert.as_str()),
+            },
+            &wanted,
+        )
+        .map_err(|e| ClusterError::Invalid(e.to_string()))?,
+    };
     let mut out = Vec::new();
     for name in &wanted {
         let Some(template) = templates.get(*name) else {
@@ -95,8 +135,17 @@ pub fn render(
                 .or_else(|| own.progress_deadline.clone());
         }
         m.spec.rollout = (!rollout.is_empty()).then_some(rollout);
-        // A dependency the profile does not run here is not waited for.
+        // A dependency the profile does not run here is not waited for; the bootstrap steps
+        // this component needs first are.
         m.spec.depends_on.retain(|d| wanted.contains(&d.as_str()));
+        for step in bootstrap.depends_on.get(*name).into_iter().flatten() {
+            if !m.spec.depends_on.contains(step) {
+                m.spec.depends_on.push(step.clone());
+            }
+        }
+        m.spec
+            .files
+            .extend(bootstrap.files.get(*name).into_iter().flatten().cloned());
         if let Some(c) = cluster.component(name) {
             if let Some(replicas) = c.replicas {
                 m.spec
@@ -117,24 +166,42 @@ pub fn render(
                 m.spec.working_dir = Some(dir.clone());
             }
             m.spec.command.extend(c.args.iter().cloned());
-            if !c.config.is_empty() {
-                let content = serde_saphyr::to_string(&c.config).map_err(|e| {
-                    ClusterError::Invalid(format!("spec.components.{name}.config: {e}"))
-                })?;
-                m.spec.files.push(FileSpec {
-                    path: cluster.spec.config_dir.join(format!("{name}.conf")),
-                    content,
-                    mode: Some("0600".to_owned()),
-                    owner: None,
-                });
-            }
         }
-        // common.conf goes with every component that is told to read it.
+        // Its config: the bootstrap's options, the operator's `config:` over them. (MariaDB's
+        // `config:` went into its my.cnf.)
+        let own = cluster
+            .component(name)
+            .map(|c| &c.config)
+            .filter(|_| *name != "mysql");
+        let mut config: BTreeMap<String, serde_json::Value> = bootstrap
+            .configs
+            .get(*name)
+            .map(|c| c.clone().into_iter().collect())
+            .unwrap_or_default();
+        config.extend(
+            own.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if !config.is_empty() {
+            let content = config_yaml(&config).map_err(|e| {
+                ClusterError::Invalid(format!("spec.components.{name}.config: {e}"))
+            })?;
+            m.spec.files.push(FileSpec {
+                path: cluster.spec.config_dir.join(format!("{name}.conf")),
+                content,
+                mode: Some("0600".to_owned()),
+                owner: None,
+            });
+        }
+        // common.conf goes with every component that is told to read it: the host's keystone
+        // account, `spec.commonConfig` over it.
         let common = cluster.spec.config_dir.join("common/common.conf");
-        if !cluster.spec.common_config.is_empty()
-            && m.spec.command.iter().any(|a| Path::new(a) == common)
-        {
-            let content = serde_saphyr::to_string(&cluster.spec.common_config)
+        let mut common_config: BTreeMap<String, serde_json::Value> =
+            bootstrap.common.clone().into_iter().collect();
+        common_config.extend(cluster.spec.common_config.clone());
+        if !common_config.is_empty() && m.spec.command.iter().any(|a| Path::new(a) == common) {
+            let content = config_yaml(&common_config)
                 .map_err(|e| ClusterError::Invalid(format!("spec.commonConfig: {e}")))?;
             m.spec.files.push(FileSpec {
                 path: common,
@@ -154,6 +221,12 @@ pub fn render(
             .insert("cloudlet.io/cluster".to_owned(), cluster.name().to_owned());
         out.push(m);
     }
+    for mut step in bootstrap.steps {
+        step.metadata
+            .labels
+            .insert("cloudlet.io/cluster".to_owned(), cluster.name().to_owned());
+        out.push(step);
+    }
     Ok(out)
 }
 
@@ -169,6 +242,14 @@ async fn owned<S: Store>(
 }
 
 impl<S: Store> Inner<S> {
+    /// What this server renders cluster YAMLs from.
+    pub(crate) fn sources(&self) -> Sources<'_> {
+        Sources {
+            templates: &self.options.templates,
+            cloudlet: &self.options.cloudlet_exe,
+        }
+    }
+
     /// Applies `text` (a cluster YAML from `file`) as a new revision. A service whose rendered
     /// manifest is one a rollout rolled back from is held at the one it has, unless `retry`.
     pub(crate) async fn apply_cluster(
@@ -188,7 +269,13 @@ impl<S: Store> Inner<S> {
             true => None,
             false => Some(servicecerts::current(self).await?),
         };
-        let services = render(&cluster, &self.options.templates, certs.as_ref())?;
+        let wanted = cluster.profile_components();
+        let credentials = crate::cloudpods::current(self, &wanted).await?;
+        if wanted.contains(&"keystone") && !cluster.spec.disable_bootstrap {
+            let admin = crate::cloudpods::admin(&cluster, &credentials);
+            crate::cloudpods::write_rc(&self.options.data_dir, &admin)?;
+        }
+        let services = render(&cluster, &self.sources(), certs.as_ref(), &credentials)?;
         let before = owned(self).await?;
         let checks = self.apply_checks(retry).await?;
         let held: Vec<&str> = services
@@ -417,7 +504,13 @@ impl<S: Store> Inner<S> {
             true => None,
             false => servicecerts::issued(&self.store).await?,
         };
-        let services = render(&cluster, &self.options.templates, certs.as_ref())?;
+        // Nor does it generate passwords: before the first apply, throwaway ones stand in (a
+        // diff shows no file contents).
+        let mut credentials = crate::cloudpods::issued(&self.store)
+            .await?
+            .unwrap_or_else(Credentials::generate);
+        credentials.ensure(cluster.profile_components());
+        let services = render(&cluster, &self.sources(), certs.as_ref(), &credentials)?;
         let before = owned(self).await?;
         let checks = self.apply_checks(false).await?;
         let mut changes = Vec::new();
@@ -532,18 +625,29 @@ fn plural(n: usize, what: &str) -> String {
 mod tests {
     use super::*;
 
+    fn sources(templates: &[(String, String)]) -> Sources<'_> {
+        Sources {
+            templates,
+            cloudlet: Path::new("/usr/local/bin/cloudlet"),
+        }
+    }
+
+    fn credentials() -> Credentials {
+        Credentials::generate()
+    }
+
     /// `template` (the `host` service) rendered by a compute cluster with `extra` spec lines.
     fn render_host(template: &str, extra: &str) -> ServiceManifest {
         let text = format!(
             "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  \
-             version: v1\n  profile: compute\n{extra}  components:\n    \
+             version: v1\n  profile: compute\n  disableBootstrap: true\n{extra}  components:\n    \
              host-deployer: {{disable: true}}\n    host-image: {{disable: true}}\n    \
              host-health: {{disable: true}}\n    sdnagent: {{disable: true}}\n    \
              openvswitch-db: {{disable: true}}\n    openvswitch-switch: {{disable: true}}\n"
         );
         let cluster = ClusterManifest::parse("c.yaml", &text).unwrap();
-        let mut services =
-            render(&cluster, &[("host.yaml".into(), template.into())], None).unwrap();
+        let templates = [("host.yaml".to_owned(), template.to_owned())];
+        let mut services = render(&cluster, &sources(&templates), None, &credentials()).unwrap();
         services.remove(0)
     }
 
@@ -552,7 +656,8 @@ mod tests {
     #[test]
     fn the_services_certificate_goes_to_the_cloudpods_components() {
         let text = "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  \
-            version: v1\n  profile: compute\n  configDir: /tmp/yunion\n  components:\n    \
+            version: v1\n  profile: compute\n  configDir: /tmp/yunion\n  disableBootstrap: true\n  \
+            components:\n    \
             host-deployer: {disable: true}\n    host-image: {disable: true}\n    \
             host-health: {disable: true}\n    sdnagent: {disable: true}\n    \
             openvswitch-switch: {disable: true}\n";
@@ -582,7 +687,7 @@ mod tests {
             names: Vec::new(),
         };
         let files = |certs: Option<&ServiceCertsRecord>| {
-            render(&cluster, &templates, certs)
+            render(&cluster, &sources(&templates), certs, &credentials())
                 .unwrap()
                 .into_iter()
                 .map(|m| {

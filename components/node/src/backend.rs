@@ -218,7 +218,7 @@ impl<S: Store> Backend for Node<S> {
             view.dropped_log_lines = live.dropped_log_lines;
         }
         let (events, _) = crate::events::read(&self.store, Some(name), None, Some(20)).await?;
-        let manifest = serde_json::to_value(&record.manifest)
+        let manifest = serde_json::to_value(redacted(&record.manifest))
             .map_err(|e| ApiError::Internal(format!("encode manifest: {e}")))?;
         let usage =
             cloudlet_supervisor::machine::service_cgroup(self.cgroups.as_deref(), &view.cgroup)
@@ -515,5 +515,74 @@ impl<S: Store> Backend for Node<S> {
 
     async fn events(&self, query: EventsQuery) -> Result<EventStream, ApiError> {
         crate::events::stream(&self.store, query).await
+    }
+}
+
+/// `manifest` as `describe` shows it: the content of every file only its owner may read (mode
+/// without group or other read: keys, passwords) replaced by its size and where it is.
+pub fn redacted(manifest: &cloudlet_spec::ServiceManifest) -> cloudlet_spec::ServiceManifest {
+    let mut shown = manifest.clone();
+    for file in &mut shown.spec.files {
+        if file.mode_bits() & 0o044 == 0 {
+            file.content = format!(
+                "<secret: {} bytes, mode {:04o}; read {} on the node>",
+                file.content.len(),
+                file.mode_bits(),
+                file.path.display()
+            );
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use cloudlet_spec::{FileSpec, Metadata, ServiceManifest, ServiceSpec};
+
+    #[test]
+    fn describe_never_shows_a_file_only_its_owner_may_read() {
+        let mut spec = ServiceSpec::new(vec!["/bin/true".into()]);
+        for (path, mode) in [
+            ("/etc/a.conf", None),
+            ("/etc/b.key", Some("0600")),
+            ("/etc/c", Some("0640")),
+        ] {
+            spec.files.push(FileSpec {
+                path: path.into(),
+                content: "password: hunter2\n".into(),
+                mode: mode.map(str::to_owned),
+                owner: None,
+            });
+        }
+        let m = ServiceManifest::new(
+            Metadata {
+                name: "s".into(),
+                labels: Default::default(),
+            },
+            spec,
+        );
+        let shown = super::redacted(&m);
+        let contents: Vec<&str> = shown
+            .spec
+            .files
+            .iter()
+            .map(|f| f.content.as_str())
+            .collect();
+        assert_eq!(
+            contents[0], "password: hunter2\n",
+            "0644 is readable by anyone anyway"
+        );
+        assert_eq!(
+            contents[1],
+            "<secret: 18 bytes, mode 0600; read /etc/b.key on the node>"
+        );
+        assert!(
+            contents[2].contains("hunter2"),
+            "group-readable: not a secret file"
+        );
+        assert_eq!(
+            m.spec.files[1].content, "password: hunter2\n",
+            "the record is untouched"
+        );
     }
 }

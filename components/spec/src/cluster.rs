@@ -28,6 +28,12 @@ use crate::validate::{check_name, check_service};
 pub const DEFAULT_BIN_DIR: &str = "/opt/yunion/bin";
 /// `spec.configDir` unless set: each component's config goes to `<configDir>/<component>.conf`.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/yunion";
+/// `spec.dataDir` unless set: where the backing stores cloudlet runs keep their data.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudpods";
+/// `spec.mysql.port` unless set.
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+/// `spec.loadBalancerEndpoint` unless set: the address the services' endpoints name.
+pub const DEFAULT_LOAD_BALANCER_ENDPOINT: &str = "127.0.0.1";
 /// `spec.region` unless set.
 pub const DEFAULT_REGION: &str = "region0";
 /// `spec.zones` unless set: this one zone.
@@ -41,6 +47,7 @@ pub const DEFAULT_PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::
 /// role that runs it: control components run as replicas on control nodes, compute components
 /// run once on every compute node. The order is the order components are listed in.
 pub const COMPONENTS: &[(&str, NodeRole)] = &[
+    ("mysql", NodeRole::Control),
     ("keystone", NodeRole::Control),
     ("region", NodeRole::Control),
     ("scheduler", NodeRole::Control),
@@ -159,6 +166,29 @@ pub struct ClusterSpec {
         skip_serializing_if = "is_default_config_dir"
     )]
     pub config_dir: PathBuf,
+    /// Where the backing stores cloudlet runs (MariaDB) keep their data, and the components
+    /// their temporary files (default `/var/lib/cloudpods`); absolute.
+    #[serde(
+        default = "default_data_dir",
+        skip_serializing_if = "is_default_data_dir"
+    )]
+    pub data_dir: PathBuf,
+    /// The database (OnecloudCluster's `mysql`). With `host`, an existing MySQL or MariaDB
+    /// server that `username` (with `password`) administers; without it, cloudlet runs MariaDB
+    /// itself (component `mysql`) on `127.0.0.1:port` and generates its administrator.
+    #[serde(default, skip_serializing_if = "MysqlSpec::is_empty")]
+    pub mysql: MysqlSpec,
+    /// The address (an IP or DNS name, e.g. a VIP) the services' endpoints in keystone's
+    /// catalog name (default `127.0.0.1`: every service on one node).
+    #[serde(
+        default = "default_load_balancer_endpoint",
+        skip_serializing_if = "is_default_load_balancer_endpoint"
+    )]
+    pub load_balancer_endpoint: String,
+    /// Run only these components (with what they need: the database and the bootstrap
+    /// steps), of those the profile runs: for a stack brought up in stages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
     /// The Cloudpods region (default `region0`).
     #[serde(default = "default_region", skip_serializing_if = "is_default_region")]
     pub region: String,
@@ -173,6 +203,11 @@ pub struct ClusterSpec {
     /// certificates are not verified by a probe).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_tls: bool,
+    /// cloudlet does not bring Cloudpods to life: it runs no database, writes no generated
+    /// config and runs no bootstrap step; the components run with what `config:` gives them
+    /// (an installation whose databases, accounts and catalog were set up otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_bootstrap: bool,
     /// Options written to `<configDir>/common/common.conf` (as YAML) for the components that
     /// read it (`--common-config-file`: host, host-deployer, host-image, host-health,
     /// sdnagent), as the operator's `<cluster>-host` ConfigMap is.
@@ -195,10 +230,15 @@ impl ClusterSpec {
             profile: Profile::default(),
             bin_dir: default_bin_dir(),
             config_dir: default_config_dir(),
+            data_dir: default_data_dir(),
+            mysql: MysqlSpec::default(),
+            load_balancer_endpoint: default_load_balancer_endpoint(),
+            only: Vec::new(),
             region: default_region(),
             zones: default_zones(),
             nodes: ClusterNodesSpec::default(),
             disable_tls: false,
+            disable_bootstrap: false,
             common_config: BTreeMap::new(),
             rollout: RolloutSpec::default(),
             components: BTreeMap::new(),
@@ -220,6 +260,68 @@ fn default_config_dir() -> PathBuf {
 
 fn is_default_config_dir(dir: &Path) -> bool {
     dir == Path::new(DEFAULT_CONFIG_DIR)
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+fn is_default_data_dir(dir: &Path) -> bool {
+    dir == Path::new(DEFAULT_DATA_DIR)
+}
+
+fn default_load_balancer_endpoint() -> String {
+    DEFAULT_LOAD_BALANCER_ENDPOINT.to_owned()
+}
+
+fn is_default_load_balancer_endpoint(address: &str) -> bool {
+    address == DEFAULT_LOAD_BALANCER_ENDPOINT
+}
+
+/// `spec.mysql`: the database server.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
+pub struct MysqlSpec {
+    /// An existing server's host name or address; unset: cloudlet runs MariaDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Its port (default 3306); also where the MariaDB cloudlet runs listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The account that may create databases and users on the existing server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl MysqlSpec {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the database is an existing server (cloudlet runs none).
+    pub fn is_external(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// The port, default applied.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_MYSQL_PORT)
+    }
+}
+
+impl fmt::Debug for MysqlSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MysqlSpec")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 fn default_region() -> String {
@@ -459,17 +561,33 @@ impl ClusterManifest {
         &self.metadata.name
     }
 
-    /// The components this cluster runs: those of its profile, minus the ones with
-    /// `disable: true`, in [`COMPONENTS`] order.
+    /// The components this cluster runs: those of its profile, narrowed to `only` when set,
+    /// minus the ones with `disable: true`, in [`COMPONENTS`] order. `mysql` (the MariaDB
+    /// cloudlet runs) is among them when another control component is, unless `spec.mysql`
+    /// names an existing server.
     pub fn profile_components(&self) -> Vec<&'static str> {
-        COMPONENTS
+        let runs = |name: &str, role: NodeRole| {
+            self.spec.profile.runs(role)
+                && (self.spec.only.is_empty() || self.spec.only.iter().any(|o| o == name))
+                && !self.spec.components.get(name).is_some_and(|c| c.disable)
+        };
+        let mut out: Vec<&'static str> = COMPONENTS
             .iter()
-            .filter(|(name, role)| {
-                self.spec.profile.runs(*role)
-                    && !self.spec.components.get(*name).is_some_and(|c| c.disable)
-            })
+            .filter(|(name, role)| *name != "mysql" && runs(name, *role))
             .map(|(name, _)| *name)
-            .collect()
+            .collect();
+        let needs_database = out
+            .iter()
+            .any(|name| component_role(name) == Some(NodeRole::Control));
+        let mysql_off = self.spec.components.get("mysql").is_some_and(|c| c.disable);
+        if needs_database
+            && !self.spec.disable_bootstrap
+            && !self.spec.mysql.is_external()
+            && !mysql_off
+        {
+            out.insert(0, "mysql");
+        }
+        out
     }
 
     /// The overrides of component `name`, if any.
@@ -672,6 +790,41 @@ fn check_cluster(manifest: &ClusterManifest) -> Vec<(String, String)> {
             );
         }
     }
+    if !spec.data_dir.is_absolute() {
+        add(
+            "spec.dataDir".into(),
+            format!(
+                "must be an absolute path, got {:?}",
+                spec.data_dir.display().to_string()
+            ),
+        );
+    }
+    check_mysql(&mut add, &spec.mysql);
+    check_word(
+        &mut add,
+        "spec.loadBalancerEndpoint",
+        "address",
+        &spec.load_balancer_endpoint,
+    );
+    // A host name or an address, never with a port: an IPv6 address has colons of its own.
+    let lb = &spec.load_balancer_endpoint;
+    if lb.contains(':') && lb.parse::<std::net::Ipv6Addr>().is_err() {
+        add(
+            "spec.loadBalancerEndpoint".into(),
+            format!(
+                "invalid address {lb:?}: expected a host name or an IP address, without a port"
+            ),
+        );
+    }
+    check_list(&mut add, "spec.only", "component", &spec.only);
+    for (i, name) in spec.only.iter().enumerate() {
+        if component_role(name).is_none() {
+            add(
+                format!("spec.only[{i}]"),
+                format!("unknown component {name:?}"),
+            );
+        }
+    }
     check_word(&mut add, "spec.region", "region", &spec.region);
     if spec.zones.is_empty() {
         add(
@@ -832,6 +985,59 @@ pub(crate) fn check_rollout(
             format!("{path}.progressDeadline"),
             "must be more than 0".into(),
         );
+    }
+}
+
+/// `spec.mysql`: an existing server needs its administrator; the MariaDB cloudlet runs gets one
+/// generated (so none may be written).
+fn check_mysql(add: &mut impl FnMut(String, String), mysql: &MysqlSpec) {
+    if mysql.port == Some(0) {
+        add("spec.mysql.port".into(), "must be 1 to 65535".into());
+    }
+    match &mysql.host {
+        Some(host) => {
+            check_word(add, "spec.mysql.host", "host", host);
+            if mysql.username.as_deref().is_none_or(str::is_empty) {
+                add(
+                    "spec.mysql.username".into(),
+                    "must be set with spec.mysql.host: the account that may create the \
+                     components' databases and users"
+                        .into(),
+                );
+            }
+            if mysql.password.is_none() {
+                add(
+                    "spec.mysql.password".into(),
+                    "must be set with spec.mysql.host".into(),
+                );
+            }
+        }
+        None => {
+            for (path, set) in [
+                ("spec.mysql.username", mysql.username.is_some()),
+                ("spec.mysql.password", mysql.password.is_some()),
+            ] {
+                if set {
+                    add(
+                        path.into(),
+                        "cannot be set without spec.mysql.host: cloudlet runs MariaDB and \
+                         generates its administrator (set host to use an existing server)"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+    for (path, value) in [
+        ("spec.mysql.username", &mysql.username),
+        ("spec.mysql.password", &mysql.password),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.contains(['\n', '\r', '\0']))
+        {
+            add(path.into(), "must not contain line breaks or NUL".into());
+        }
     }
 }
 

@@ -221,7 +221,8 @@ fn rejections() {
         (
             cluster(&["profil: full"]),
             "cluster.yaml: spec.profil: unknown field \"profil\", expected one of version, profile, \
-             binDir, configDir, region, zones, nodes, disableTls, commonConfig, rollout, components (line 6, column 3)"
+             binDir, configDir, dataDir, mysql, loadBalancerEndpoint, only, region, zones, nodes, disableTls, \
+             disableBootstrap, commonConfig, rollout, components (line 6, column 3)"
                 .into(),
         ),
         (
@@ -597,7 +598,7 @@ fn profile_components_per_profile() {
         .filter(|(_, role)| *role == NodeRole::Compute)
         .map(|(name, _)| *name)
         .collect();
-    assert_eq!(control.len(), 14);
+    assert_eq!(control.len(), 15);
     assert_eq!(compute.len(), 7);
     let all: Vec<&str> = COMPONENTS.iter().map(|(name, _)| *name).collect();
     let without = |list: &[&'static str], gone: &[&str]| -> Vec<&'static str> {
@@ -624,6 +625,60 @@ fn profile_components_per_profile() {
     assert_eq!(component_role("host"), Some(NodeRole::Compute));
     assert_eq!(component_role("keystone"), Some(NodeRole::Control));
     assert_eq!(component_role("glancy"), None);
+}
+
+/// `only` narrows the profile; the MariaDB cloudlet runs comes along with any control component
+/// unless the YAML names a database server, disables it or the bootstrap.
+#[test]
+fn only_narrows_the_profile_and_mysql_comes_with_the_control_components() {
+    let only = parse(&cluster(&["profile: edge", "only: [keystone, region]"]));
+    assert_eq!(only.profile_components(), ["mysql", "keystone", "region"]);
+    let compute_only = parse(&cluster(&["profile: edge", "only: [host]"]));
+    assert_eq!(compute_only.profile_components(), ["host"]);
+    let external = parse(&cluster(&[
+        "only: [keystone]",
+        "mysql: {host: db.example, username: root, password: pw}",
+    ]));
+    assert_eq!(external.profile_components(), ["keystone"]);
+    let off = parse(&cluster(&["only: [keystone]", "disableBootstrap: true"]));
+    assert_eq!(off.profile_components(), ["keystone"]);
+    let disabled = parse(&cluster(&[
+        "only: [keystone]",
+        "components: {mysql: {disable: true}}",
+    ]));
+    assert_eq!(disabled.profile_components(), ["keystone"]);
+    for (line, want) in [
+        (
+            "only: [keystone, glancy]",
+            "spec.only[1]: unknown component \"glancy\"",
+        ),
+        (
+            "mysql: {host: db.example}",
+            "spec.mysql.username: must be set with spec.mysql.host",
+        ),
+        (
+            "mysql: {username: root}",
+            "spec.mysql.username: cannot be set without spec.mysql.host",
+        ),
+        ("mysql: {port: 0}", "spec.mysql.port: must be 1 to 65535"),
+        ("dataDir: var/lib", "spec.dataDir: must be an absolute path"),
+        (
+            "loadBalancerEndpoint: \"10.0.0.1:443\"",
+            "spec.loadBalancerEndpoint: invalid address \"10.0.0.1:443\"",
+        ),
+    ] {
+        let err = ClusterManifest::parse("c.yaml", &cluster(&[line]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{line}: {err}");
+    }
+    let secret = parse(&cluster(&[
+        "mysql: {host: db, username: root, password: hunter2}",
+    ]));
+    assert!(
+        !format!("{secret:?}").contains("hunter2"),
+        "Debug redacts it"
+    );
 }
 
 /// A manifest built in code exports like the minimal text, and `validate` checks it, naming the
