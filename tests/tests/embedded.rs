@@ -434,5 +434,8 @@ fn the_mariadb_template_prepares_its_directories_and_keeps_its_data_on_its_node(
         std::time::Duration::from_secs(120)
     );
     assert!(!mysql.spec.placement.as_ref().unwrap().relocate);
-    assert_ne!(mysql.metadata.labels["component"], "cloudpods", "no services certificate");
+    assert_ne!(
+        mysql.metadata.labels["component"], "cloudpods",
+        "no services certificate"
+    );
 }

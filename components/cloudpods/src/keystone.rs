@@ -124,6 +124,41 @@ impl Keystone {
             .map(str::to_owned)
     }
 
+    /// Waits until keystone lets this account list services: keystone applies new role
+    /// policies only when it refreshes its cache (`rbac_policy_refresh_interval_seconds`, 30 s),
+    /// and until then even `sysadmin` gets `403 isClassRbacAllowed`. Logs in again each time (a
+    /// token carries what its roles allowed when it was made). Returns how long it took.
+    pub async fn wait_for_rbac(
+        http: &HttpClient,
+        login: &KeystoneLogin,
+        limit: std::time::Duration,
+    ) -> Result<std::time::Duration, CloudpodsError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let session = Keystone::login(http.clone(), login).await?;
+            let url = format!("{}/services?limit=1", session.url);
+            let answer = http
+                .call(Method::GET, &url, Some(&session.token), None)
+                .await?;
+            if answer.status.is_success() {
+                return Ok(started.elapsed());
+            }
+            if answer.status != hyper::StatusCode::FORBIDDEN || started.elapsed() >= limit {
+                return Err(CloudpodsError::Http {
+                    method: "GET".into(),
+                    url,
+                    detail: format!(
+                        "{} {} (after {:?} of waiting for keystone to apply the policies)",
+                        answer.status,
+                        crate::http::error_message(&answer.body),
+                        started.elapsed()
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// The session's token, for calls to other services.
     pub fn token(&self) -> &str {
         &self.token

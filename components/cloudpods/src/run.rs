@@ -16,6 +16,9 @@ use crate::mysql::MysqlClient;
 use crate::plan::{Action, Plan};
 use crate::region::Region;
 
+/// How long keystone may take to apply new policies (it refreshes them every 30 s).
+const RBAC_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs `plan`, writing its progress to `out`.
 pub async fn run(plan: &Plan, out: &mut dyn Write) -> Result<(), CloudpodsError> {
     let ca = match &plan.ca_file {
@@ -62,6 +65,12 @@ pub async fn run(plan: &Plan, out: &mut dyn Write) -> Result<(), CloudpodsError>
                     let outcome = ks.ensure_role(r.name, r.policies, r.project).await?;
                     say(format!("role {}: {}", r.name, outcome.as_str()));
                 }
+                // keystone applies them when it next refreshes its policy cache.
+                if let Some(login) = &plan.keystone {
+                    let took = Keystone::wait_for_rbac(&http, login, RBAC_WAIT).await?;
+                    say(format!("policies in effect (after {}s)", took.as_secs()));
+                }
+                session = None;
             }
             Action::KeystoneRegion { id } => {
                 let ks = login(&mut session, plan, &http).await?;

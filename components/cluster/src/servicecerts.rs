@@ -124,7 +124,9 @@ fn issue(
             Err(_) => spec.dns_name(name.clone()),
         };
     }
-    let (cert, key) = ca.issue(&spec)?;
+    // RSA: Cloudpods' keystone reads the service key as an RSA key (its SAML set-up panics on
+    // any other), as the operator's certificates have.
+    let (cert, key) = ca.issue_for(&spec, cloudlet_pki::KeyPair::generate_rsa()?)?;
     let der = cloudlet_pki::certs_from_pem(&cert)?;
     // The certificate's own validity (whole seconds), not the clock's reading.
     let Some((issued_at, not_after)) =
@@ -229,7 +231,9 @@ pub(crate) async fn renew_due<S: Store>(
     let Some((old, revision)) = stored(&inner.store).await? else {
         return Ok(false);
     };
-    if now < old.renew_at() {
+    // A certificate issued before the services' key became RSA is renewed at once.
+    let rsa = cloudlet_pki::KeyPair::from_pem(&old.key).is_ok_and(|k| k.is_rsa());
+    if now < old.renew_at() && rsa {
         return Ok(false);
     }
     let new = issue(
@@ -323,6 +327,11 @@ mod tests {
     fn a_renewal_keeps_the_ca_and_swaps_exactly_the_old_contents() {
         let names = vec!["localhost".to_owned(), "10.0.0.1".to_owned()];
         let old = issue(None, names.clone(), Duration::from_secs(3000)).unwrap();
+        let key = cloudlet_pki::KeyPair::from_pem(&old.key).unwrap();
+        assert!(
+            key.is_rsa(),
+            "Cloudpods' keystone reads its service key as RSA"
+        );
         assert_eq!(
             old.renew_at(),
             old.issued_at + jiff::SignedDuration::from_secs(2000)

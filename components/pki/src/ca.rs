@@ -237,7 +237,11 @@ impl Ca {
     /// server's certificate, the admin certificate of `admin.conf`). Returns the PEM certificate
     /// and the key.
     pub fn issue(&self, spec: &CertSpec) -> Result<(String, KeyPair), PkiError> {
-        let key = KeyPair::generate()?;
+        self.issue_for(spec, KeyPair::generate()?)
+    }
+
+    /// Like [`Ca::issue`], for `key` (e.g. an RSA key from [`KeyPair::generate_rsa`]).
+    pub fn issue_for(&self, spec: &CertSpec, key: KeyPair) -> Result<(String, KeyPair), PkiError> {
         let cert = self.sign_csr(&key.csr_pem(&spec.name)?, spec)?;
         Ok((cert, key))
     }

@@ -12,7 +12,8 @@ use rcgen::{CertificateParams, DistinguishedName, DnType};
 use crate::PkiError;
 use crate::files::{read_pem, write_private_key};
 
-/// A private key (ECDSA P-256) and its public half.
+/// A private key (ECDSA P-256, or RSA 2048 for peers that accept nothing else) and its public
+/// half.
 pub struct KeyPair {
     pub(crate) inner: rcgen::KeyPair,
 }
@@ -26,6 +27,22 @@ impl KeyPair {
                 what: "generate key",
                 source,
             })
+    }
+
+    /// Generates a new RSA 2048 key (signing with SHA-256): for certificates of programs that
+    /// take only RSA keys (Cloudpods' keystone parses its service key as RSA).
+    pub fn generate_rsa() -> Result<KeyPair, PkiError> {
+        rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            .map(|inner| KeyPair { inner })
+            .map_err(|source| PkiError::Crypto {
+                what: "generate RSA key",
+                source,
+            })
+    }
+
+    /// Whether this is an RSA key.
+    pub fn is_rsa(&self) -> bool {
+        self.inner.is_compatible(&rcgen::PKCS_RSA_SHA256)
     }
 
     /// Parses a PEM (PKCS#8) private key.
@@ -73,8 +90,9 @@ impl KeyPair {
 
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algorithm = if self.is_rsa() { "RSA" } else { "ECDSA P-256" };
         f.debug_struct("KeyPair")
-            .field("algorithm", &"ECDSA P-256")
+            .field("algorithm", &algorithm)
             .finish_non_exhaustive()
     }
 }
