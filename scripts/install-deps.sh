@@ -3,10 +3,10 @@
 # Idempotent; needs root. Called by scripts/run.sh and scripts/test.sh.
 set -euo pipefail
 
-# mariadb-server: the database cloudlet runs for Cloudpods (and the real-binary test); xz-utils
+# mariadb-server, etcd-server: the stores cloudlet runs for Cloudpods (and the real-binary test); xz-utils
 # unpacks the real Cloudpods binaries; tzdata: Cloudpods services load Asia/Shanghai by default.
 need_apt=()
-for pkg in build-essential pkg-config python3 procps iproute2 iputils-ping netcat-openbsd ethtool curl ca-certificates openvswitch-switch iptables nftables mariadb-server mariadb-client xz-utils tzdata; do
+for pkg in build-essential pkg-config python3 procps iproute2 iputils-ping netcat-openbsd ethtool curl ca-certificates openvswitch-switch iptables nftables mariadb-server mariadb-client etcd-server etcd-client xz-utils tzdata; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

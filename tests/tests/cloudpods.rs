@@ -72,11 +72,13 @@ fn real_binaries(bin: &Path) {
 
 /// The cluster YAML a new user writes: a profile, where the binaries are, and nothing per
 /// component; the directories and the database port are the test's own.
-fn cluster_yaml(c: &Cluster, mysql_port: u16, extra: &str) -> String {
+fn cluster_yaml(c: &Cluster, ports: (u16, u16), extra: &str) -> String {
+    let (mysql_port, etcd_port) = ports;
     format!(
         "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {{name: edge}}\nspec:\n  version: v3.11\n  \
          profile: edge\n  binDir: {bin}\n  configDir: {etc}\n  dataDir: {data}\n  \
-         mysql: {{port: {mysql_port}}}\n  only: [keystone, region]\n{extra}",
+         mysql: {{port: {mysql_port}}}\n  etcd: {{enable: true, port: {etcd_port}}}\n  \
+         only: [keystone, region]\n{extra}",
         bin = c.path("yunion-bin").display(),
         etc = c.path("etc").display(),
         data = c.path("cloudpods").display(),
@@ -204,8 +206,8 @@ fn state(c: &Cluster, name: &str) -> (String, bool) {
 fn a_real_keystone_and_region_come_up_from_one_short_cluster_yaml() {
     let mut c = Cluster::start();
     real_binaries(&c.path("yunion-bin"));
-    let mysql_port = free_port();
-    let file = write(&c, "cluster.yaml", &cluster_yaml(&c, mysql_port, ""));
+    let ports = (free_port(), free_port());
+    let file = write(&c, "cluster.yaml", &cluster_yaml(&c, ports, ""));
 
     // Apply, and SIGKILL the server in the middle of the bootstrap: keystone's post-init step
     // is running (it waits ~30 s for keystone to apply the policies it made).
@@ -224,7 +226,7 @@ fn a_real_keystone_and_region_come_up_from_one_short_cluster_yaml() {
     });
     let took = started.elapsed();
     eprintln!("cluster apply to region ready (server killed once on the way): {took:?}");
-    for name in ["mysql", "keystone", "region"] {
+    for name in ["mysql", "etcd", "keystone", "region"] {
         assert_eq!(state(&c, name), ("running".into(), true), "{name}");
     }
     for step in [
@@ -238,6 +240,16 @@ fn a_real_keystone_and_region_come_up_from_one_short_cluster_yaml() {
 
     // The administrator's token works, its catalog names region, and region answers through it.
     let vars = rc(&c);
+    let shown: Value =
+        serde_json::from_str(&c.ctl_ok(&["cloudpods", "credentials", "-o", "json"])).unwrap();
+    assert_eq!(
+        shown["password"].as_str(),
+        Some(vars["OS_PASSWORD"].as_str())
+    );
+    assert_eq!(
+        shown["authUrl"].as_str(),
+        Some(vars["OS_AUTH_URL"].as_str())
+    );
     let (token, catalog) = login(&vars);
     let region = endpoint(&catalog, "compute_v2", "internal").expect("compute_v2 in the catalog");
     assert!(
@@ -313,7 +325,7 @@ fn a_real_keystone_and_region_come_up_from_one_short_cluster_yaml() {
         "cluster-2.yaml",
         &cluster_yaml(
             &c,
-            mysql_port,
+            ports,
             "  components:\n    region: {config: {log_level: debug}}\n",
         ),
     );
@@ -340,4 +352,10 @@ fn a_real_keystone_and_region_come_up_from_one_short_cluster_yaml() {
     let (token, _) = login(&vars);
     let (status, _, _) = curl(ca, "GET", &format!("{region}/zones"), Some(&token), None);
     assert_eq!(status, 200);
+
+    // MariaDB stops cleanly on SIGTERM, well within its grace period.
+    let mut events = c.events();
+    c.ctl_ok(&["stop", "mysql"]);
+    let exited = events.wait_for("mysql", "Exited", Duration::from_secs(120));
+    assert_eq!(exited["exit"]["code"], 0, "a clean shutdown: {exited}");
 }

@@ -115,7 +115,7 @@ fn deps<'a>(set: &'a BTreeMap<String, ServiceManifest>, name: &str) -> &'a [Stri
 fn the_templates_render_to_one_valid_set_of_every_cloudpods_service() {
     let set = cloudpods();
     let mut want: Vec<&str> = CONTROL.iter().chain(COMPUTE).copied().collect();
-    want.extend(["openvswitch-db", "openvswitch-switch", "mysql"]);
+    want.extend(["openvswitch-db", "openvswitch-switch", "mysql", "etcd"]);
     want.sort_unstable();
     let got: Vec<&str> = set.keys().map(String::as_str).collect();
     assert_eq!(got, want);
@@ -327,7 +327,7 @@ fn control_runs_one_copy_on_a_control_node_compute_runs_on_every_compute_node() 
             .labels
             .get("cloudpods.role")
             .map(String::as_str);
-        if CONTROL.contains(&name.as_str()) || name == "mysql" {
+        if CONTROL.contains(&name.as_str()) || ["mysql", "etcd"].contains(&name.as_str()) {
             assert_eq!(role, Some("control"), "{name}");
             assert_eq!(placement.replicas, Some(1), "{name}");
             assert!(!placement.every_node, "{name}");

@@ -231,7 +231,7 @@ fn the_edge_profile_brings_up_every_cloudpods_service_in_dependency_order_on_one
     let expected: Vec<&str> = cloudlet_spec::COMPONENTS
         .iter()
         .map(|(n, _)| *n)
-        .filter(|n| !["baremetal-agent", "mysql"].contains(n))
+        .filter(|n| !["baremetal-agent", "mysql", "etcd"].contains(n))
         .collect();
     fleet.wait_for(
         "every Cloudpods service ready",
@@ -337,7 +337,9 @@ fn the_full_profile_runs_control_services_on_control_nodes_and_compute_services_
     let control: Vec<&str> = cloudlet_spec::COMPONENTS
         .iter()
         .filter(|(n, r)| {
-            *r == cloudlet_spec::NodeRole::Control && !left_out.contains(n) && *n != "mysql"
+            *r == cloudlet_spec::NodeRole::Control
+                && !left_out.contains(n)
+                && !["mysql", "etcd"].contains(n)
         })
         .map(|(n, _)| *n)
         .collect();

@@ -28,6 +28,8 @@ pub const MANIFESTS: &[Embedded] = &[
         text: concat!(
             include_str!("../../../embedded-manifests/cloudpods/mysql.yaml"),
             "---\n",
+            include_str!("../../../embedded-manifests/cloudpods/etcd.yaml"),
+            "---\n",
             include_str!("../../../embedded-manifests/cloudpods/keystone.yaml"),
             "---\n",
             include_str!("../../../embedded-manifests/cloudpods/region.yaml"),

@@ -53,14 +53,6 @@ impl Component {
     pub fn credentials_of(&self) -> &'static str {
         self.shares.unwrap_or(self.key)
     }
-
-    /// Whether it has a step of its own (`<key>-init`): a database or account to make, or a
-    /// service to register.
-    pub fn has_init_step(&self) -> bool {
-        self.shares.is_none()
-            && (self.database.is_some() || self.account.is_some() || self.registration.is_some())
-            || self.registration.is_some()
-    }
 }
 
 const fn svc(name: &'static str, service_type: &'static str, path: &'static str) -> Registration {
@@ -266,15 +258,8 @@ mod tests {
                 assert!(crate::mysql::check_identifier(user).is_ok(), "{user}");
             }
         }
-        assert!(!get("host-deployer").unwrap().has_init_step());
-        assert!(
-            get("scheduler").unwrap().has_init_step(),
-            "registers its service"
-        );
-        assert!(
-            get("esxi-agent").unwrap().has_init_step(),
-            "makes its account"
-        );
+        assert_eq!(get("host-deployer").unwrap().credentials_of(), "host");
+        assert_eq!(get("scheduler").unwrap().credentials_of(), "region");
         assert!(get("sdnagent").is_none());
     }
 }

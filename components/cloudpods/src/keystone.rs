@@ -184,12 +184,11 @@ impl Keystone {
         collection: &str,
         key: &str,
         name: &str,
-        extra: &str,
     ) -> Result<Option<Value>, CloudpodsError> {
         let body = self
             .call(
                 Method::GET,
-                &format!("/{collection}?name={}{extra}", encode(name)),
+                &format!("/{collection}?name={}", encode(name)),
                 None,
             )
             .await?;
@@ -246,7 +245,7 @@ impl Keystone {
         name: &str,
         service_type: &str,
     ) -> Result<(String, Outcome), CloudpodsError> {
-        let (service, outcome) = match self.find("services", "service", name, "").await? {
+        let (service, outcome) = match self.find("services", "service", name).await? {
             Some(s) => (s, Outcome::Unchanged),
             None => {
                 let body =
@@ -352,7 +351,7 @@ impl Keystone {
         project: &str,
         role: &str,
     ) -> Result<Outcome, CloudpodsError> {
-        let (user, mut outcome) = match self.find("users", "user", name, "").await? {
+        let (user, mut outcome) = match self.find("users", "user", name).await? {
             Some(u) => (u, Outcome::Unchanged),
             None => {
                 let body = json!({"user": {"name": name, "password": password,
@@ -367,7 +366,7 @@ impl Keystone {
             self.call(Method::PATCH, &format!("/users/{user_id}"), Some(&body))
                 .await?;
         }
-        let project_id = match self.find("projects", "project", project, "").await? {
+        let project_id = match self.find("projects", "project", project).await? {
             Some(p) => id_of(&p, &format!("project {project}"))?,
             None => {
                 return Err(CloudpodsError::Answer {
@@ -376,7 +375,7 @@ impl Keystone {
                 });
             }
         };
-        let role_id = match self.find("roles", "role", role, "").await? {
+        let role_id = match self.find("roles", "role", role).await? {
             Some(r) => id_of(&r, &format!("role {role}"))?,
             None => {
                 return Err(CloudpodsError::Answer {
@@ -420,7 +419,7 @@ impl Keystone {
         let blob = json!({"policy": rules});
         let wanted = json!({"policy": {"name": name, "type": name, "description": name,
             "scope": scope, "blob": blob, "enabled": true, "is_public": true, "is_system": true}});
-        match self.find("policies", "policy", name, "").await? {
+        match self.find("policies", "policy", name).await? {
             None => {
                 self.call(Method::POST, "/policies", Some(&wanted)).await?;
                 Ok(Outcome::Created)
@@ -451,7 +450,7 @@ impl Keystone {
         project: Option<&str>,
     ) -> Result<Outcome, CloudpodsError> {
         let public = project.is_none();
-        let (role, mut outcome) = match self.find("roles", "role", name, "").await? {
+        let (role, mut outcome) = match self.find("roles", "role", name).await? {
             Some(r) => (r, Outcome::Unchanged),
             None => {
                 let scope = if public { "system" } else { "none" };

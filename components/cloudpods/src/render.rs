@@ -69,6 +69,8 @@ pub struct Rendered {
     pub steps: Vec<ServiceManifest>,
     /// Per service: the steps it waits for.
     pub depends_on: BTreeMap<String, Vec<String>>,
+    /// Per service: environment it gets (etcd's addresses).
+    pub env: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The MariaDB cloudlet runs, for a cluster without `spec.mysql.host`.
@@ -240,6 +242,25 @@ pub fn render(inputs: &Inputs<'_>, components: &[&str]) -> Result<Rendered, Clou
         );
     }
 
+    // Cloudpods' etcd: one member on loopback, the peer port next to the client port.
+    let etcd_url = format!("http://127.0.0.1:{}", spec.etcd.port());
+    if runs("etcd") {
+        let peer = format!("http://127.0.0.1:{}", spec.etcd.port().saturating_add(1));
+        out.env.insert(
+            "etcd".to_owned(),
+            BTreeMap::from([
+                ("ETCD_LISTEN_CLIENT_URLS".to_owned(), etcd_url.clone()),
+                ("ETCD_ADVERTISE_CLIENT_URLS".to_owned(), etcd_url.clone()),
+                ("ETCD_LISTEN_PEER_URLS".to_owned(), peer.clone()),
+                ("ETCD_INITIAL_ADVERTISE_PEER_URLS".to_owned(), peer.clone()),
+                (
+                    "ETCD_INITIAL_CLUSTER".to_owned(),
+                    format!("cloudpods={peer}"),
+                ),
+            ]),
+        );
+    }
+
     // The steps.
     let steps = Steps {
         inputs,
@@ -264,12 +285,14 @@ pub fn render(inputs: &Inputs<'_>, components: &[&str]) -> Result<Rendered, Clou
                 password: passwords("keystone")?.database.clone(),
             }));
         }
-        let after_mysql: Vec<String> = internal_mysql
-            .then(|| "mysql".to_owned())
+        // The backing stores first (Compose: keystone needs mysql and etcd healthy).
+        let stores: Vec<String> = ["mysql", "etcd"]
             .into_iter()
+            .filter(|s| runs(s))
+            .map(str::to_owned)
             .collect();
         out.steps
-            .push(steps.step("keystone-init", after_mysql, actions)?);
+            .push(steps.step("keystone-init", stores, actions)?);
         out.depends_on
             .entry("keystone".to_owned())
             .or_default()
@@ -282,7 +305,7 @@ pub fn render(inputs: &Inputs<'_>, components: &[&str]) -> Result<Rendered, Clou
         });
         let mut defaults = Map::new();
         defaults.insert("api_server".into(), json!(format!("{scheme}://{host}")));
-        let actions = vec![
+        let mut actions = vec![
             Action::Policies,
             Action::KeystoneRegion {
                 id: spec.region.clone(),
@@ -302,6 +325,17 @@ pub fn render(inputs: &Inputs<'_>, components: &[&str]) -> Result<Rendered, Clou
                 defaults,
             },
         ];
+        if runs("etcd") {
+            // Where the services find it (GetCommonEtcdEndpoint).
+            actions.push(Action::Service {
+                name: "etcd".to_owned(),
+                service_type: "etcd".to_owned(),
+                endpoints: vec![Endpoint {
+                    interface: "internal".to_owned(),
+                    url: etcd_url.clone(),
+                }],
+            });
+        }
         out.steps
             .push(steps.step(KEYSTONE_POST_INIT, vec!["keystone".to_owned()], actions)?);
     }
@@ -617,6 +651,7 @@ mod tests {
         );
         let (r, _) = rendered(&c);
         assert!(!r.files.contains_key("mysql"));
+        assert!(!r.env.contains_key("etcd"), "no etcd unless enabled");
         let ks_init = r
             .steps
             .iter()
@@ -653,5 +688,37 @@ mod tests {
             if endpoints[0].url == "http://10.1.2.3:30887")
         );
         assert_eq!(plan.ca_file, None);
+    }
+
+    #[test]
+    fn etcd_comes_first_and_is_registered_where_the_services_look_for_it() {
+        let c = cluster("  only: [keystone, region]\n  etcd: {enable: true, port: 12379}\n");
+        assert_eq!(c.profile_components()[..2], ["mysql", "etcd"]);
+        let (r, _) = rendered(&c);
+        let env = &r.env["etcd"];
+        assert_eq!(env["ETCD_LISTEN_CLIENT_URLS"], "http://127.0.0.1:12379");
+        assert_eq!(
+            env["ETCD_INITIAL_CLUSTER"],
+            "cloudpods=http://127.0.0.1:12380"
+        );
+        let init = r
+            .steps
+            .iter()
+            .find(|s| s.metadata.name == "keystone-init")
+            .unwrap();
+        assert_eq!(init.spec.depends_on, ["mysql", "etcd"]);
+        let post = r
+            .steps
+            .iter()
+            .find(|s| s.metadata.name == KEYSTONE_POST_INIT)
+            .unwrap();
+        assert!(plan_of(post).actions.contains(&Action::Service {
+            name: "etcd".into(),
+            service_type: "etcd".into(),
+            endpoints: vec![Endpoint {
+                interface: "internal".into(),
+                url: "http://127.0.0.1:12379".into()
+            }],
+        }));
     }
 }

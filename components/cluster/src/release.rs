@@ -146,6 +146,9 @@ pub fn render(
         m.spec
             .files
             .extend(bootstrap.files.get(*name).into_iter().flatten().cloned());
+        if let Some(env) = bootstrap.env.get(*name) {
+            m.spec.env.extend(env.clone());
+        }
         if let Some(c) = cluster.component(name) {
             if let Some(replicas) = c.replicas {
                 m.spec

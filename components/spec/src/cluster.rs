@@ -32,6 +32,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/yunion";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudpods";
 /// `spec.mysql.port` unless set.
 pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+/// `spec.etcd.port` unless set: etcd's client port.
+pub const DEFAULT_ETCD_PORT: u16 = 2379;
 /// `spec.loadBalancerEndpoint` unless set: the address the services' endpoints name.
 pub const DEFAULT_LOAD_BALANCER_ENDPOINT: &str = "127.0.0.1";
 /// `spec.region` unless set.
@@ -48,6 +50,7 @@ pub const DEFAULT_PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::
 /// run once on every compute node. The order is the order components are listed in.
 pub const COMPONENTS: &[(&str, NodeRole)] = &[
     ("mysql", NodeRole::Control),
+    ("etcd", NodeRole::Control),
     ("keystone", NodeRole::Control),
     ("region", NodeRole::Control),
     ("scheduler", NodeRole::Control),
@@ -178,6 +181,11 @@ pub struct ClusterSpec {
     /// itself (component `mysql`) on `127.0.0.1:port` and generates its administrator.
     #[serde(default, skip_serializing_if = "MysqlSpec::is_empty")]
     pub mysql: MysqlSpec,
+    /// Cloudpods' own etcd (OnecloudCluster's `etcd`), off unless `enable: true` (keystone and
+    /// region run without it; host-health needs it): Debian's etcd on `127.0.0.1:port`,
+    /// registered in keystone's catalog as the `etcd` service.
+    #[serde(default, skip_serializing_if = "EtcdSpec::is_empty")]
+    pub etcd: EtcdSpec,
     /// The address (an IP or DNS name, e.g. a VIP) the services' endpoints in keystone's
     /// catalog name (default `127.0.0.1`: every service on one node).
     #[serde(
@@ -232,6 +240,7 @@ impl ClusterSpec {
             config_dir: default_config_dir(),
             data_dir: default_data_dir(),
             mysql: MysqlSpec::default(),
+            etcd: EtcdSpec::default(),
             load_balancer_endpoint: default_load_balancer_endpoint(),
             only: Vec::new(),
             region: default_region(),
@@ -310,6 +319,30 @@ impl MysqlSpec {
     /// The port, default applied.
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(DEFAULT_MYSQL_PORT)
+    }
+}
+
+/// `spec.etcd`: Cloudpods' etcd.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a mapping")]
+pub struct EtcdSpec {
+    /// Run it (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable: bool,
+    /// Its client port (default 2379); the peer port is the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl EtcdSpec {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The client port, default applied.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_ETCD_PORT)
     }
 }
 
@@ -573,13 +606,17 @@ impl ClusterManifest {
         };
         let mut out: Vec<&'static str> = COMPONENTS
             .iter()
-            .filter(|(name, role)| *name != "mysql" && runs(name, *role))
+            .filter(|(name, role)| !["mysql", "etcd"].contains(name) && runs(name, *role))
             .map(|(name, _)| *name)
             .collect();
         let needs_database = out
             .iter()
             .any(|name| component_role(name) == Some(NodeRole::Control));
         let mysql_off = self.spec.components.get("mysql").is_some_and(|c| c.disable);
+        let etcd_off = self.spec.components.get("etcd").is_some_and(|c| c.disable);
+        if needs_database && self.spec.etcd.enable && !etcd_off {
+            out.insert(0, "etcd");
+        }
         if needs_database
             && !self.spec.disable_bootstrap
             && !self.spec.mysql.is_external()
@@ -800,6 +837,12 @@ fn check_cluster(manifest: &ClusterManifest) -> Vec<(String, String)> {
         );
     }
     check_mysql(&mut add, &spec.mysql);
+    if spec.etcd.port.is_some_and(|p| p == 0 || p == u16::MAX) {
+        add(
+            "spec.etcd.port".into(),
+            "must be 1 to 65534 (the peer port is the next one)".into(),
+        );
+    }
     check_word(
         &mut add,
         "spec.loadBalancerEndpoint",

@@ -25,7 +25,8 @@ mod validate;
 pub use cluster::{
     COMPONENTS, ClusterManifest, ClusterNodesSpec, ClusterSpec, ComponentSpec, DEFAULT_BIN_DIR,
     DEFAULT_CONFIG_DIR, DEFAULT_MAX_UNAVAILABLE, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REGION,
-    DEFAULT_ZONE, FieldChange, NodeMatchSpec, Profile, Rollout, RolloutSpec, component_role, diff,
+    DEFAULT_ZONE, EtcdSpec, FieldChange, MysqlSpec, NodeMatchSpec, Profile, Rollout, RolloutSpec,
+    component_role, diff,
 };
 pub use effective::{
     DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_FAILURE_THRESHOLD, DEFAULT_GRACE_PERIOD,

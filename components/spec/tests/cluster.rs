@@ -221,7 +221,7 @@ fn rejections() {
         (
             cluster(&["profil: full"]),
             "cluster.yaml: spec.profil: unknown field \"profil\", expected one of version, profile, \
-             binDir, configDir, dataDir, mysql, loadBalancerEndpoint, only, region, zones, nodes, disableTls, \
+             binDir, configDir, dataDir, mysql, etcd, loadBalancerEndpoint, only, region, zones, nodes, disableTls, \
              disableBootstrap, commonConfig, rollout, components (line 6, column 3)"
                 .into(),
         ),
@@ -598,12 +598,17 @@ fn profile_components_per_profile() {
         .filter(|(_, role)| *role == NodeRole::Compute)
         .map(|(name, _)| *name)
         .collect();
-    assert_eq!(control.len(), 15);
+    assert_eq!(control.len(), 16);
     assert_eq!(compute.len(), 7);
-    let all: Vec<&str> = COMPONENTS.iter().map(|(name, _)| *name).collect();
     let without = |list: &[&'static str], gone: &[&str]| -> Vec<&'static str> {
         list.iter().copied().filter(|n| !gone.contains(n)).collect()
     };
+    // etcd runs only with `etcd: {enable: true}`.
+    let all: Vec<&str> = without(
+        &COMPONENTS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        &["etcd"],
+    );
+    let control = without(&control, &["etcd"]);
     // glance (control) and host-image (compute) are disabled; region has an override only.
     let disabled =
         "components: {glance: {disable: true}, host-image: {disable: true}, region: {replicas: 2}}";
