@@ -99,11 +99,22 @@ impl HttpClient {
         if answer.status.is_success() {
             return Ok(answer);
         }
-        Err(CloudpodsError::Http {
-            method: method.to_string(),
-            url: url.to_owned(),
-            detail: format!("{} {}", answer.status, error_message(&answer.body)),
-        })
+        Err(answer.error(&method, url))
+    }
+
+    /// GETs `url`: its body, or `None` when the service says 404; any other status but 2xx is
+    /// an error.
+    pub async fn get_found(
+        &self,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<Option<Value>, CloudpodsError> {
+        let answer = self.call(Method::GET, url, token, None).await?;
+        match answer.status {
+            s if s.is_success() => Ok(Some(answer.body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(answer.error(&Method::GET, url)),
+        }
     }
 
     async fn call_inner(
@@ -202,6 +213,31 @@ where
     })
 }
 
+impl Answer {
+    /// This answer to `method url` as an error: its status and the service's message.
+    pub fn error(&self, method: &Method, url: &str) -> CloudpodsError {
+        CloudpodsError::Http {
+            method: method.to_string(),
+            url: url.to_owned(),
+            detail: format!("{} {}", self.status, error_message(&self.body)),
+        }
+    }
+}
+
+/// `text` percent-encoded (all but RFC 3986's unreserved characters), for a query string or a
+/// path segment.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The message a Cloudpods service put in an error body (`{"error": {"code", "class",
 /// "details"}}`), or the body itself.
 pub fn error_message(body: &Value) -> String {
@@ -214,5 +250,27 @@ pub fn error_message(body: &Value) -> String {
             let text = body.to_string();
             text.chars().take(500).collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode("region0-zone0"), "region0-zone0");
+        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn a_cloudpods_error_body_becomes_its_class_and_details() {
+        let body = serde_json::json!({"error": {"code": 403, "class": "ForbiddenError",
+            "details": "isClassRbacAllowed: not enough privilege"}});
+        assert_eq!(
+            error_message(&body),
+            "ForbiddenError: isClassRbacAllowed: not enough privilege"
+        );
+        assert_eq!(error_message(&Value::Null), "(no body)");
     }
 }

@@ -9,7 +9,7 @@ use hyper::Method;
 use serde_json::{Map, Value, json};
 
 use crate::CloudpodsError;
-use crate::http::HttpClient;
+use crate::http::{HttpClient, encode};
 
 /// The account a session logs in with.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -212,23 +212,13 @@ impl Keystone {
     /// Makes keystone region `id` exist.
     pub async fn ensure_region(&self, id: &str) -> Result<Outcome, CloudpodsError> {
         let url = format!("{}/regions/{}", self.url, encode(id));
-        let answer = self
+        if self
             .http
-            .call(Method::GET, &url, Some(&self.token), None)
-            .await?;
-        if answer.status.is_success() {
+            .get_found(&url, Some(&self.token))
+            .await?
+            .is_some()
+        {
             return Ok(Outcome::Unchanged);
-        }
-        if answer.status != hyper::StatusCode::NOT_FOUND {
-            return Err(CloudpodsError::Http {
-                method: "GET".into(),
-                url,
-                detail: format!(
-                    "{} {}",
-                    answer.status,
-                    crate::http::error_message(&answer.body)
-                ),
-            });
         }
         self.call(
             Method::POST,
@@ -495,28 +485,4 @@ fn id_of(object: &Value, what: &str) -> Result<String, CloudpodsError> {
             what: what.to_owned(),
             detail: format!("no id in {}", crate::http::error_message(object)),
         })
-}
-
-/// `text` percent-encoded for a query string or a path segment.
-pub(crate) fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encoding() {
-        assert_eq!(encode("region0-zone0"), "region0-zone0");
-        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-    }
 }

@@ -128,13 +128,21 @@ pub fn ensure_database_sql(db: &Database) -> Result<String, CloudpodsError> {
     check_password(&db.password)
         .map_err(|why| CloudpodsError::Invalid(format!("database {}: {why}", db.name)))?;
     let (name, user, password) = (&db.name, &db.user, &db.password);
-    Ok(format!(
-        "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\n\
-         CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';\n\
-         ALTER USER '{user}'@'%' IDENTIFIED BY '{password}';\n\
-         GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'%';\n\
-         FLUSH PRIVILEGES;\n"
-    ))
+    let mut sql = format!(
+        "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\n"
+    );
+    // Any host, and loopback by address as the operator makes them: on a server that resolves
+    // names, an anonymous local account would otherwise win over `'user'@'%'` for a
+    // connection from the server's own machine.
+    for host in ["%", "127.0.0.1", "::1"] {
+        sql.push_str(&format!(
+            "CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{password}';\n\
+             ALTER USER '{user}'@'{host}' IDENTIFIED BY '{password}';\n\
+             GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'{host}';\n"
+        ));
+    }
+    sql.push_str("FLUSH PRIVILEGES;\n");
+    Ok(sql)
 }
 
 /// The `mariadb` client, pointed at one server as its administrator.
@@ -276,6 +284,7 @@ mod tests {
         );
         assert!(sql.contains("ALTER USER 'keystone'@'%' IDENTIFIED BY 's3cretPassw0rd'"));
         assert!(sql.contains("GRANT ALL PRIVILEGES ON `keystone`.* TO 'keystone'@'%'"));
+        assert!(sql.contains("CREATE USER IF NOT EXISTS 'keystone'@'::1' IDENTIFIED BY"));
         for (name, user, password) in [
             ("key`stone", "keystone", "pw"),
             ("keystone", "a'b", "pw"),

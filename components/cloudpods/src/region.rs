@@ -4,12 +4,12 @@
 //!
 //! It never decides names (the plan does) and never deletes anything.
 
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::CloudpodsError;
-use crate::http::HttpClient;
-use crate::keystone::{Outcome, encode};
+use crate::http::{HttpClient, encode};
+use crate::keystone::Outcome;
 
 /// region's API at `url` (its `compute_v2` endpoint), called with a keystone token.
 #[derive(Debug)]
@@ -38,23 +38,8 @@ impl<'a> Region<'a> {
         name: &str,
     ) -> Result<Option<Value>, CloudpodsError> {
         let url = format!("{}/{collection}/{}", self.url, encode(name));
-        let answer = self
-            .http
-            .call(Method::GET, &url, Some(self.token), None)
-            .await?;
-        if answer.status.is_success() {
-            return Ok(Some(answer.body[key].clone()));
-        }
-        if answer.status != StatusCode::NOT_FOUND {
-            return Err(CloudpodsError::Http {
-                method: "GET".into(),
-                url,
-                detail: format!(
-                    "{} {}",
-                    answer.status,
-                    crate::http::error_message(&answer.body)
-                ),
-            });
+        if let Some(found) = self.http.get_found(&url, Some(self.token)).await? {
+            return Ok(Some(found[key].clone()));
         }
         let url = format!(
             "{}/{collection}?name={}&scope=system",

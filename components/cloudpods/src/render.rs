@@ -103,6 +103,20 @@ pub fn mysql_server(cluster: &ClusterManifest, credentials: &Credentials) -> Mys
     }
 }
 
+/// The components whose passwords rendering `components` needs: each one's own, and the owner
+/// of what one shares (the scheduler uses region's) even when the owner does not run here.
+pub fn credential_keys<'a>(components: &[&'a str]) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = components.to_vec();
+    for key in components {
+        if let Some(owner) = components::get(key).and_then(|c| c.shares)
+            && !keys.contains(&owner)
+        {
+            keys.push(owner);
+        }
+    }
+    keys
+}
+
 /// How a URL names `host`: an IPv6 address in brackets.
 fn url_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -525,7 +539,7 @@ mod tests {
     fn rendered(cluster: &ClusterManifest) -> (Rendered, Credentials) {
         let components = cluster.profile_components();
         let mut credentials = Credentials::generate();
-        credentials.ensure(components.iter().copied());
+        credentials.ensure(credential_keys(&components));
         let inputs = Inputs {
             cluster,
             credentials: &credentials,
@@ -720,5 +734,31 @@ mod tests {
                 url: "http://127.0.0.1:12379".into()
             }],
         }));
+    }
+
+    #[test]
+    fn a_component_that_shares_gets_its_owners_passwords_even_without_the_owner() {
+        let c = cluster("  only: [keystone, scheduler]\n");
+        assert_eq!(
+            credential_keys(&c.profile_components()),
+            ["mysql", "keystone", "scheduler", "region"]
+        );
+        let (r, credentials) = rendered(&c);
+        let region = credentials.component("region").unwrap();
+        assert_eq!(
+            r.configs["scheduler"]["admin_password"],
+            json!(region.service)
+        );
+        // Its own step makes region's database and account, since region does not run here.
+        let step = r
+            .steps
+            .iter()
+            .find(|s| s.metadata.name == "scheduler-init")
+            .unwrap();
+        let plan = plan_of(step);
+        assert!(matches!(&plan.actions[0], Action::Database(db) if db.name == "yunioncloud"));
+        assert!(
+            matches!(&plan.actions[1], Action::ServiceAccount { user, .. } if user == "regionadmin")
+        );
     }
 }

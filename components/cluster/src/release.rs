@@ -273,7 +273,9 @@ impl<S: Store> Inner<S> {
             false => Some(servicecerts::current(self).await?),
         };
         let wanted = cluster.profile_components();
-        let credentials = crate::cloudpods::current(self, &wanted).await?;
+        let credentials =
+            crate::cloudpods::current(self, &cloudlet_cloudpods::render::credential_keys(&wanted))
+                .await?;
         if wanted.contains(&"keystone") && !cluster.spec.disable_bootstrap {
             let admin = crate::cloudpods::admin(&cluster, &credentials);
             crate::cloudpods::write_rc(&self.options.data_dir, &admin)?;
@@ -512,7 +514,9 @@ impl<S: Store> Inner<S> {
         let mut credentials = crate::cloudpods::issued(&self.store)
             .await?
             .unwrap_or_else(Credentials::generate);
-        credentials.ensure(cluster.profile_components());
+        credentials.ensure(cloudlet_cloudpods::render::credential_keys(
+            &cluster.profile_components(),
+        ));
         let services = render(&cluster, &self.sources(), certs.as_ref(), &credentials)?;
         let before = owned(self).await?;
         let checks = self.apply_checks(false).await?;
@@ -771,6 +775,104 @@ mod tests {
         assert_eq!(
             rollout("  rollout: {maxUnavailable: 2}\n"),
             (2, minutes(50))
+        );
+    }
+
+    /// Every embedded template, as the server hands them over.
+    fn embedded_templates() -> Vec<(String, String)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../embedded-manifests");
+        let mut files = vec![dir.join("openvswitch.yaml")];
+        let mut cloudpods: Vec<_> = std::fs::read_dir(dir.join("cloudpods"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        cloudpods.sort();
+        files.extend(cloudpods);
+        files
+            .into_iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect()
+    }
+
+    /// The whole edge profile with the bootstrap: one valid set (every dependency resolves, no
+    /// cycle), every component that has a step waits for it, no step is left without a service
+    /// to run before it.
+    #[test]
+    fn the_whole_edge_profile_renders_with_its_steps_to_one_valid_set() {
+        let text = "apiVersion: cloudlet/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  \
+            version: v1\n  etcd: {enable: true}\n";
+        let cluster = ClusterManifest::parse("c.yaml", text).unwrap();
+        let templates = embedded_templates();
+        let mut credentials = credentials();
+        credentials.ensure(cloudlet_cloudpods::render::credential_keys(
+            &cluster.profile_components(),
+        ));
+        let services = render(&cluster, &sources(&templates), None, &credentials).unwrap();
+        let manifests: Vec<Manifest> = services.iter().cloned().map(Manifest::Service).collect();
+        cloudlet_spec::validate_set(&manifests, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let by_name: BTreeMap<&str, &ServiceManifest> = services
+            .iter()
+            .map(|m| (m.metadata.name.as_str(), m))
+            .collect();
+        // `<component>-init` runs before its component.
+        for (name, m) in &by_name {
+            let Some(component) = name
+                .strip_suffix("-init")
+                .filter(|c| m.spec.is_oneshot() && !c.ends_with("-post"))
+            else {
+                continue;
+            };
+            if let Some(c) = by_name.get(component) {
+                assert!(
+                    c.spec.depends_on.iter().any(|d| d == name),
+                    "{component} does not wait for {name}"
+                );
+            }
+        }
+        let steps: Vec<&str> = by_name
+            .iter()
+            .filter(|(_, m)| m.spec.is_oneshot())
+            .map(|(n, _)| *n)
+            .collect();
+        for want in [
+            "keystone-init",
+            "keystone-post-init",
+            "region-init",
+            "region-post-init",
+            "glance-init",
+            "scheduler-init",
+            "host-init",
+        ] {
+            assert!(steps.contains(&want), "{want} missing from {steps:?}");
+        }
+        assert!(
+            !steps.contains(&"host-deployer-init"),
+            "it uses host's account"
+        );
+        assert_eq!(by_name["keystone-init"].spec.depends_on, ["mysql", "etcd"]);
+        // No host component gets a config of its own; host and kin get common.conf.
+        for name in ["host", "host-deployer", "host-image"] {
+            let files: Vec<String> = by_name[name]
+                .spec
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect();
+            assert!(
+                !files.iter().any(|f| f.ends_with(&format!("/{name}.conf"))),
+                "{name}: {files:?}"
+            );
+        }
+        assert!(
+            by_name["host"]
+                .spec
+                .files
+                .iter()
+                .any(|f| f.path.ends_with("common/common.conf"))
         );
     }
 }
