@@ -22,12 +22,17 @@ use serde_json::{Value, json};
 /// The bootstrap includes keystone's 30 s policy refresh; region creates ~200 tables.
 const BOOTSTRAP: Duration = Duration::from_secs(240);
 
-/// Where the real binaries are: `$CLOUDPODS_DIR`, or `shared/cloudpods` beside the repository.
+/// Where the real binaries are: `$CLOUDPODS_DIR`, or the first `shared/cloudpods` beside the
+/// repository or one of its parents.
 fn cloudpods_dir() -> PathBuf {
-    std::env::var_os("CLOUDPODS_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cloudpods"),
-        PathBuf::from,
-    )
+    if let Some(dir) = std::env::var_os("CLOUDPODS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    repo.ancestors()
+        .map(|a| a.join("../shared/cloudpods"))
+        .find(|d| d.join("keystone.xz").exists())
+        .unwrap_or_else(|| repo.join("../shared/cloudpods"))
 }
 
 /// `keystone` and `region` decompressed into `bin` and checked against `SHA256SUMS`.
