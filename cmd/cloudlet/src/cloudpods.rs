@@ -12,12 +12,12 @@ use crate::cli::CloudpodsCommand;
 
 /// Runs one `cloudlet cloudpods` command.
 pub fn run(command: CloudpodsCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     match command {
         CloudpodsCommand::Step { plan } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start the async runtime")?;
             let plan = Plan::read(&plan)?;
             let mut out = std::io::stdout();
             runtime
@@ -39,10 +39,9 @@ pub fn run(command: CloudpodsCommand) -> anyhow::Result<()> {
                 bind: String::new(),
                 user,
             };
-            for line in runtime.block_on(mariadb::prepare(&layout, &install_db))? {
+            for line in mariadb::prepare(&layout, &install_db)? {
                 println!("mariadbd: {line}");
             }
-            drop(runtime);
             let mut defaults = std::ffi::OsString::from("--defaults-file=");
             defaults.push(&defaults_file);
             // Becomes the server: the same process, so the supervisor's stop signal reaches

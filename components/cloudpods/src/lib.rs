@@ -29,5 +29,6 @@ pub mod policies;
 pub mod region;
 pub mod render;
 pub mod run;
+pub mod tool;
 
 pub use error::CloudpodsError;

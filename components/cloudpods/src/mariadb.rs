@@ -14,6 +14,8 @@ use crate::CloudpodsError;
 
 /// The administrator account cloudlet makes in the MariaDB it runs.
 pub const ADMIN_USER: &str = "cloudlet";
+/// How long installing the system tables may take.
+const INSTALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 /// The file in the data directory that says the system tables were installed.
 const INSTALLED_MARK: &str = ".cloudlet-installed";
 
@@ -97,7 +99,7 @@ pub fn init_sql(password: &str) -> Result<String, CloudpodsError> {
 /// tables (installed with `install_db`, `mariadb-install-db`, the first time) and belongs to
 /// the server's user, and so does the runtime directory (gone after a reboot, made again).
 /// Returns what it did, one line each.
-pub async fn prepare(layout: &Layout, install_db: &Path) -> Result<Vec<String>, CloudpodsError> {
+pub fn prepare(layout: &Layout, install_db: &Path) -> Result<Vec<String>, CloudpodsError> {
     let mut done = Vec::new();
     let user = nix::unistd::User::from_name(&layout.user)
         .map_err(|e| CloudpodsError::Invalid(format!("user {:?}: {e}", layout.user)))?
@@ -127,32 +129,34 @@ pub async fn prepare(layout: &Layout, install_db: &Path) -> Result<Vec<String>, 
     }
     // The system tables: the installer refuses nothing it already made, so a run cut short
     // is finished by running it again.
-    let output = tokio::process::Command::new(install_db)
+    let mut command = std::process::Command::new(install_db);
+    command
         .arg(format!("--user={}", layout.user))
         .arg(format!("--datadir={}", layout.data_dir.display()))
-        .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
+        .args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
+    let tool = || install_db.display().to_string();
+    let ran = crate::tool::run(&mut command, b"", INSTALL_TIMEOUT)
         .map_err(|e| CloudpodsError::Tool {
-            tool: install_db.display().to_string(),
+            tool: tool(),
             detail: match e.kind() {
                 std::io::ErrorKind::NotFound => {
                     "not found: install MariaDB (apt-get install mariadb-server)".to_owned()
                 }
                 _ => format!("cannot run it: {e}"),
             },
+        })?
+        .ok_or_else(|| CloudpodsError::Tool {
+            tool: tool(),
+            detail: format!("did not finish within {INSTALL_TIMEOUT:?}"),
         })?;
-    if !output.status.success() {
-        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stdout));
+    if !ran.status.success() {
+        let text = ran.text();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         return Err(CloudpodsError::Tool {
-            tool: install_db.display().to_string(),
+            tool: tool(),
             detail: format!(
                 "{} for {}: {}",
-                output.status,
+                ran.status,
                 layout.data_dir.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             ),

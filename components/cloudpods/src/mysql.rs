@@ -12,18 +12,16 @@
 //! does) and never drops anything.
 
 use std::fmt;
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::CloudpodsError;
+use crate::tool::PrivateFile;
 
 /// How long one client call may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How much of the client's output is kept.
-const MAX_OUTPUT: usize = 64 << 10;
 
 /// A MySQL or MariaDB server and the account that administers it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,64 +178,66 @@ impl MysqlClient {
     /// Runs `sql` (statements separated by `;`) in one client session; `what` names it in
     /// errors. Returns the client's standard output.
     pub async fn execute(&self, what: &str, sql: &str) -> Result<String, CloudpodsError> {
-        let fail = |detail: String| CloudpodsError::Mysql {
-            server: self.server.address(),
-            what: what.to_owned(),
-            detail,
-        };
-        // The account in an option file only this user can read (tempfile makes it 0600),
-        // removed when `options` drops.
-        let mut options = tempfile::Builder::new()
-            .prefix(".cloudlet-mysql-")
-            .tempfile()
-            .map_err(|e| fail(format!("cannot write the client's option file: {e}")))?;
-        options
-            .write_all(option_file(&self.server).as_bytes())
-            .and_then(|()| options.flush())
-            .map_err(|e| fail(format!("cannot write the client's option file: {e}")))?;
-        let mut defaults = std::ffi::OsString::from("--defaults-extra-file=");
-        defaults.push(options.path());
-        let mut child = tokio::process::Command::new(&self.program)
-            .arg(defaults)
-            .args(["--batch", "--skip-column-names", "--connect-timeout=10"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        let (server, program, what, sql) = (
+            self.server.clone(),
+            self.program.clone(),
+            what.to_owned(),
+            sql.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || execute(&server, &program, &what, &sql))
+            .await
             .map_err(|e| CloudpodsError::Tool {
-                tool: self.program.display().to_string(),
+                tool: "mariadb".to_owned(),
+                detail: format!("the client's thread failed: {e}"),
+            })?
+    }
+}
+
+/// [`MysqlClient::execute`], blocking.
+fn execute(
+    server: &MysqlServer,
+    program: &Path,
+    what: &str,
+    sql: &str,
+) -> Result<String, CloudpodsError> {
+    let fail = |detail: String| CloudpodsError::Mysql {
+        server: server.address(),
+        what: what.to_owned(),
+        detail,
+    };
+    // The account in an option file only this user can read, removed when `options` drops.
+    let options = PrivateFile::new(
+        &std::env::temp_dir(),
+        ".cloudlet-mysql-",
+        option_file(server).as_bytes(),
+    )
+    .map_err(|e| fail(format!("cannot write the client's option file: {e}")))?;
+    let mut defaults = std::ffi::OsString::from("--defaults-extra-file=");
+    defaults.push(options.path());
+    let mut command = std::process::Command::new(program);
+    command
+        .arg(defaults)
+        .args(["--batch", "--skip-column-names", "--connect-timeout=10"]);
+    let ran = match crate::tool::run(&mut command, sql.as_bytes(), CLIENT_TIMEOUT) {
+        Ok(Some(ran)) => ran,
+        Ok(None) => return Err(fail(format!("no answer within {CLIENT_TIMEOUT:?}"))),
+        Err(e) => {
+            return Err(CloudpodsError::Tool {
+                tool: program.display().to_string(),
                 detail: match e.kind() {
-                    std::io::ErrorKind::NotFound => "not found: install the MariaDB client \
-                                                     (apt-get install mariadb-client)"
-                        .to_owned(),
+                    std::io::ErrorKind::NotFound => {
+                        "not found: install the MariaDB client (apt-get install mariadb-client)"
+                            .to_owned()
+                    }
                     _ => format!("cannot run it: {e}"),
                 },
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt as _;
-            stdin
-                .write_all(sql.as_bytes())
-                .await
-                .map_err(|e| fail(format!("cannot send the statements: {e}")))?;
+            });
         }
-        let output = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| fail(format!("no answer within {CLIENT_TIMEOUT:?}")))?
-            .map_err(|e| fail(format!("waiting for the client: {e}")))?;
-        let text = |bytes: &[u8]| {
-            let end = bytes.len().min(MAX_OUTPUT);
-            String::from_utf8_lossy(&bytes[..end]).trim().to_owned()
-        };
-        if output.status.success() {
-            Ok(text(&output.stdout))
-        } else {
-            Err(fail(format!(
-                "{} ({})",
-                text(&output.stderr),
-                output.status
-            )))
-        }
+    };
+    if ran.status.success() {
+        Ok(String::from_utf8_lossy(&ran.stdout).trim().to_owned())
+    } else {
+        Err(fail(format!("{} ({})", ran.text(), ran.status)))
     }
 }
 
