@@ -459,6 +459,12 @@ fn export_leaves_defaults_out() {
         "nodes: {control: {}, compute: {names: []}}",
         "rollout: {}",
         "components: {}",
+        "dataDir: /var/lib/cloudpods",
+        "mysql: {}",
+        "etcd: {enable: false}",
+        "loadBalancerEndpoint: 127.0.0.1",
+        "only: []",
+        "disableBootstrap: false",
     ]);
     assert_eq!(parse(&spelled_out).export().unwrap(), minimal);
 }
@@ -467,7 +473,15 @@ fn export_leaves_defaults_out() {
 /// example, a rich cluster and a minimal one; the JSON form (for the store) round-trips too.
 #[test]
 fn export_round_trips() {
-    for text in [EXAMPLE, RICH, &cluster(&[])] {
+    let bootstrap = cluster(&[
+        "dataDir: /srv/cloudpods",
+        "mysql: {host: db.example, port: 3307, username: root, password: \"p w\"}",
+        "etcd: {enable: true, port: 12379}",
+        "loadBalancerEndpoint: 10.0.0.9",
+        "only: [keystone, region]",
+        "disableBootstrap: true",
+    ]);
+    for text in [EXAMPLE, RICH, &cluster(&[]), &bootstrap] {
         let parsed = parse(text);
         let exported = parsed.export().unwrap();
         let again = parse(&exported);
