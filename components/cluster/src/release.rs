@@ -368,6 +368,7 @@ impl<S: Store> Inner<S> {
         let files = vec![(source.clone(), text)];
         self.check_placeable(&files).await?;
         self.set_node_roles(&cluster).await?;
+        let summary = format!("{summary}{}", self.loopback_note(&services).await?);
         let outcomes = apply::apply(&self.store, &files, &checks).await?;
         let mut changes: Vec<ServiceChange> = outcomes
             .iter()
@@ -453,6 +454,17 @@ impl<S: Store> Inner<S> {
             left = still;
         }
         Ok(())
+    }
+
+    /// [`loopback_note`] for `services` and the nodes as they are now.
+    async fn loopback_note(&self, services: &[ServiceManifest]) -> Result<String, ClusterError> {
+        let control: Vec<String> = placer::load_nodes(&self.store)
+            .await?
+            .into_iter()
+            .filter(|(_, r)| r.roles.contains(&cloudlet_spec::NodeRole::Control))
+            .map(|(name, _)| name)
+            .collect();
+        Ok(loopback_note(services, &control))
     }
 
     /// Gives the nodes the roles the cluster YAML's `nodes` section says, where it says any.
@@ -609,6 +621,33 @@ impl<S: Store> Inner<S> {
                 )
             })
     }
+}
+
+/// A warning for an apply's summary when a store cloudlet runs for Cloudpods (MariaDB, etcd),
+/// which listens on its node's loopback, may be placed apart from the components that use it:
+/// more than one node (`control`) can run control services. Empty otherwise.
+fn loopback_note(services: &[ServiceManifest], control: &[String]) -> String {
+    let stores: Vec<&str> = services
+        .iter()
+        .map(|m| m.metadata.name.as_str())
+        .filter(|n| ["mysql", "etcd"].contains(n))
+        .collect();
+    if stores.is_empty() || control.len() < 2 {
+        return String::new();
+    }
+    format!(
+        "; WARNING: {} {} on 127.0.0.1 of the node that runs it, and {} nodes run control \
+         services ({}): set spec.mysql.host to a database every node reaches, or give the \
+         control role to one node (spec.nodes.control)",
+        stores.join(" and "),
+        if stores.len() == 1 {
+            "listens"
+        } else {
+            "listen"
+        },
+        control.len(),
+        control.join(", ")
+    )
 }
 
 fn change(name: &str, what: &str, fields: Vec<String>) -> ServiceChange {
@@ -873,6 +912,35 @@ mod tests {
                 .files
                 .iter()
                 .any(|f| f.path.ends_with("common/common.conf"))
+        );
+    }
+
+    /// The stores cloudlet runs listen on loopback: with two control nodes, the apply says so.
+    #[test]
+    fn a_loopback_store_with_more_than_one_control_node_is_a_warning() {
+        let service = |name: &str| {
+            ServiceManifest::new(
+                cloudlet_spec::Metadata {
+                    name: name.into(),
+                    labels: BTreeMap::new(),
+                },
+                cloudlet_spec::ServiceSpec::new(vec!["/bin/true".into()]),
+            )
+        };
+        let with = [service("mysql"), service("keystone")];
+        let two = ["c1".to_owned(), "c2".to_owned()];
+        let note = loopback_note(&with, &two);
+        assert!(
+            note.contains("WARNING: mysql listens on 127.0.0.1") && note.contains("(c1, c2)"),
+            "{note}"
+        );
+        assert!(
+            loopback_note(&with, &two[..1]).is_empty(),
+            "one control node"
+        );
+        assert!(
+            loopback_note(&[service("keystone")], &two).is_empty(),
+            "an external database"
         );
     }
 }
