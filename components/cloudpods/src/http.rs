@@ -86,9 +86,9 @@ impl HttpClient {
         .map_err(fail)
     }
 
-    /// [`HttpClient::call`], expecting a 2xx answer: any other status is an error that carries
+    /// [`HttpClient::call`], wanting a 2xx answer: any other status is an error that carries
     /// the service's message.
-    pub async fn expect(
+    pub async fn call_ok(
         &self,
         method: Method,
         url: &str,

@@ -91,7 +91,7 @@ impl Keystone {
             "scope": {"project": {"name": login.project, "domain": {"name": login.domain}}},
         }});
         let answer = http
-            .expect(
+            .call_ok(
                 Method::POST,
                 &format!("{url}/auth/tokens"),
                 None,
@@ -173,7 +173,7 @@ impl Keystone {
         let url = format!("{}{path}", self.url);
         Ok(self
             .http
-            .expect(method, &url, Some(&self.token), body)
+            .call_ok(method, &url, Some(&self.token), body)
             .await?
             .body)
     }

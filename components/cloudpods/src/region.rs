@@ -48,7 +48,7 @@ impl<'a> Region<'a> {
         );
         let body = self
             .http
-            .expect(Method::GET, &url, Some(self.token), None)
+            .call_ok(Method::GET, &url, Some(self.token), None)
             .await?
             .body;
         Ok(body[collection]
@@ -75,7 +75,7 @@ impl<'a> Region<'a> {
         let url = format!("{}/{create}", self.url);
         let made = self
             .http
-            .expect(Method::POST, &url, Some(self.token), Some(body))
+            .call_ok(Method::POST, &url, Some(self.token), Some(body))
             .await?
             .body;
         Ok((made[key].clone(), Outcome::Created))
