@@ -115,6 +115,7 @@ impl ServiceConfig {
                 env,
                 cwd: spec.working_dir.clone(),
                 user: spec.user.clone(),
+                identity: None,
                 log_max_size: logs.max_size,
                 log_max_files: logs.max_files,
                 cgroup: None,

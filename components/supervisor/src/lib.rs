@@ -50,12 +50,6 @@ pub enum SupervisorError {
     /// The service process could not be started.
     #[error("{0}")]
     Spawn(String),
-    /// Another shim already serves this socket.
-    #[error("a shim is already listening on {}", path.display())]
-    ShimAlive {
-        /// The socket.
-        path: PathBuf,
-    },
     /// The connection to a shim was lost.
     #[error("lost the connection to the shim of {name}")]
     ShimLost {

@@ -28,6 +28,7 @@ use crate::config::{RestartPolicy, ServiceConfig};
 use crate::probe::{self, ProbeSpec};
 use crate::reaper::Reaper;
 use crate::shim::client::{ShimClient, ShimEvent, ShimPaths, spawn_shim};
+use crate::shim::identity;
 use crate::shim::process::PID_FILE_NAME;
 use crate::shim::proto::{ExitStatus, Op, ShimStatus};
 
@@ -875,6 +876,18 @@ impl Core {
                         Arc::new(c)
                     }
                 };
+                if let Some(user) = spec.user.clone() {
+                    let mut env = std::mem::take(&mut spec.env);
+                    let (identity, env) = tokio::task::spawn_blocking(move || {
+                        let identity = identity::resolve(&user, &mut env);
+                        (identity, env)
+                    })
+                    .await
+                    .map_err(|e| (Some(Arc::clone(&client)), e.to_string()))?;
+                    spec.env = env;
+                    spec.identity =
+                        Some(identity.map_err(|e| (Some(Arc::clone(&client)), e.to_string()))?);
+                }
                 match client
                     .call(Op::Start {
                         spec,
@@ -1405,6 +1418,7 @@ fn placeholder_config(name: &str) -> ServiceConfig {
             env: BTreeMap::new(),
             cwd: None,
             user: None,
+            identity: None,
             log_max_size: 10 << 20,
             log_max_files: 5,
             cgroup: None,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
@@ -59,6 +59,14 @@ pub struct ShimClient {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// The read buffer of a shim connection: a status line is a few hundred bytes, and one buffer is
+/// held per service (tokio's default of 8 KiB made 240 KiB of a 30-service server's heap).
+const READ_BUFFER: usize = 1024;
+
+/// The longest line a shim may send; a longer one ends the connection (the shim is then lost and
+/// started afresh), so a misbehaving shim cannot grow the server's memory.
+const MAX_LINE: u64 = 64 * 1024;
+
 /// How long a request may take before the shim is considered stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -79,7 +87,7 @@ impl ShimClient {
         let reader = tokio::spawn(read_loop(
             name.to_owned(),
             generation,
-            BufReader::new(read),
+            BufReader::with_capacity(READ_BUFFER, read),
             pending.clone(),
             events,
         ));
@@ -153,8 +161,12 @@ async fn read_loop(
     let mut line = String::new();
     loop {
         line.clear();
-        match read.read_line(&mut line).await {
+        match (&mut read).take(MAX_LINE).read_line(&mut line).await {
             Ok(0) | Err(_) => break,
+            Ok(_) if !line.ends_with('\n') => {
+                tracing::warn!(service = %name, "a line from the shim passed {MAX_LINE} bytes");
+                break;
+            }
             Ok(_) => {}
         }
         match serde_json::from_str::<FromShim>(&line) {

@@ -1,8 +1,9 @@
-//! The shim: the per-service keeper process ([`process`]), how it starts a run's process in the
-//! service's cgroup (`spawn`), its protocol ([`proto`]) and the server's client of it
-//! ([`client`]).
+//! The server's side of the shim: its client ([`client`]), the user lookup it needs
+//! ([`identity`]) and where its program comes from ([`install`]). The shim itself (process, spawn, protocol) is the `cloudlet-shim` crate,
+//! re-exported here as [`process`] and [`proto`].
 
 pub mod client;
-pub mod process;
-pub mod proto;
-mod spawn;
+pub mod identity;
+pub mod install;
+
+pub use cloudlet_shim::{process, proto};

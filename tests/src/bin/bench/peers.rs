@@ -97,9 +97,12 @@ impl Peer {
             }
             Peer::Cloudlet { cloudlet } => {
                 let mut c = Command::new(cloudlet);
+                // Port 0: the kernel picks a free one, so the bench runs beside a live cloudlet
+                // (whose 6443 is taken); the bench talks to this server on its unix socket.
                 c.args(["server", "--data-dir"])
                     .arg(dir.join("data"))
-                    .args(["--node-name", "bench", "--log", "info"]);
+                    .args(["--node-name", "bench", "--log", "info"])
+                    .args(["--listen", "127.0.0.1:0"]);
                 if let Some(root) = procs::cgroup_root_for(dir) {
                     c.arg("--cgroup-root").arg(root);
                 }

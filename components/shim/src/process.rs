@@ -2,7 +2,7 @@
 //!
 //! It owns the service's main process (its child), the stdout/stderr pipes (written to the log
 //! files through `cloudlet_logs::LogWriter`, so lines written while the server is down are kept)
-//! and the exit status, and serves [`super::proto`] on `<run dir>/shim.sock`. The server decides
+//! and the exit status, and serves [`crate::proto`] on `<run dir>/shim.sock`. The server decides
 //! *when* to start and stop; the shim only does it. Because the shim is its own session and not
 //! tied to the server's life, services outlive the server (the containerd-shim / conmon pattern).
 //!
@@ -11,13 +11,11 @@
 //! subreaper, so orphans of the service are re-parented to it and reaped here.
 //!
 //! It must never restart the service by itself, never exit while a run is alive, and never let a
-//! protocol error from one client take it down. A run's process is started by `super::spawn`,
+//! protocol error from one client take it down. A run's process is started by `crate::spawn`,
 //! directly in the service's cgroup.
 //! Hand-written because no maintained crate is a process keeper of this shape, and std cannot
 //! spawn into a cgroup.
 
-use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -33,13 +31,14 @@ use nix::sys::signal::{SigHandler, SigSet, Signal, kill, killpg, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, Uid, User, getgrouplist, setsid};
+use nix::unistd::{Gid, Pid, Uid, setsid};
 
-use super::proto::{
-    ExitStatus, FromShim, Notice, Op, ProcessSpec, Reply, Request, Response, RunInfo, ShimStatus,
+use crate::ShimError;
+use crate::proto::{
+    ExitStatus, FromShim, Identity, Notice, Op, ProcessSpec, Reply, Request, Response, RunInfo,
+    ShimStatus,
 };
-use super::spawn::{self, Launch, spawn};
-use crate::SupervisorError;
+use crate::spawn::{self, Launch, spawn};
 
 /// The file name of a shim's socket inside its run directory.
 pub const SOCKET_NAME: &str = "shim.sock";
@@ -98,7 +97,7 @@ impl ShimArgs {
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Runs the shim until it is told to exit. Called by `cloudlet shim`.
-pub fn run(args: ShimArgs) -> Result<(), SupervisorError> {
+pub fn run(args: ShimArgs) -> Result<(), ShimError> {
     // Our own session: a Ctrl-C in the server's terminal or the server's death never reaches us.
     // Fails only when we already lead a process group, which is fine.
     let _ = setsid();
@@ -106,7 +105,7 @@ pub fn run(args: ShimArgs) -> Result<(), SupervisorError> {
     // Sockets, pid and log files of the shim are for root only; the service gets 022 back.
     umask(Mode::from_bits_truncate(0o077));
     // SAFETY: setting a signal to SIG_IGN installs no handler code; we are single-threaded here.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map_err(|e| SupervisorError::Os {
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map_err(|e| ShimError::Os {
         what: "ignore SIGPIPE",
         source: e,
     })?;
@@ -119,23 +118,23 @@ pub fn run(args: ShimArgs) -> Result<(), SupervisorError> {
     ] {
         mask.add(s);
     }
-    mask.thread_block().map_err(|e| SupervisorError::Os {
+    mask.thread_block().map_err(|e| ShimError::Os {
         what: "block signals",
         source: e,
     })?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| SupervisorError::Os {
+        .map_err(|e| ShimError::Os {
             what: "signalfd",
             source: e,
         })?;
 
     std::fs::create_dir_all(&args.run_dir)
-        .map_err(|e| SupervisorError::io("create", &args.run_dir, e))?;
+        .map_err(|e| ShimError::io("create", &args.run_dir, e))?;
     let sock_path = args.run_dir.join(SOCKET_NAME);
     let listener = bind_socket(&sock_path)?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| SupervisorError::io("set non-blocking", &sock_path, e))?;
+        .map_err(|e| ShimError::io("set non-blocking", &sock_path, e))?;
 
     let mut shim = Shim::new(args, sigfd, listener);
     // Tell the server we are listening, then let go of its pipe.
@@ -145,24 +144,24 @@ pub fn run(args: ShimArgs) -> Result<(), SupervisorError> {
     outcome
 }
 
-fn set_child_subreaper() -> Result<(), SupervisorError> {
-    nix::sys::prctl::set_child_subreaper(true).map_err(|e| SupervisorError::Os {
+fn set_child_subreaper() -> Result<(), ShimError> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| ShimError::Os {
         what: "PR_SET_CHILD_SUBREAPER",
         source: e,
     })
 }
 
 /// Binds the socket, replacing a stale file but refusing a live shim.
-fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
+fn bind_socket(path: &Path) -> Result<UnixListener, ShimError> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            return Err(SupervisorError::ShimAlive {
+            return Err(ShimError::ShimAlive {
                 path: path.to_owned(),
             });
         }
-        std::fs::remove_file(path).map_err(|e| SupervisorError::io("remove stale", path, e))?;
+        std::fs::remove_file(path).map_err(|e| ShimError::io("remove stale", path, e))?;
     }
-    UnixListener::bind(path).map_err(|e| SupervisorError::io("bind", path, e))
+    UnixListener::bind(path).map_err(|e| ShimError::io("bind", path, e))
 }
 
 fn announce_ready() {
@@ -258,7 +257,7 @@ impl Shim {
         }
     }
 
-    fn serve(&mut self) -> Result<(), SupervisorError> {
+    fn serve(&mut self) -> Result<(), ShimError> {
         loop {
             if self.exit_requested && self.clients.iter().all(|c| c.wbuf.is_empty()) {
                 return Ok(());
@@ -281,7 +280,7 @@ impl Shim {
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
-                        return Err(SupervisorError::Os {
+                        return Err(ShimError::Os {
                             what: "poll",
                             source: e,
                         });
@@ -476,23 +475,28 @@ impl Shim {
         }
     }
 
-    fn start(&mut self, spec: &ProcessSpec, run: u64) -> Result<(), SupervisorError> {
+    fn start(&mut self, spec: &ProcessSpec, run: u64) -> Result<(), ShimError> {
         let limits = LogLimits {
             max_size: spec.log_max_size,
             max_files: spec.log_max_files,
         };
         let _ = self.log_writer(limits);
 
-        let mut env = spec.env.clone();
-        let user = match &spec.user {
-            Some(user) => Some(resolve_user(user, &mut env)?),
-            None => None,
+        let user = match (&spec.user, &spec.identity) {
+            (_, Some(id)) => Some(identity(id)),
+            (Some(user), None) => {
+                return Err(ShimError::Spawn(format!(
+                    "user {user:?} came without its ids (the server looks users up): restart the \
+                     cloudlet server so that it runs a shim of its own version"
+                )));
+            }
+            (None, None) => None,
         };
         let cgroup = spec.cgroup.as_deref().map(ServiceCgroup::at);
         let oom_before = cgroup.as_ref().map_or(0, oom_kills);
         let child = spawn(&Launch {
             argv: &spec.argv,
-            env: &env,
+            env: &spec.env,
             cwd: spec.cwd.as_deref().unwrap_or(Path::new("/")),
             user: user.as_ref(),
             cgroup: cgroup.as_ref(),
@@ -745,28 +749,13 @@ fn flush_client(client: &mut Client) {
     }
 }
 
-/// Looks up `user` (a name or a numeric uid) and fills HOME, USER and LOGNAME when the spec did not.
-pub(super) fn resolve_user(
-    user: &str,
-    env: &mut BTreeMap<String, String>,
-) -> Result<spawn::User, SupervisorError> {
-    let found = match user.parse::<u32>() {
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-        Err(_) => User::from_name(user),
-    }
-    .map_err(|e| SupervisorError::Spawn(format!("look up user {user:?}: {e}")))?
-    .ok_or_else(|| SupervisorError::Spawn(format!("user {user:?} does not exist")))?;
-    let cname = CString::new(found.name.clone())
-        .map_err(|_| SupervisorError::Spawn(format!("user {user:?}: bad name")))?;
-    let groups = getgrouplist(&cname, found.gid)
-        .map_err(|e| SupervisorError::Spawn(format!("groups of user {user:?}: {e}")))?;
-    env.entry("HOME".into())
-        .or_insert_with(|| found.dir.display().to_string());
-    env.entry("USER".into())
-        .or_insert_with(|| found.name.clone());
-    env.entry("LOGNAME".into())
-        .or_insert_with(|| found.name.clone());
-    Ok((found.uid, found.gid, groups))
+/// The ids the server looked up, as `spawn` takes them.
+fn identity(id: &Identity) -> spawn::User {
+    (
+        Uid::from_raw(id.uid),
+        Gid::from_raw(id.gid),
+        id.groups.iter().copied().map(Gid::from_raw).collect(),
+    )
 }
 
 #[cfg(test)]
@@ -800,22 +789,12 @@ mod tests {
     }
 
     #[test]
-    fn resolve_user_fills_identity_env() {
-        let mut env = BTreeMap::new();
-        let (uid, _gid, _groups) = resolve_user("0", &mut env).unwrap();
-        assert_eq!(uid.as_raw(), 0);
-        assert_eq!(env.get("USER").map(String::as_str), Some("root"));
-        let err = resolve_user("no-such-user-cloudlet", &mut env).unwrap_err();
-        assert!(err.to_string().contains("does not exist"), "{err}");
-    }
-
-    #[test]
     fn stale_socket_is_replaced_and_live_one_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let first = bind_socket(&path).unwrap();
         let err = bind_socket(&path).unwrap_err();
-        assert!(matches!(err, SupervisorError::ShimAlive { .. }), "{err}");
+        assert!(matches!(err, ShimError::ShimAlive { .. }), "{err}");
         drop(first);
         // The file is still there but nobody listens: a stale socket.
         assert!(path.exists());

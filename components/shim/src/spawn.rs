@@ -41,7 +41,7 @@ use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid, pipe2, setgid, setgroups, setsid, setuid};
 
-use crate::SupervisorError;
+use crate::ShimError;
 
 /// `CLONE_INTO_CGROUP` of `<linux/sched.h>`: the child starts in the cgroup `CloneArgs::cgroup`.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -97,9 +97,9 @@ pub(super) struct Spawned {
 /// Starts a run: in its cgroup by clone3 when there is one and the kernel allows it, else through
 /// `std::process::Command`. An exec that fails is an error saying why, as std's
 /// ("No such file or directory (os error 2)"), and its child is reaped already.
-pub(super) fn spawn(launch: &Launch<'_>) -> Result<Spawned, SupervisorError> {
+pub(super) fn spawn(launch: &Launch<'_>) -> Result<Spawned, ShimError> {
     if launch.argv.is_empty() {
-        return Err(SupervisorError::Spawn("empty command".into()));
+        return Err(ShimError::Spawn("empty command".into()));
     }
     let (stdout, stdout_child) = pipe()?;
     let (stderr, stderr_child) = pipe()?;
@@ -124,8 +124,8 @@ pub(super) fn spawn(launch: &Launch<'_>) -> Result<Spawned, SupervisorError> {
 }
 
 /// A close-on-exec pipe: (read end, write end).
-fn pipe() -> Result<(OwnedFd, OwnedFd), SupervisorError> {
-    pipe2(OFlag::O_CLOEXEC).map_err(|e| SupervisorError::Os {
+fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| ShimError::Os {
         what: "pipe2",
         source: e,
     })
@@ -165,15 +165,15 @@ fn clone_into(
     cgroup: &ServiceCgroup,
     stdout: &OwnedFd,
     stderr: &OwnedFd,
-) -> Result<Option<u32>, SupervisorError> {
+) -> Result<Option<u32>, ShimError> {
     let mut exec = Exec::prepare(launch)?;
     let dir = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(cgroup.path())
-        .map_err(|e| SupervisorError::io("open", cgroup.path(), e))?;
+        .map_err(|e| ShimError::io("open", cgroup.path(), e))?;
     let null = std::fs::File::open("/dev/null")
-        .map_err(|e| SupervisorError::io("open", Path::new("/dev/null"), e))?;
+        .map_err(|e| ShimError::io("open", Path::new("/dev/null"), e))?;
     let (report, report_child) = pipe()?;
     let fds = ChildFds {
         stdin: null.as_raw_fd(),
@@ -208,15 +208,14 @@ fn clone_into(
             // No clone3 (before 5.3, or filtered), no CLONE_INTO_CGROUP (before 5.7: unknown flag
             // or a larger struct than the kernel knows).
             Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::E2BIG => Ok(None),
-            e => Err(SupervisorError::Spawn(format!(
+            e => Err(ShimError::Spawn(format!(
                 "clone3 into {}: {}",
                 cgroup.path().display(),
                 io::Error::from(e)
             ))),
         };
     }
-    let raw =
-        i32::try_from(ret).map_err(|_| SupervisorError::Spawn(format!("clone3: pid {ret}")))?;
+    let raw = i32::try_from(ret).map_err(|_| ShimError::Spawn(format!("clone3: pid {ret}")))?;
     let pid = Pid::from_raw(raw);
     // Only the child holds the write end now.
     drop(report_child);
@@ -230,14 +229,14 @@ fn clone_into(
         }
         Ok(Report::Failed(errno)) => {
             reap(pid);
-            Err(SupervisorError::Spawn(
+            Err(ShimError::Spawn(
                 io::Error::from_raw_os_error(errno).to_string(),
             ))
         }
         Err(e) => {
             let _ = kill(pid, Signal::SIGKILL);
             reap(pid);
-            Err(SupervisorError::Spawn(format!(
+            Err(ShimError::Spawn(format!(
                 "read the exec report of pid {raw}: {e}"
             )))
         }
@@ -309,7 +308,7 @@ struct Ids {
 }
 
 impl Exec {
-    fn prepare(launch: &Launch<'_>) -> Result<Exec, SupervisorError> {
+    fn prepare(launch: &Launch<'_>) -> Result<Exec, ShimError> {
         let program = launch.argv.first().map_or("", String::as_str);
         let args = launch
             .argv
@@ -346,7 +345,7 @@ impl Exec {
                 gid: gid.as_raw(),
                 groups: groups.iter().map(|g| g.as_raw()).collect(),
                 ngroups: c_int::try_from(groups.len())
-                    .map_err(|_| SupervisorError::Spawn("too many groups".into()))?,
+                    .map_err(|_| ShimError::Spawn("too many groups".into()))?,
             }),
             None => None,
         };
@@ -363,9 +362,9 @@ impl Exec {
     }
 }
 
-fn c_string(bytes: &[u8], what: &str) -> Result<CString, SupervisorError> {
+fn c_string(bytes: &[u8], what: &str) -> Result<CString, ShimError> {
     CString::new(bytes).map_err(|_| {
-        SupervisorError::Spawn(format!(
+        ShimError::Spawn(format!(
             "nul byte found in {what} {:?}",
             String::from_utf8_lossy(bytes)
         ))
@@ -491,20 +490,16 @@ fn check_long(ret: c_long) -> Result<(), c_int> {
 
 /// The fallback: `std::process::Command`, with the child joining its cgroup (if any) before exec
 /// through `cgroup.procs`, opened here.
-fn with_command(
-    launch: &Launch<'_>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> Result<u32, SupervisorError> {
+fn with_command(launch: &Launch<'_>, stdout: OwnedFd, stderr: OwnedFd) -> Result<u32, ShimError> {
     let Some((program, args)) = launch.argv.split_first() else {
-        return Err(SupervisorError::Spawn("empty command".into()));
+        return Err(ShimError::Spawn("empty command".into()));
     };
     let procs = match launch.cgroup {
         Some(cg) => Some(
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(cg.procs_file())
-                .map_err(|e| SupervisorError::io("open", &cg.procs_file(), e))?,
+                .map_err(|e| ShimError::io("open", &cg.procs_file(), e))?,
         ),
         None => None,
     };
@@ -538,9 +533,7 @@ fn with_command(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| SupervisorError::Spawn(e.to_string()))?;
+    let child = cmd.spawn().map_err(|e| ShimError::Spawn(e.to_string()))?;
     // The Child is dropped without waiting: the shim reaps every child itself.
     Ok(child.id())
 }
@@ -555,7 +548,6 @@ mod tests {
     use nix::sys::wait::WaitStatus;
 
     use super::*;
-    use crate::shim::process::resolve_user;
 
     /// A cgroup below this test process's own (the only place tests may make one), emptied and
     /// removed on drop.
@@ -599,7 +591,7 @@ mod tests {
     }
 
     /// Starts `launch` the given way (clone3 must be offered: this host's kernel is 5.7+).
-    fn start(launch: &Launch<'_>, way: Way) -> Result<Spawned, SupervisorError> {
+    fn start(launch: &Launch<'_>, way: Way) -> Result<Spawned, ShimError> {
         let (stdout, stdout_child) = pipe()?;
         let (stderr, stderr_child) = pipe()?;
         let pid = match way {
@@ -695,7 +687,8 @@ mod tests {
         ]);
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         // Another user than ours, with exactly one group.
-        let (uid, gid, _) = resolve_user("nobody", &mut BTreeMap::new()).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let (uid, gid) = (nobody.uid, nobody.gid);
         let user = (uid, gid, vec![gid]);
         // A blocked signal here, and SIGPIPE ignored by Rust's runtime: the run gets neither. What
         // this process inherited ignored stays ignored (exec keeps it), as with std.

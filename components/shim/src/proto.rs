@@ -66,8 +66,14 @@ pub struct ProcessSpec {
     pub env: BTreeMap<String, String>,
     /// Working directory; `/` when absent.
     pub cwd: Option<PathBuf>,
-    /// User name or numeric uid to run as; the shim's own user when absent.
+    /// User name or numeric uid to run as; the shim's own user when absent. For messages and for
+    /// shims of earlier versions, which look it up themselves.
     pub user: Option<String>,
+    /// `user` as the server looked it up when it asked for this run (this shim never reads the
+    /// user database: glibc's NSS would make every shim carry a dynamic loader). Required with
+    /// `user`.
+    #[serde(default)]
+    pub identity: Option<Identity>,
     /// Rotation: bytes per log file.
     pub log_max_size: u64,
     /// Rotation: number of log files kept, the current one included.
@@ -77,6 +83,17 @@ pub struct ProcessSpec {
     /// without cgroup v2.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+}
+
+/// The ids a run's process takes (`setgroups`, `setgid`, `setuid`, in that order).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Every group the user is in, the primary one included.
+    pub groups: Vec<u32>,
 }
 
 /// How a run ended, as the kernel reported it.

@@ -1,0 +1,17 @@
+//! The shim: the per-service keeper process ([`process`]), how it starts a run's process in the
+//! service's cgroup (`spawn`) and its protocol with the server ([`proto`]).
+//!
+//! It is built twice: as this library (the server speaks [`proto`]; `cloudlet shim` runs
+//! [`process::run`] as the fallback) and as the small `cloudlet-shim` program that the `cloudlet`
+//! binary embeds and writes out to its data dir, so that each shim maps a few hundred KiB of
+//! program instead of the server's megabytes (`make bench` measures it against runsv). This crate
+//! never depends on an async runtime or on anything the server alone needs: every dependency is
+//! paid by every shim.
+#![warn(missing_docs)]
+
+mod error;
+pub mod process;
+pub mod proto;
+mod spawn;
+
+pub use error::ShimError;
