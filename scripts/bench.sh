@@ -3,7 +3,9 @@
 # peers if missing (runit with apt, supervisor with pip), builds cloudlet and the bench binary in
 # release mode (static, as cloudlet ships), then runs the `bench` binary, which starts 30 services under each supervisor in
 # turn (all under temp dirs of its own), measures restart latency after SIGKILL and the
-# supervisor's own memory (PSS), prints a table and cleans up every process it started.
+# supervisor's own memory (PSS), prints a table and cleans up every process it started. Twice more
+# for cloudlet and runit: with 300 services, and with the machine busy (a spinning thread per CPU
+# in a cgroup of its own), where cloudlet's restart should be no slower than runit's.
 # Then it runs `clusterbench`: one cloudlet server with 300 simulated agents (real joins, mutual
 # TLS) heartbeating every 2 s, and reports the server's CPU and memory against the cluster targets
 # (under 25% of one core, under 150 MB) and k3s' documented footprint.
@@ -65,6 +67,24 @@ echo "==> bench: cloudlet, supervisord and runit"
   --supervisord "$supervisord_bin" \
   --runsvdir "$runsvdir_bin" \
   --kills "${BENCH_KILLS:-60}"
+
+echo
+echo "==> bench: 300 services, cloudlet and runit (restart target: runit's)"
+"$rel/bench" \
+  --cloudlet "$PWD/$rel/cloudlet" \
+  --workload "$PWD/target/release/workload" \
+  --runsvdir "$runsvdir_bin" \
+  --services 300 --kills "${BENCH_KILLS:-60}" --restart-target 1 \
+  --only cloudlet --only runit
+
+echo
+echo "==> bench: the machine busy (a CPU hog in another cgroup), cloudlet and runit"
+"$rel/bench" \
+  --cloudlet "$PWD/$rel/cloudlet" \
+  --workload "$PWD/target/release/workload" \
+  --runsvdir "$runsvdir_bin" \
+  --busy --kills "${BENCH_KILLS:-60}" --restart-target 1 \
+  --only cloudlet --only runit
 
 echo
 echo "==> clusterbench: one server, ${CLUSTERBENCH_AGENTS:-300} simulated agents"

@@ -82,6 +82,14 @@ struct Args {
     /// SIGKILLs per supervisor, round-robin over the services.
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = count)]
     kills: usize,
+    /// Keep the machine busy while the services are killed: one spinning thread per CPU
+    /// (`workload spin`), in a cgroup of its own beside the supervisor's.
+    #[arg(long)]
+    busy: bool,
+    /// The target of the cloudlet/runit restart-latency ratio (the single-node issue's is 2;
+    /// with 300 services or a busy machine the footprint issue asks for 1).
+    #[arg(long, value_name = "RATIO", default_value_t = 2.0, value_parser = ratio)]
+    restart_target: f64,
     /// Run only this supervisor (repeatable; by default all three).
     #[arg(long, value_name = "NAME", value_parser = ["runit", "supervisord", "cloudlet"])]
     only: Vec<String>,
@@ -112,10 +120,14 @@ fn main() -> ExitCode {
     ];
     println!("{}", report::machine());
     println!(
-        "{} services per supervisor, {} SIGKILLs each ({:?} apart, round-robin)\n",
+        "{} services per supervisor, {} SIGKILLs each ({:?} apart, round-robin){}\n",
         args.services,
         args.kills,
-        restart::SPACING
+        restart::SPACING,
+        match args.busy {
+            true => ", the machine busy (a spinning thread per CPU in another cgroup)",
+            false => "",
+        }
     );
     let mut reports = Vec::new();
     let mut failed = false;
@@ -141,7 +153,7 @@ fn main() -> ExitCode {
         }
     }
     if !reports.is_empty() {
-        println!("\n{}", report::table(&reports));
+        println!("\n{}", report::table(&reports, args.restart_target));
     }
     match failed {
         true => ExitCode::FAILURE,
@@ -206,9 +218,14 @@ fn measure(
     thread::sleep(SETTLE);
     let unasked_before_kills = notify.drain()?.len();
     let mut slots: Vec<Option<i32>> = first.into_iter().map(Some).collect();
+    let hog = match args.busy {
+        true => Some(procs::Hog::start(&args.workload, dir)?),
+        false => None,
+    };
     let load_before = report::load_average();
     let restarts = restart::kill_round_robin(&notify, &mut slots, args.kills)?;
     let load = (load_before, report::load_average());
+    drop(hog);
     // Steady state: the last replacement is up; let the supervisor finish its bookkeeping.
     thread::sleep(Duration::from_secs(1));
     let memory = supervisor
@@ -223,6 +240,14 @@ fn measure(
         memory,
         load,
     })
+}
+
+/// A ratio target: a number above 0 and at most 1000.
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1000.0 => Ok(r),
+        _ => Err(format!("{text:?} is not a ratio in (0, 1000]")),
+    }
 }
 
 /// Runs `f` on the list of live temp dirs.
@@ -299,6 +324,17 @@ mod tests {
         assert_eq!(args.cloudlet, Path::new("/x/c"));
         assert_eq!(args.workload, Path::new("/x/w"));
         assert_eq!(args.supervisord, Path::new("/x/sd"));
+        assert!(!args.busy);
+        assert!((args.restart_target - 2.0).abs() < f64::EPSILON);
+
+        // The footprint runs: 300 services, or a busy machine, against runit's restart latency.
+        let args = Args::try_parse_from(
+            "bench --services 300 --busy --restart-target 1 --only runit".split_whitespace(),
+        )
+        .unwrap();
+        assert_eq!(args.services, 300);
+        assert!(args.busy);
+        assert!((args.restart_target - 1.0).abs() < f64::EPSILON);
 
         let help = Args::try_parse_from(["bench", "--help"]).unwrap_err();
         assert_eq!((help.kind(), help.exit_code()), (ErrorKind::DisplayHelp, 0));
@@ -309,6 +345,8 @@ mod tests {
             ("--only systemd", ErrorKind::InvalidValue, "possible values"),
             ("--kills", ErrorKind::InvalidValue, "a value is required"),
             ("--nope 1", ErrorKind::UnknownArgument, "--nope"),
+            ("--restart-target 0", ErrorKind::ValueValidation, "not a ratio"),
+            ("--restart-target NaN", ErrorKind::ValueValidation, "not a ratio"),
         ] {
             let error = Args::try_parse_from(format!("bench {argv}").split(' ')).unwrap_err();
             assert_eq!((error.kind(), error.exit_code()), (kind, 2), "{argv}");

@@ -96,6 +96,7 @@ impl Peer {
                 c
             }
             Peer::Cloudlet { cloudlet } => {
+                procs::evict_from_cache(cloudlet)?;
                 let mut c = Command::new(cloudlet);
                 // Port 0: the kernel picks a free one, so the bench runs beside a live cloudlet
                 // (whose 6443 is taken); the bench talks to this server on its unix socket.
@@ -111,6 +112,10 @@ impl Peer {
         };
         let child = procs::spawn(
             command
+                // Backtraces on: every error the supervisor makes would walk and symbolize its
+                // stack (cloudlet's server holds ~700 KiB of symbolizer cache afterwards).
+                .env_remove("RUST_BACKTRACE")
+                .env_remove("RUST_LIB_BACKTRACE")
                 .current_dir(dir)
                 .stdin(Stdio::null())
                 .stdout(log)

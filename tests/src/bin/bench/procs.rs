@@ -195,7 +195,76 @@ pub fn remove_cgroups_for(dir: &Path) -> Result<(), String> {
     let Some(name) = dir.file_name() else {
         return Ok(());
     };
-    remove_cgroup_tree(&detected.own_dir().join(name))
+    remove_cgroup_tree(&detected.own_dir().join(name))?;
+    match hog_cgroup_for(dir) {
+        Some(hog) => remove_cgroup_tree(&hog),
+        None => Ok(()),
+    }
+}
+
+/// Writes `file` back and drops it from the page cache (what no process maps), so that a run
+/// starts it cold, as after a boot. A binary `make bench` has just linked sits in the cache as the
+/// linker wrote it (small folios, dirty), and the kernel maps it around a fault differently from
+/// one read back from disk (Linux 6.18 maps whole large folios): the server's PSS measured 6.1
+/// MiB from a fresh link against 9.3 MiB from a cold start, same binary.
+pub fn evict_from_cache(file: &Path) -> Result<(), String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("opening {}: {e}", file.display()))?;
+    f.sync_all()
+        .map_err(|e| format!("syncing {}: {e}", file.display()))?;
+    nix::fcntl::posix_fadvise(
+        &f,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(|e| format!("dropping {} from the page cache: {e}", file.display()))
+}
+
+/// A CPU hog: `workload spin` on every CPU, working in `dir` (so that [`sweep`] finds it) and, with
+/// cgroup v2, in a cgroup of its own beside the supervisor's ([`hog_cgroup_for`]). Killed and
+/// reaped on drop; its cgroup goes with [`clean_up`].
+#[derive(Debug)]
+pub struct Hog {
+    child: Child,
+}
+
+impl Hog {
+    /// Starts it; it spins until dropped.
+    pub fn start(workload: &Path, dir: &Path) -> Result<Hog, String> {
+        let threads = thread::available_parallelism().map_or(1, |n| n.get());
+        let child = spawn(
+            Command::new(workload)
+                .args(["spin", "--threads", &threads.to_string()])
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null()),
+        )
+        .map_err(|e| format!("starting the CPU hog {}: {e}", workload.display()))?;
+        let hog = Hog { child };
+        if let Some(path) = hog_cgroup_for(dir) {
+            let cgroup = ServiceCgroup::at(&path);
+            cgroup
+                .create()
+                .and_then(|()| cgroup.add_process(hog.child.id()))
+                .map_err(|e| format!("moving the CPU hog to {}: {e}", path.display()))?;
+        }
+        Ok(hog)
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The cgroup of a run's CPU hog (absolute): beside [`cgroup_root_for`], never inside it.
+fn hog_cgroup_for(dir: &Path) -> Option<PathBuf> {
+    let detected = cloudlet_cgroups::detect().ok()?;
+    let mut name = dir.file_name()?.to_owned();
+    name.push("-hog");
+    Some(detected.own_dir().join(name))
 }
 
 fn remove_cgroup_tree(path: &Path) -> Result<(), String> {

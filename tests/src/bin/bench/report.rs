@@ -85,7 +85,7 @@ impl Memory {
 }
 
 /// The results table, the ratios against the targets and the memory split.
-pub fn table(reports: &[Report]) -> String {
+pub fn table(reports: &[Report], restart_target: f64) -> String {
     let mut out = format!(
         "{:<13}{:>16}{:>12}{:>12}{:>10}{:>13}\n",
         "", "restart median", "p95", "max", "failed", "PSS total"
@@ -118,8 +118,8 @@ pub fn table(reports: &[Report]) -> String {
             lines.push(target(
                 "cloudlet/runit restart",
                 ratio(c.median(), r.median()),
-                2.0,
-                "<= 2x",
+                restart_target,
+                &format!("<= {restart_target}x"),
             ));
         }
         if let Some(s) = find("supervisord") {
@@ -137,11 +137,23 @@ pub fn table(reports: &[Report]) -> String {
             ));
         }
         if let Some(r) = find("runit") {
+            let pss = Some(c.pss() as f64 / (r.pss() as f64).max(1.0));
+            lines.push(target("cloudlet/runit PSS", pss, 3.0, "<= 3x"));
+            // The footprint issue's targets: a shim at runsv's size, the whole within 2x.
+            lines.push(target("cloudlet/runit PSS (footprint)", pss, 2.0, "<= 2x"));
+            let avg = |r: &Report, role| {
+                r.memory
+                    .iter()
+                    .find(|m| m.role == role)
+                    .map(|m| m.pss as f64 / (m.count.max(1) as f64))
+            };
             lines.push(target(
-                "cloudlet/runit PSS",
-                Some(c.pss() as f64 / (r.pss() as f64).max(1.0)),
-                3.0,
-                "<= 3x",
+                "shim/runsv PSS",
+                avg(c, "shim")
+                    .zip(avg(r, "runsv"))
+                    .map(|(s, r)| s / r.max(1.0)),
+                1.0,
+                "<= 1x",
             ));
         }
         let _ = writeln!(out, "\nratios (median restart, PSS total):");
@@ -310,7 +322,7 @@ mod tests {
             report("supervisord", 1000, 20480),
             report("cloudlet", 5, 10240),
         ];
-        let table = table(&reports);
+        let table = table(&reports, 2.0);
         let line = |start: &str| {
             table
                 .lines()
