@@ -21,6 +21,7 @@ mod client;
 mod config;
 pub mod dto;
 mod error;
+pub mod heartbeat;
 mod server;
 mod tls;
 

@@ -821,12 +821,14 @@ impl<S: Store> Backend for ControlPlane<S> {
                 "node {node} is not part of this cluster (deleted?): join it again with a token"
             )));
         }
-        if inner.lock_registry().beat(node, heartbeat) {
+        let beat = inner.lock_registry().beat(node, heartbeat);
+        if beat.replan {
             inner.kick.notify_one();
         }
         Ok(HeartbeatResponse {
             assignments_revision: inner.assignments_revision(node),
             ca_hash: inner.pki.ca_hash(),
+            deltas: beat.deltas,
         })
     }
 

@@ -250,10 +250,12 @@ async fn local_heartbeats<S: Store>(cp: ControlPlane<S>) {
             .unwrap_or_default();
         let heartbeat = cloudlet_api::dto::Heartbeat {
             node: status,
-            services,
+            services: Some(services),
+            delta: None,
+            seq: 0,
         };
-        let changed = cp.inner.lock_registry().beat(node.name(), heartbeat);
-        if changed {
+        let beat = cp.inner.lock_registry().beat(node.name(), heartbeat);
+        if beat.replan {
             cp.inner.kick.notify_one();
         }
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cloudlet_api::dto::{Heartbeat, NodeStatus, ServiceStatus};
+use cloudlet_api::heartbeat::{self, Applied};
 use cloudlet_placement::{Health, Resources};
 
 /// The last heartbeat of one node.
@@ -22,6 +23,17 @@ pub struct Live {
     pub status: NodeStatus,
     /// Its services, as its supervisor saw them.
     pub services: Vec<ServiceStatus>,
+    /// The heartbeat `services` are as of (`None`: none a delta can build on).
+    pub seq: Option<u64>,
+}
+
+/// What recording a heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// Placement should look again.
+    pub replan: bool,
+    /// The server holds the node's services as of this heartbeat: the next may be a delta.
+    pub deltas: bool,
 }
 
 /// Heartbeats of every node.
@@ -44,23 +56,37 @@ impl Registry {
         }
     }
 
-    /// Records a heartbeat. True when placement should look again: the node was not ready
-    /// before, or its allocatable changed.
-    pub fn beat(&mut self, node: &str, heartbeat: Heartbeat) -> bool {
-        let changed = self.live.get(node).is_none_or(|old| {
+    /// Records a heartbeat (full or a delta on the one the server holds). Returns whether
+    /// placement should look again (the node was not ready before, or its allocatable changed)
+    /// and whether the server now holds the node's services as of this heartbeat (else the node
+    /// must send them all next time).
+    pub fn beat(&mut self, node: &str, heartbeat: Heartbeat) -> Beat {
+        let old = self.live.remove(node);
+        let replan = old.as_ref().is_none_or(|old| {
             old.status.allocatable != heartbeat.node.allocatable
                 || old.last.elapsed() > self.lost_after
         });
+        let (mut services, held_seq) = old.map_or((Vec::new(), None), |o| (o.services, o.seq));
+        let applied =
+            heartbeat::apply(&mut services, held_seq, heartbeat.services, heartbeat.delta);
+        let current = applied == Applied::Current;
         self.live.insert(
             node.to_owned(),
             Live {
                 last: Instant::now(),
                 at: jiff::Timestamp::now(),
                 status: heartbeat.node,
-                services: heartbeat.services,
+                services,
+                seq: match current {
+                    true => Some(heartbeat.seq),
+                    false => held_seq,
+                },
             },
         );
-        changed
+        Beat {
+            replan,
+            deltas: current,
+        }
     }
 
     /// The last heartbeat of `node`.

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use cloudlet_api::dto::{Assignments, DesiredState, Event, Heartbeat, JoinRequest, RenewRequest};
+use cloudlet_api::dto::{Assignments, DesiredState, Event, JoinRequest, RenewRequest};
+use cloudlet_api::heartbeat;
 use cloudlet_api::{Backend as _, Client};
 use cloudlet_pki::{Identity, KeyPair, ReloadingResolver, Token};
 use cloudlet_spec::ServiceManifest;
@@ -276,12 +277,14 @@ pub async fn run<S: Store>(node: Node<S>, mut creds: Credentials, options: Agent
     let (clients, client_rx) = tokio::sync::watch::channel(client.clone());
     tokio::spawn(push_events(node.clone(), client_rx));
     let mut synced: Option<u64> = None;
+    // Heartbeats carry only what changed since the last one the server acknowledged.
+    let mut sender = heartbeat::Sender::new();
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
-        match beat(&node, &client, &creds, &mut synced).await {
+        match beat(&node, &client, &creds, &mut synced, &mut sender).await {
             Ok(ca_changed) => {
                 if let Some(since) = unreachable_since.take() {
                     tracing::info!(
@@ -335,6 +338,7 @@ async fn beat<S: Store>(
     client: &Client,
     creds: &Credentials,
     synced: &mut Option<u64>,
+    sender: &mut heartbeat::Sender,
 ) -> Result<bool, NodeError> {
     let name = node.name().to_owned();
     let status = node
@@ -348,14 +352,19 @@ async fn beat<S: Store>(
         .list_services(Default::default())
         .await
         .map_err(|e| api("list services", e))?;
-    let heartbeat = Heartbeat {
-        node: status,
-        services,
-    };
+    let heartbeat = sender.next(status, services);
     let answer = tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(&name, &heartbeat))
         .await
-        .map_err(|_| NodeError::Internal("heartbeat: the server did not answer".into()))?
-        .map_err(|e| api("heartbeat", e))?;
+        .map_err(|_| NodeError::Internal("heartbeat: the server did not answer".into()))
+        .and_then(|r| r.map_err(|e| api("heartbeat", e)));
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            sender.failed();
+            return Err(e);
+        }
+    };
+    sender.answered(&answer);
     if *synced != Some(answer.assignments_revision) {
         let assignments = tokio::time::timeout(CALL_TIMEOUT, client.assignments(&name))
             .await

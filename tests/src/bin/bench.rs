@@ -345,8 +345,16 @@ mod tests {
             ("--only systemd", ErrorKind::InvalidValue, "possible values"),
             ("--kills", ErrorKind::InvalidValue, "a value is required"),
             ("--nope 1", ErrorKind::UnknownArgument, "--nope"),
-            ("--restart-target 0", ErrorKind::ValueValidation, "not a ratio"),
-            ("--restart-target NaN", ErrorKind::ValueValidation, "not a ratio"),
+            (
+                "--restart-target 0",
+                ErrorKind::ValueValidation,
+                "not a ratio",
+            ),
+            (
+                "--restart-target NaN",
+                ErrorKind::ValueValidation,
+                "not a ratio",
+            ),
         ] {
             let error = Args::try_parse_from(format!("bench {argv}").split(' ')).unwrap_err();
             assert_eq!((error.kind(), error.exit_code()), (kind, 2), "{argv}");

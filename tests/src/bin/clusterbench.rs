@@ -219,8 +219,7 @@ async fn measure(server: &mut Server, args: &Args) -> Result<Report, String> {
         joins_each: joined.each,
         parallel: args.parallel,
         joins_refused: joined.refused,
-        heartbeat_bytes: serde_json::to_vec(&agents::heartbeat(&agents::name(0)))
-            .map_or(0, |body| body.len()),
+        heartbeat_bytes: agents::heartbeat_sizes(),
         warm,
         counts,
         store: (store_before != store_after, store_before.1, store_after.1),

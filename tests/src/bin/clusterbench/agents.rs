@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cloudlet_api::dto::{
-    DesiredState, ExitInfo, Heartbeat, JoinRequest, NodeCondition, NodeDisk, NodeResources,
-    NodeStatus, ServiceState, ServiceStatus,
+    DesiredState, ExitInfo, Heartbeat, HeartbeatResponse, JoinRequest, NodeCondition, NodeDisk,
+    NodeResources, NodeStatus, ServiceState, ServiceStatus,
 };
-use cloudlet_api::{ApiError, Client};
+use cloudlet_api::{ApiError, Client, heartbeat};
 use cloudlet_pki::{KeyPair, ReloadingResolver, Token};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -242,11 +242,14 @@ pub fn start_beats(agents: Vec<Agent>, interval: Duration, tally: &Arc<Tally>) -
 async fn beat(agent: Agent, first: Instant, interval: Duration, tally: Arc<Tally>) {
     let mut tick = tokio::time::interval_at(first, interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut heartbeat = heartbeat(&agent.name);
+    let (mut node, services) = report(&agent.name);
+    // As `cloudlet agent` does: only what changed since the last acknowledged heartbeat.
+    let mut sender = heartbeat::Sender::new();
     let mut synced: Option<u64> = None;
     loop {
         tick.tick().await;
-        refresh(&mut heartbeat.node);
+        refresh(&mut node);
+        let heartbeat = sender.next(node.clone(), services.clone());
         let sent = Instant::now();
         let answer = match timeout(
             CALL_TIMEOUT,
@@ -256,10 +259,12 @@ async fn beat(agent: Agent, first: Instant, interval: Duration, tally: Arc<Tally
         {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
+                sender.failed();
                 tally.beat(sent.elapsed(), Err(error.to_string()));
                 continue;
             }
             Err(_) => {
+                sender.failed();
                 tally.beat(
                     sent.elapsed(),
                     Err(format!("no answer in {CALL_TIMEOUT:?}")),
@@ -267,6 +272,7 @@ async fn beat(agent: Agent, first: Instant, interval: Duration, tally: Arc<Tally
                 continue;
             }
         };
+        sender.answered(&answer);
         tally.beat(sent.elapsed(), Ok(()));
         if synced != Some(answer.assignments_revision) {
             match timeout(CALL_TIMEOUT, agent.client.assignments(&agent.name)).await {
@@ -291,10 +297,25 @@ fn refresh(node: &mut NodeStatus) {
 
 const GIB: u64 = 1 << 30;
 
-/// A realistic heartbeat of node `name`: a 4-CPU 8 GiB node with two watched disks, its five
-/// conditions (as `cloudlet agent` reports them: four pressures and LimitsNotEnforced) and eight
-/// running services.
-pub fn heartbeat(name: &str) -> Heartbeat {
+/// The sizes of a heartbeat's JSON: full, and a delta of a node whose services did not change.
+pub fn heartbeat_sizes() -> (usize, usize) {
+    let (node, services) = report(&name(0));
+    let mut sender = heartbeat::Sender::new();
+    let full = sender.next(node.clone(), services.clone());
+    sender.answered(&HeartbeatResponse {
+        assignments_revision: 0,
+        ca_hash: String::new(),
+        deltas: true,
+    });
+    let delta = sender.next(node, services);
+    let size = |h: &Heartbeat| serde_json::to_vec(h).map_or(0, |b| b.len());
+    (size(&full), size(&delta))
+}
+
+/// What a realistic node reports: a 4-CPU 8 GiB node with two watched disks, its five conditions
+/// (as `cloudlet agent` reports them: four pressures and LimitsNotEnforced) and eight running
+/// services.
+pub fn report(name: &str) -> (NodeStatus, Vec<ServiceStatus>) {
     let now = jiff::Timestamp::now();
     let condition = |kind: &str, reason: &str| NodeCondition {
         kind: kind.to_owned(),
@@ -403,7 +424,7 @@ pub fn heartbeat(name: &str) -> Heartbeat {
             spec_digest: None,
         })
         .collect();
-    Heartbeat { node, services }
+    (node, services)
 }
 
 /// The value at `percent` of `samples` (nearest rank), `None` when there are none.
@@ -420,15 +441,21 @@ mod tests {
 
     #[test]
     fn a_heartbeat_is_what_a_real_node_reports() {
-        let beat = heartbeat(&name(0));
-        assert_eq!(beat.node.name, "sim-0001");
-        assert_eq!((beat.node.disks.len(), beat.node.conditions.len()), (2, 5));
-        assert_eq!(beat.services.len(), 8);
-        assert!(beat.services.iter().all(|s| s.node == "sim-0001"));
+        let (node, services) = report(&name(0));
+        assert_eq!(node.name, "sim-0001");
+        assert_eq!((node.disks.len(), node.conditions.len()), (2, 5));
+        assert_eq!(services.len(), 8);
+        assert!(services.iter().all(|s| s.node == "sim-0001"));
         // It is what the server's decoder expects, every key present.
+        let beat = heartbeat::Sender::new().next(node, services);
         let json = serde_json::to_value(&beat).unwrap();
         let back: Heartbeat = serde_json::from_value(json).unwrap();
         assert_eq!(back, beat);
+        let (full, delta) = heartbeat_sizes();
+        assert!(
+            delta * 3 < full,
+            "a steady node's delta is small: {delta} vs {full}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Report {
     /// Joins refused with 409 ("too many joins at once") and tried again.
     pub joins_refused: u32,
     /// The size of one heartbeat's JSON body.
-    pub heartbeat_bytes: usize,
+    pub heartbeat_bytes: (usize, usize),
     /// What the agents saw during the warmup.
     pub warm: Counts,
     /// What the agents saw in the window.
@@ -160,9 +160,10 @@ pub fn render(r: &Report) -> String {
     let c = &r.counts;
     let _ = writeln!(
         out,
-        "  heartbeats ({} B of JSON each) in the window: {} ok, {} failed (expected ~{}); latency \
-         p50 {}, p99 {}, max {}",
-        r.heartbeat_bytes,
+        "  heartbeats ({} B of JSON full, {} B as a delta) in the window: {} ok, {} failed \
+         (expected ~{}); latency p50 {}, p99 {}, max {}",
+        r.heartbeat_bytes.0,
+        r.heartbeat_bytes.1,
         c.ok,
         c.failed,
         r.expected(),
