@@ -810,12 +810,16 @@ impl<S: Store> Backend for ControlPlane<S> {
         heartbeat: Heartbeat,
     ) -> Result<HeartbeatResponse, ApiError> {
         let inner = &self.inner;
-        if inner
-            .store
-            .get(&node_key(node))
-            .await
-            .map_err(ClusterError::from)?
-            .is_none()
+        // A node this server heard from is known (deleting a node forgets it here too); only
+        // the first heartbeat of a node since the server started reads the store.
+        let known = inner.lock_registry().get(node).is_some();
+        if !known
+            && inner
+                .store
+                .get(&node_key(node))
+                .await
+                .map_err(ClusterError::from)?
+                .is_none()
         {
             return Err(ApiError::NotFound(format!(
                 "node {node} is not part of this cluster (deleted?): join it again with a token"

@@ -123,6 +123,9 @@ pub struct ServerPki {
 struct State {
     signer: Ca,
     previous: Option<CaCert>,
+    /// SHA-256 of the bundle of `signer` and `previous`, kept with them: every heartbeat's answer
+    /// carries it (thousands a second with thousands of agents).
+    bundle_hash: String,
     /// The signer cross-signed by `previous` (PEM); only during a rotation.
     cross: Option<String>,
     /// The server certificate in the resolver, the pin of the CA that signed it, and whether the
@@ -214,6 +217,7 @@ impl ServerPki {
             server_cross: cross.is_some(),
             admin,
             admin_bundle: sha256_hex(&bundle),
+            bundle_hash: sha256_hex(&bundle),
             signer,
             previous,
             cross,
@@ -249,7 +253,7 @@ impl ServerPki {
     /// SHA-256 (lowercase hex) of [`ServerPki::ca_bundle_pem`]: agents fetch the bundle again
     /// when it changes.
     pub fn ca_hash(&self) -> String {
-        sha256_hex(&self.ca_bundle_pem())
+        self.read().bundle_hash.clone()
     }
 
     /// The current signer's pin: what new join tokens embed. A joining agent keeps, of the
@@ -376,6 +380,7 @@ impl ServerPki {
         install_signer(&self.dir, &new, Some((&old.pem, &cross)))?;
         state.signer = new;
         state.previous = Some(old);
+        state.bundle_hash = sha256_hex(&state.bundle());
         state.cross = Some(cross);
         state.tls = tls;
         self.renew(&mut state)?;
@@ -396,6 +401,7 @@ impl ServerPki {
         remove_if_present(&self.dir.join(CROSS_CA_CERT_FILE))?;
         sync_dir(&self.dir)?;
         state.previous = None;
+        state.bundle_hash = sha256_hex(&state.bundle());
         state.cross = None;
         state.tls = tls;
         self.renew(&mut state)?;
@@ -863,6 +869,20 @@ mod tests {
     /// The certificates the resolver serves, leaf first.
     fn served_chain(pki: &ServerPki) -> Vec<CertificateDer<'static>> {
         pki.resolver().current().cert.clone()
+    }
+
+    #[test]
+    fn the_ca_hash_follows_a_rotation_and_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ServerPki::open(dir.path(), options()).unwrap();
+        let fresh = |pki: &ServerPki| sha256_hex(&pki.ca_bundle_pem());
+        let first = pki.ca_hash();
+        assert_eq!(first, fresh(&pki));
+        pki.rotate_ca().unwrap();
+        assert_eq!(pki.ca_hash(), fresh(&pki));
+        assert_ne!(pki.ca_hash(), first);
+        assert!(pki.finish_rotation().unwrap());
+        assert_eq!(pki.ca_hash(), fresh(&pki));
     }
 
     #[test]
