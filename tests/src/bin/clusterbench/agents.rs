@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(back, beat);
         let (full, delta) = heartbeat_sizes();
         assert!(
-            delta * 3 < full,
+            delta * 2 < full,
             "a steady node's delta is small: {delta} vs {full}"
         );
     }
