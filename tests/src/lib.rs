@@ -91,8 +91,13 @@ impl Cluster {
     /// Mounts a tmpfs of `size` (e.g. `4m`) at `name` in the temp dir; unmounted after the
     /// cluster is gone.
     pub fn mount_tmpfs(&mut self, name: &str, size: &str) -> PathBuf {
+        self.mount_tmpfs_with(name, size, "")
+    }
+
+    /// [`Cluster::mount_tmpfs`] with more mount options (`,noexec`).
+    pub fn mount_tmpfs_with(&mut self, name: &str, size: &str, options: &str) -> PathBuf {
         let path = self.path(name);
-        self.guards.push(Tmpfs::mount(&path, size));
+        self.guards.push(Tmpfs::mount_with(&path, size, options));
         path
     }
 
@@ -587,13 +592,18 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` at `path` (created).
     pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        Tmpfs::mount_with(path, size, "")
+    }
+
+    /// [`Tmpfs::mount`] with more options appended (`,noexec`).
+    pub fn mount_with(path: &Path, size: &str, options: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("mount point");
         let ok = Command::new("mount")
             .args([
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={size},mode=0700"),
+                &format!("size={size},mode=0700{options}"),
                 "tmpfs",
             ])
             .arg(path)

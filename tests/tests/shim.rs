@@ -9,6 +9,13 @@ use cloudlet_tests::Cluster;
 
 const T: Duration = Duration::from_secs(30);
 
+/// The parent of `pid` (a service's shim).
+fn parent(pid: u64) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn as_user(name: &str, user: &str, script: &str) -> String {
     let cmd = serde_json::to_string(&["/bin/sh", "-c", script]).unwrap();
     format!(
@@ -66,16 +73,7 @@ fn services_run_under_the_embedded_shim_as_the_user_the_server_looked_up() {
     );
     let who = c.service("who");
     let pid = who["pid"].as_u64().unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: u32 = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ppid = parent(pid);
     assert_eq!(
         std::fs::read_link(format!("/proc/{ppid}/exe")).unwrap(),
         *program
@@ -112,4 +110,27 @@ fn services_run_under_the_embedded_shim_as_the_user_the_server_looked_up() {
         std::fs::metadata(program).unwrap().modified().unwrap(),
         before
     );
+}
+
+#[test]
+fn a_data_dir_on_a_noexec_mount_runs_shims_as_cloudlet_shim() {
+    let mut c = Cluster::unstarted(Some("data"), &[]);
+    c.mount_tmpfs_with("data", "64m", ",noexec");
+    c.start_server();
+    let mut events = c.events();
+    c.apply_ok(
+        "app.yaml",
+        &Cluster::workload_manifest("app", &["sleep"], ""),
+    );
+    events.wait_for("app", "Ready", T);
+    let pid = c.service("app")["pid"].as_u64().unwrap();
+    let ppid = parent(pid);
+    // The server's own binary, as `cloudlet shim`, and the reason in its log.
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{ppid}/exe")).unwrap(),
+        std::fs::canonicalize(cloudlet_tests::cloudlet_bin()).unwrap()
+    );
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap();
+    assert_eq!(cmdline.split(|b| *b == 0).nth(1), Some(&b"shim"[..]));
+    assert!(c.server_log().contains("noexec"), "{}", c.server_log());
 }

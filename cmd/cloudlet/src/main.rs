@@ -17,24 +17,12 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // `cloudlet shim` (internal, one per service) stays small: its three flags are read by hand,
-    // before clap builds the whole command tree, and it runs no async runtime or logging
-    // framework. Every page it does not touch stays shared with the other shims.
+    // `cloudlet shim` (internal): the fallback where the data dir cannot hold the small
+    // `cloudlet-shim` program (a noexec mount). Its three flags are read by hand, before clap
+    // builds the command tree, and it runs no async runtime or logging framework.
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == "shim") {
-        return match cloudlet_supervisor::shim::process::ShimArgs::parse(args) {
-            Ok(shim) => match cloudlet_supervisor::shim::process::run(shim) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(usage) => {
-                eprintln!("error: {usage}");
-                ExitCode::from(2)
-            }
-        };
+        return cloudlet_supervisor::shim::main(args);
     }
     let cli = Cli::parse();
     let result = match cli.command {

@@ -15,3 +15,22 @@ pub mod proto;
 mod spawn;
 
 pub use error::ShimError;
+
+/// The shim's command line, run: `--name N --run-dir D --log-dir L`. Exit codes: 0 when told to
+/// exit, 1 on failure (one line on stderr says why), 2 bad usage. Both `cloudlet-shim` and
+/// `cloudlet shim` are this.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    match process::ShimArgs::parse(args) {
+        Ok(shim) => match process::run(shim) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -11,17 +11,5 @@ fn main() -> ExitCode {
     if args.peek().is_some_and(|a| a == "shim") {
         args.next();
     }
-    match cloudlet_shim::process::ShimArgs::parse(args) {
-        Ok(shim) => match cloudlet_shim::process::run(shim) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(usage) => {
-            eprintln!("error: {usage}");
-            ExitCode::from(2)
-        }
-    }
+    cloudlet_shim::main(args)
 }
