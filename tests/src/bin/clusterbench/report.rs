@@ -10,10 +10,33 @@ use std::time::Duration;
 use crate::agents::{Counts, percentile};
 use crate::usage::{Memory, Window};
 
-/// The CPU target for the server, in % of one core.
-const CPU_TARGET_PCT: f64 = 25.0;
-/// The memory target for the server: 150 MB.
-const MEMORY_TARGET_BYTES: f64 = 150e6;
+/// The targets for the server: the cluster issue's at up to 300 agents (< 25% of one core,
+/// < 150 MB), the footprint issue's beyond, stated for 5,000 agents (< 50%, < 250 MiB).
+fn targets(agents: usize) -> Targets {
+    match agents <= 300 {
+        true => Targets {
+            cpu_pct: 25.0,
+            memory_bytes: 150e6,
+            memory_text: "150 MB",
+            whose: "300 agents",
+        },
+        false => Targets {
+            cpu_pct: 50.0,
+            memory_bytes: 250.0 * 1024.0 * 1024.0,
+            memory_text: "250 MiB",
+            whose: "5,000 agents",
+        },
+    }
+}
+
+/// The server's targets at a number of agents.
+#[derive(Debug, Clone, Copy)]
+struct Targets {
+    cpu_pct: f64,
+    memory_bytes: f64,
+    memory_text: &'static str,
+    whose: &'static str,
+}
 /// What k3s documents for a server with its workload, and per agent (the figures).
 const K3S_SERVER_BYTES: f64 = 1.6e9;
 const K3S_AGENT_BYTES: f64 = 270e6;
@@ -112,19 +135,24 @@ pub fn render(r: &Report) -> String {
 
     let cpu = w.cpu_pct();
     let rss = bytes(w.memory.rss);
+    let t = targets(r.agents);
     let _ = writeln!(
         out,
-        "\nserver CPU {cpu:.2}% of one core (target < {CPU_TARGET_PCT:.0}%: {}, {:.3}x)",
-        verdict(cpu < CPU_TARGET_PCT),
-        cpu / CPU_TARGET_PCT
+        "\nserver CPU {cpu:.2}% of one core (target < {:.0}%, the target at {}: {}, {:.3}x)",
+        t.cpu_pct,
+        t.whose,
+        verdict(cpu < t.cpu_pct),
+        cpu / t.cpu_pct
     );
     let _ = writeln!(
         out,
-        "server RSS {} / PSS {} (target < 150 MB: {}, {:.2}x)",
+        "server RSS {} / PSS {} (target < {}, the target at {}: {}, {:.2}x)",
         mib(w.memory.rss),
         mib(w.memory.pss),
-        verdict(rss < MEMORY_TARGET_BYTES),
-        rss / MEMORY_TARGET_BYTES
+        t.memory_text,
+        t.whose,
+        verdict(rss < t.memory_bytes),
+        rss / t.memory_bytes
     );
     let _ = writeln!(
         out,
@@ -309,6 +337,15 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_targets_follow_the_scale() {
+        assert!((targets(300).cpu_pct - 25.0).abs() < f64::EPSILON);
+        assert!((targets(300).memory_bytes - 150e6).abs() < 1.0);
+        let big = targets(5000);
+        assert!((big.cpu_pct - 50.0).abs() < f64::EPSILON);
+        assert_eq!((big.memory_text, big.whose), ("250 MiB", "5,000 agents"));
+    }
 
     #[test]
     fn events_are_summarized_by_reason_and_node() {
