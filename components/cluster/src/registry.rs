@@ -61,28 +61,41 @@ impl Registry {
     /// and whether the server now holds the node's services as of this heartbeat (else the node
     /// must send them all next time).
     pub fn beat(&mut self, node: &str, heartbeat: Heartbeat) -> Beat {
-        let old = self.live.remove(node);
-        let replan = old.as_ref().is_none_or(|old| {
-            old.status.allocatable != heartbeat.node.allocatable
-                || old.last.elapsed() > self.lost_after
-        });
-        let (mut services, held_seq) = old.map_or((Vec::new(), None), |o| (o.services, o.seq));
-        let applied =
-            heartbeat::apply(&mut services, held_seq, heartbeat.services, heartbeat.delta);
-        let current = applied == Applied::Current;
-        self.live.insert(
-            node.to_owned(),
-            Live {
-                last: Instant::now(),
-                at: jiff::Timestamp::now(),
-                status: heartbeat.node,
-                services,
-                seq: match current {
-                    true => Some(heartbeat.seq),
-                    false => held_seq,
+        let Heartbeat {
+            node: status,
+            services,
+            delta,
+            seq,
+        } = heartbeat;
+        // A known node is updated in place: this runs for every heartbeat of every node.
+        let Some(live) = self.live.get_mut(node) else {
+            let mut held = Vec::new();
+            let current = heartbeat::apply(&mut held, None, services, delta) == Applied::Current;
+            self.live.insert(
+                node.to_owned(),
+                Live {
+                    last: Instant::now(),
+                    at: jiff::Timestamp::now(),
+                    status,
+                    services: held,
+                    seq: current.then_some(seq),
                 },
-            },
-        );
+            );
+            return Beat {
+                replan: true,
+                deltas: current,
+            };
+        };
+        let replan =
+            live.status.allocatable != status.allocatable || live.last.elapsed() > self.lost_after;
+        let current =
+            heartbeat::apply(&mut live.services, live.seq, services, delta) == Applied::Current;
+        live.last = Instant::now();
+        live.at = jiff::Timestamp::now();
+        live.status = status;
+        if current {
+            live.seq = Some(seq);
+        }
         Beat {
             replan,
             deltas: current,
@@ -149,5 +162,87 @@ impl Registry {
     pub fn remove(&mut self, node: &str) {
         self.live.remove(node);
         self.health.remove(node);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cloudlet_api::dto::ServicesDelta;
+
+    use super::*;
+
+    fn status(cpu: u64) -> NodeStatus {
+        let r = serde_json::json!({"cpuMillis": cpu, "memoryBytes": 0, "pids": 0});
+        serde_json::from_value(serde_json::json!({
+            "name": "n1", "capacity": r, "reserve": r, "allocatable": r, "requested": r,
+            "memoryAvailableBytes": 1, "pidsInUse": 1, "disks": [], "conditions": [],
+            "limits": "", "observedAt": "2026-12-07T00:00:00Z", "roles": [], "labels": {},
+            "state": "", "cordoned": false, "draining": false, "services": 0
+        }))
+        .unwrap()
+    }
+
+    fn svc(name: &str, restarts: u64) -> ServiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "node": "n1", "state": "running", "ready": true,
+            "restarts": restarts, "run": 1, "since": "2026-12-07T00:00:00Z", "waitingFor": [],
+            "labels": {}, "desired": "running", "droppedLogLines": 0
+        }))
+        .unwrap()
+    }
+
+    fn delta(seq: u64, base: u64, changed: Vec<ServiceStatus>, cpu: u64) -> Heartbeat {
+        Heartbeat {
+            node: status(cpu),
+            services: None,
+            delta: Some(ServicesDelta {
+                base,
+                changed,
+                removed: Vec::new(),
+            }),
+            seq,
+        }
+    }
+
+    fn restarts(r: &Registry) -> Vec<u64> {
+        r.get("n1")
+            .unwrap()
+            .services
+            .iter()
+            .map(|s| s.restarts)
+            .collect()
+    }
+
+    #[test]
+    fn deltas_build_on_the_held_heartbeat_and_a_wrong_base_asks_for_everything() {
+        let mut r = Registry::new(Duration::from_secs(40));
+        // A delta from a node the server never heard from (it restarted): status kept, no
+        // services, and the node must send everything.
+        let first = r.beat("n1", delta(7, 6, vec![svc("a", 1)], 1000));
+        assert_eq!((first.replan, first.deltas), (true, false));
+        assert!(r.get("n1").unwrap().services.is_empty());
+
+        let full = Heartbeat {
+            node: status(1000),
+            services: Some(vec![svc("a", 0)]),
+            delta: None,
+            seq: 8,
+        };
+        let b = r.beat("n1", full);
+        assert_eq!((b.replan, b.deltas), (false, true));
+        assert_eq!(restarts(&r), [0]);
+
+        let b = r.beat("n1", delta(9, 8, vec![svc("a", 2)], 1000));
+        assert_eq!((b.replan, b.deltas), (false, true));
+        assert_eq!(restarts(&r), [2]);
+
+        // On a base the server does not hold: nothing applied, the next must be full.
+        let b = r.beat("n1", delta(11, 10, vec![svc("a", 5)], 1000));
+        assert!(!b.deltas);
+        assert_eq!(restarts(&r), [2]);
+        assert_eq!(r.get("n1").unwrap().seq, Some(9));
+
+        // A changed allocatable asks placement to look again.
+        assert!(r.beat("n1", delta(12, 9, Vec::new(), 2000)).replan);
     }
 }
