@@ -11,6 +11,12 @@
 //!
 //! `-no-pie`: in a PIE the dynamic loader applies ~11,000 relocations at start, dirtying every page
 //! of `.data.rel.ro` (about 180 KiB) privately in each process.
+//!
+//! Release links also pass lld `hot-text.order` (`--symbol-ordering-file`): the functions the
+//! server runs once it serves, placed together at the start of `.text`, so that the pages it keeps
+//! resident hold what it runs rather than a few hot bytes each (`scripts/hot-text.sh` makes the
+//! list and explains the numbers); and they write a link map, `OUT_DIR/cloudlet.map`, which that
+//! script reads the functions' names and addresses from.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,6 +41,9 @@ fn main() -> Result<(), String> {
     println!("cargo:rustc-link-arg-bins=-no-pie");
     println!("cargo:rerun-if-changed=build.rs");
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
+    if env("PROFILE")? == "release" {
+        order_text(&manifest)?;
+    }
     let root = manifest
         .parent()
         .and_then(Path::parent)
@@ -64,7 +73,7 @@ fn main() -> Result<(), String> {
         .arg(&target_dir)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-Ctarget-feature=+crt-static\x1f-Crelocation-model=static",
+            shim_rustflags(&root, &target_dir, &target),
         )
         .stdin(Stdio::null())
         .output()
@@ -83,6 +92,43 @@ fn main() -> Result<(), String> {
     let out = PathBuf::from(env("OUT_DIR")?).join("cloudlet-shim");
     std::fs::copy(&built, &out)
         .map_err(|e| format!("copy {} to {}: {e}", built.display(), out.display()))?;
+    Ok(())
+}
+
+/// The shim's flags: static and position-dependent; its functions in the order of
+/// `components/shim/hot-text.order` and a link map beside it (as the server's, see the module
+/// doc). The same flags every time, so that the shim's symbol names never change with them.
+fn shim_rustflags(root: &Path, target_dir: &Path, target: &str) -> String {
+    let order = root.join("components/shim/hot-text.order");
+    let map = target_dir.join(target).join("release/cloudlet-shim.map");
+    [
+        "-Ctarget-feature=+crt-static".to_owned(),
+        "-Crelocation-model=static".to_owned(),
+        format!("-Clink-arg=-Wl,--symbol-ordering-file={}", order.display()),
+        "-Clink-arg=-Wl,--no-warn-symbol-ordering".to_owned(),
+        format!("-Clink-arg=-Wl,-Map={}", map.display()),
+        "-Clink-arg=-Wl,--no-demangle".to_owned(),
+    ]
+    .join("\x1f")
+}
+
+/// The release link's symbol order and map (see the module doc). The linker is lld (rustc's
+/// default on x86_64 Linux since 1.90); it skips names of the list that no longer exist, so a
+/// stale list still links and only packs less.
+fn order_text(manifest: &Path) -> Result<(), String> {
+    let order = manifest.join("hot-text.order");
+    println!("cargo:rerun-if-changed={}", order.display());
+    if order.exists() {
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    }
+    let map = PathBuf::from(env("OUT_DIR")?).join("cloudlet.map");
+    println!("cargo:rustc-link-arg-bins=-Wl,-Map={}", map.display());
+    // Names in the map as the order file needs them (lld demangles them by default).
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-demangle");
     Ok(())
 }
 

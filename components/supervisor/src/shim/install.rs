@@ -9,6 +9,11 @@
 //! shim maps: it adds a new name. Other versions are removed once the new one is in place (a
 //! running shim keeps its program: the kernel holds the file until the shim exits).
 //!
+//! Once in place, the file is dropped from the page cache (what no process maps): written or read
+//! in one piece it sits there in large folios, and the kernel maps a whole cached folio around a
+//! fault, so every shim would map all of the program. Read back on demand, a shim maps the part
+//! of it that it runs (`make bench`, shim against runsv).
+//!
 //! It never runs the program and never writes outside the directory it is given.
 
 use std::io::Write;
@@ -53,6 +58,7 @@ pub fn install(dir: &Path, program: &[u8]) -> Result<Installed, SupervisorError>
         Err(e) => return Err(SupervisorError::io("read", &exe, e)),
     };
     let removed = remove_others(dir, &exe)?;
+    drop_from_cache(&exe);
     Ok(Installed {
         exe,
         written,
@@ -88,6 +94,19 @@ fn write(dir: &Path, exe: &Path, program: &[u8]) -> Result<(), SupervisorError> 
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| SupervisorError::io("sync", dir, e))
+}
+
+/// Advice only: the file is synced (or was already there), so its cached pages are clean and
+/// dropping them loses nothing; if the kernel refuses, the shims only map more.
+fn drop_from_cache(exe: &Path) {
+    if let Ok(file) = std::fs::File::open(exe) {
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
 }
 
 fn remove_others(dir: &Path, keep: &Path) -> Result<Vec<PathBuf>, SupervisorError> {
