@@ -150,3 +150,15 @@ fn follow_prints_new_lines_as_they_are_written() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A logs request's name becomes a path under `DIR/logs`: one that is not a service name
+/// (`../pki`, a directory that exists) is refused, never read.
+#[test]
+fn a_logs_request_cannot_name_a_path() {
+    let c = Cluster::start();
+    assert!(c.data_dir().join("pki").is_dir());
+    let out = c.ctl(&["logs", "../pki"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("service name \"../pki\""), "{err}");
+}

@@ -303,6 +303,9 @@ impl<S: Store> Backend for Node<S> {
     }
 
     async fn logs(&self, name: &str, query: LogsQuery) -> Result<LogStream, ApiError> {
+        // The name becomes a path: only a valid service name may (`../pki` must not).
+        cloudlet_spec::check_name(name)
+            .map_err(|why| ApiError::Invalid(format!("service name {name:?}: {why}")))?;
         let dir = self.options.data_dir.join("logs").join(name);
         if self.record(name).await.is_err() && !dir.is_dir() {
             return Err(ApiError::NotFound(format!(

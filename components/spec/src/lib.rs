@@ -44,5 +44,5 @@ pub use manifest::{
 };
 pub use parse::{parse_config, parse_file};
 pub use set::validate_set;
-pub use units::{CpuQuantity, Duration, Quantity, parse_duration};
-pub use validate::{MAX_LOG_MAX_FILES, MIN_LOG_MAX_SIZE, check_name};
+pub use units::{CpuQuantity, Duration, MAX_DURATION, Quantity, parse_duration};
+pub use validate::{MAX_BACKOFF, MAX_LOG_MAX_FILES, MIN_LOG_MAX_SIZE, check_name};

@@ -16,7 +16,14 @@ const QUANTITY_EXPECTED: &str =
     "expected bytes with an optional suffix (Ki, Mi, Gi, Ti, k, M, G, T), e.g. 64Mi";
 const CPU_EXPECTED: &str = "expected cores (e.g. 0.5, 2) or millicores (e.g. 100m)";
 
-/// Parses a duration such as `100ms`, `30s`, `5m`, `1h` or `1m30s` (a unit is required).
+/// The longest duration cloudlet reads anywhere (manifests, the cluster YAML, the network file,
+/// flags): ten years. Fields with a tighter meaning have their own maximum in validation; this one
+/// guarantees that a deadline computed from any of them (`Instant::now() + d`, a timestamp plus
+/// `d`) can never overflow and panic.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(87_600 * 3600);
+
+/// Parses a duration such as `100ms`, `30s`, `5m`, `1h` or `1m30s` (a unit is required), at most
+/// [`MAX_DURATION`].
 ///
 /// This is the parser behind [`Duration`]; the CLI uses it for flags like `--since 5m`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, SpecError> {
@@ -318,6 +325,11 @@ fn duration_from_str(text: &str) -> Result<std::time::Duration, String> {
             .ok_or_else(|| format!("invalid duration {text:?}: too large"))?;
         rest = after;
     }
+    if nanos > MAX_DURATION.as_nanos() {
+        return Err(format!(
+            "invalid duration {text:?}: too large (at most 87600h, ten years)"
+        ));
+    }
     let secs = u64::try_from(nanos / 1_000_000_000)
         .map_err(|_| format!("invalid duration {text:?}: too large"))?;
     let subsec = u32::try_from(nanos % 1_000_000_000).map_err(|_| invalid())?;
@@ -396,11 +408,24 @@ mod tests {
             );
         }
         assert!(
-            parse_duration("99999999999999999999999h")
+            parse_duration("99999999999999999999999999999h")
                 .unwrap_err()
                 .to_string()
                 .ends_with("too large")
         );
+        // Ten years is the most: a deadline computed from any duration cannot overflow.
+        assert_eq!(parse_duration("87600h").unwrap(), MAX_DURATION);
+        assert!(
+            std::time::Instant::now()
+                .checked_add(MAX_DURATION)
+                .is_some()
+        );
+        for text in ["87600h1ms", "2600000000000000h", "5256001m"] {
+            assert_eq!(
+                parse_duration(text).unwrap_err().to_string(),
+                format!("invalid duration {text:?}: too large (at most 87600h, ten years)")
+            );
+        }
     }
 
     #[test]

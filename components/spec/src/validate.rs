@@ -15,6 +15,9 @@ use crate::manifest::{
 pub const MIN_LOG_MAX_SIZE: u64 = 4 << 10;
 /// Largest `spec.logs.maxFiles`.
 pub const MAX_LOG_MAX_FILES: u32 = 100;
+/// The longest `spec.restart.backoff` (`initial` and `max`): a service that may wait longer than
+/// an hour between restarts should be stopped instead.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl ServiceManifest {
     /// Checks everything that can be checked on this manifest alone; problems name its source.
@@ -346,6 +349,21 @@ fn check_restart(f: &mut Findings, restart: &RestartSpec) {
     let initial = backoff.initial.as_ref().map(|d| d.get());
     if initial.is_some_and(|d| d.is_zero()) {
         f.add("spec.restart.backoff.initial", "must be more than 0");
+        return;
+    }
+    let mut too_long = false;
+    for (path, value) in [
+        ("spec.restart.backoff.initial", &backoff.initial),
+        ("spec.restart.backoff.max", &backoff.max),
+    ] {
+        if let Some(d) = value
+            && d.get() > MAX_BACKOFF
+        {
+            f.add(path, format!("must be at most 1h, got {d}"));
+            too_long = true;
+        }
+    }
+    if too_long {
         return;
     }
     let (initial, max) = (

@@ -359,6 +359,23 @@ fn rejections() {
             service("web", &["restart: {backoff: {initial: 0s}}"]),
             "spec.restart.backoff.initial: must be more than 0",
         ),
+        // A backoff the server could not add to a clock (it crashed on it, and again on every
+        // start as adoption replayed the exit) is refused at the parser, with the field path.
+        (
+            service(
+                "web",
+                &["restart: {backoff: {initial: 2600000000000000h, max: 2600000000000000h}}"],
+            ),
+            "spec.restart.backoff.initial: invalid duration \"2600000000000000h\": too large (at most 87600h, ten years)",
+        ),
+        (
+            service("web", &["restart: {backoff: {initial: 1s, max: 2h}}"]),
+            "spec.restart.backoff.max: must be at most 1h, got 2h",
+        ),
+        (
+            service("web", &["restart: {backoff: {initial: 61m, max: 2h}}"]),
+            "spec.restart.backoff.initial: must be at most 1h, got 61m",
+        ),
         (
             service("web", &["stop: {signal: SIGSTOP}"]),
             "spec.stop.signal: unknown signal \"SIGSTOP\", expected one of SIGTERM, SIGINT, SIGQUIT, \
