@@ -290,3 +290,59 @@ fn a_killed_shim_takes_its_run_with_it_and_the_service_comes_back() {
     assert_eq!(s["lastExit"]["reason"], "ShimLost");
     assert_eq!(s["restarts"], 1, "the new shim continues the count: {s}");
 }
+
+/// A run dir outlives reboots and pids are reused: adoption signals a dead shim's process group
+/// only when the pid file proves it is still that run (boot, start time, cgroup). Here two run
+/// dirs name an unrelated process, one in the old pid-only form, one with a start time that is
+/// not its own; the server finds both shims gone and signals nothing.
+#[test]
+fn adoption_never_signals_a_process_its_pid_file_does_not_prove() {
+    use std::os::unix::process::CommandExt as _;
+
+    /// Killed and reaped however the test ends.
+    struct Bystander(std::process::Child);
+    impl Drop for Bystander {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let mut c = Cluster::unstarted(None, &[]);
+    let bystander = Bystander(
+        std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = bystander.0.id();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    for (name, record) in [
+        ("ghost", format!("{pid}\n")),
+        (
+            "ghost2",
+            format!("{pid}\nboot_id={}\nstart=1\ncgroup=/\n", boot.trim()),
+        ),
+    ] {
+        let run = c.data_dir().join("run").join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("service.pid"), record).unwrap();
+    }
+    c.start_server();
+    let lost = |c: &Cluster| -> Vec<_> {
+        c.all_events()
+            .into_iter()
+            .filter(|e| e["reason"] == "ShimLost")
+            .collect()
+    };
+    c.wait_until("both shims found gone", T, |c| lost(c).len() == 2);
+    let lost = lost(&c);
+    for e in &lost {
+        assert!(
+            e["message"].as_str().unwrap().contains("nothing signalled"),
+            "{e}"
+        );
+    }
+    assert!(alive(pid), "adoption killed an unrelated process {pid}");
+}

@@ -1,5 +1,6 @@
 //! The shim: the per-service keeper process ([`process`]), how it starts a run's process in the
-//! service's cgroup (`spawn`) and its protocol with the server ([`proto`]).
+//! service's cgroup (`spawn`), what its pid file proves ([`pidfile`]) and its protocol with the
+//! server ([`proto`]).
 //!
 //! It is built twice: as this library (the server speaks [`proto`]; `cloudlet shim` runs
 //! [`process::run`] as the fallback) and as the small `cloudlet-shim` program that the `cloudlet`
@@ -10,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod pidfile;
 pub mod process;
 pub mod proto;
 mod spawn;

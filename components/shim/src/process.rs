@@ -527,7 +527,13 @@ impl Shim {
             });
         }
         let pid_file = self.args.run_dir.join(PID_FILE_NAME);
-        if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n")) {
+        // The pid with what proves it (boot, start time, cgroup); the pid alone if /proc cannot
+        // say, which a server never signals on (`pidfile`).
+        let record = i32::try_from(pid)
+            .ok()
+            .and_then(|p| crate::pidfile::PidRecord::of(p).ok())
+            .map_or_else(|| format!("{pid}\n"), |r| r.render());
+        if let Err(e) = std::fs::write(&pid_file, record) {
             eprintln!("shim {}: write {}: {e}", self.args.name, pid_file.display());
         }
         self.log_event(

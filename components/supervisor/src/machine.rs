@@ -29,6 +29,7 @@ use crate::probe::{self, ProbeSpec};
 use crate::reaper::Reaper;
 use crate::shim::client::{ShimClient, ShimEvent, ShimPaths, spawn_shim};
 use crate::shim::identity;
+use crate::shim::pidfile::PidRecord;
 use crate::shim::process::PID_FILE_NAME;
 use crate::shim::proto::{ExitStatus, Op, ShimStatus};
 
@@ -511,10 +512,10 @@ impl Core {
                 continue;
             };
             let run_dir = entry.path();
-            let client = match ShimClient::connect(&name, &run_dir, self.shim_tx.clone()).await {
+            let client = match self.connect_patiently(&name, &run_dir).await {
                 Ok(c) => Arc::new(c),
-                Err(_) => {
-                    self.clean_dead_shim(&name, &run_dir);
+                Err(e) => {
+                    self.clean_dead_shim(&name, &run_dir, &e);
                     continue;
                 }
             };
@@ -564,23 +565,67 @@ impl Core {
         }
     }
 
-    fn clean_dead_shim(&self, name: &str, run_dir: &std::path::Path) {
+    /// Connects to a shim left by an earlier server. Only "no such socket" and "refused" mean
+    /// the shim is gone; any other error (EAGAIN, EMFILE, a full backlog) is tried again after
+    /// 100, 200, 400 and 800 ms, with a warning each time, and counts as gone only after that.
+    async fn connect_patiently(
+        &self,
+        name: &str,
+        run_dir: &std::path::Path,
+    ) -> Result<ShimClient, String> {
+        let mut wait = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match ShimClient::connect(name, run_dir, self.shim_tx.clone()).await {
+                Ok(client) => return Ok(client),
+                Err(SupervisorError::Io { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    return Err(format!("its socket: {source}"));
+                }
+                Err(e) if attempt > 4 => return Err(format!("{e} ({attempt} attempts)")),
+                Err(e) => {
+                    tracing::warn!(service = %name, "shim not reached yet, trying again: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+            }
+        }
+    }
+
+    fn clean_dead_shim(&self, name: &str, run_dir: &std::path::Path, why: &str) {
         // A shim that died left its run's process group without a keeper: end it rather than
-        // run a second copy next to it.
-        if let Ok(text) = std::fs::read_to_string(run_dir.join(PID_FILE_NAME))
-            && let Ok(pid) = text.trim().parse::<i32>()
-            && pid > 1
-        {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            self.emit(
-                name,
-                "ShimLost",
-                format!("shim was gone; killed its orphaned process group {pid}"),
-                None,
-            );
+        // run a second copy next to it — but only if the pid file proves that the group is
+        // still the run's (same boot, start time and cgroup): the run dir outlives reboots and
+        // pids are reused.
+        if let Ok(text) = std::fs::read_to_string(run_dir.join(PID_FILE_NAME)) {
+            let message = match PidRecord::parse(&text) {
+                Some(r) if r.still_running() => {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(r.pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    format!(
+                        "shim was gone ({why}); killed its orphaned process group {}",
+                        r.pid
+                    )
+                }
+                Some(r) => format!(
+                    "shim was gone ({why}); its run's process {} is no longer running \
+                     (another boot, start time or cgroup): nothing signalled",
+                    r.pid
+                ),
+                None => format!(
+                    "shim was gone ({why}); its pid file does not prove which process it \
+                     started ({:?}): nothing signalled",
+                    text.trim()
+                ),
+            };
+            self.emit(name, "ShimLost", message, None);
         }
         // And whatever still runs in its cgroup (the service's, or a transient one's).
         let h = self.options.cgroups.as_deref();
@@ -1207,7 +1252,13 @@ impl Core {
             svc.backoff_until = None;
             return;
         }
-        let until = Instant::now() + delay;
+        // Manifests cap every duration (ten years), but a store written by an older version may
+        // hold anything: a delay no clock can reach waits the longest the spec allows instead.
+        let now = Instant::now();
+        let (until, delay) = match now.checked_add(delay) {
+            Some(until) => (until, delay),
+            None => (now + cloudlet_spec::MAX_BACKOFF, cloudlet_spec::MAX_BACKOFF),
+        };
         let at = Timestamp::now()
             .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
             .unwrap_or_else(|_| Timestamp::now());

@@ -6,4 +6,4 @@ pub mod client;
 pub mod identity;
 pub mod install;
 
-pub use cloudlet_shim::{main, process, proto};
+pub use cloudlet_shim::{main, pidfile, process, proto};
