@@ -1,5 +1,6 @@
 //! The files services declare (`spec.files`, their configuration): written whole before the
-//! supervisor hears of the service — a temporary file beside the target, its mode set before
+//! supervisor hears of the service — a temporary file beside the target under a random name,
+//! created exclusively (never through a planted file or symlink), its owner and mode set before
 //! any byte, then renamed over it — and only when the content or mode differs. A digest of them
 //! goes into the service's environment (`CLOUDLET_FILES_SHA256`), so a changed file restarts
 //! the service like a changed command does.
@@ -11,7 +12,7 @@ use cloudlet_spec::FileSpec;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 
 /// The environment variable that carries [`digest`].
 pub const DIGEST_ENV: &str = "CLOUDLET_FILES_SHA256";
@@ -93,28 +94,28 @@ pub fn write(file: &FileSpec) -> Result<bool, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.cloudlet-{}", std::process::id()));
+    // A new name no one can predict, created with O_EXCL: a file or symlink planted beside the
+    // target is never opened, let alone written through.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.cloudlet-"))
+        .tempfile_in(dir)
+        .map_err(|e| format!("{}: a temp file in {}: {e}", path.display(), dir.display()))?;
     let written = (|| {
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The owner first (a chown may clear set-id bits), then the mode exactly: the one given
-        // at creation is filtered by the umask.
+        // The owner first (a chown may clear set-id bits), then the mode exactly (not filtered
+        // by the umask), both before any byte is written.
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
+            std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid))?;
         }
-        out.set_permissions(fs::Permissions::from_mode(mode))?;
-        out.write_all(file.content.as_bytes())?;
-        out.sync_all()?;
-        fs::rename(&tmp, path)
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+        tmp.write_all(file.content.as_bytes())?;
+        tmp.as_file().sync_all()
     })();
     if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
         return Err(format!("{}: {e}", path.display()));
     }
+    tmp.persist(path)
+        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
     Ok(true)
 }
 
@@ -166,6 +167,24 @@ mod tests {
             mode: mode.map(str::to_owned),
             owner: None,
         }
+    }
+
+    /// The temp file's name was once predictable (`.NAME.cloudlet-PID`): a symlink planted there
+    /// made the write truncate and fill whatever it pointed at.
+    #[test]
+    fn a_symlink_planted_beside_the_target_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "secret\n").unwrap();
+        let path = dir.path().join("web.conf");
+        let planted = dir
+            .path()
+            .join(format!(".web.conf.cloudlet-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert_eq!(write(&spec(&path, "port: 80\n", Some("0600"))), Ok(true));
+        assert_eq!(read(&path), "port: 80\n");
+        assert_eq!(read(&victim), "secret\n");
+        assert!(fs::symlink_metadata(&planted).unwrap().is_symlink());
     }
 
     #[test]

@@ -15,6 +15,10 @@ use crate::manifest::{
 pub const MIN_LOG_MAX_SIZE: u64 = 4 << 10;
 /// Largest `spec.logs.maxFiles`.
 pub const MAX_LOG_MAX_FILES: u32 = 100;
+/// The most `spec.files` a service may declare.
+pub const MAX_FILES: usize = 64;
+/// The largest `spec.files[].content`, in bytes (1Mi): configuration, not data.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// The longest `spec.restart.backoff` (`initial` and `max`): a service that may wait longer than
 /// an hour between restarts should be stopped instead.
 pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -176,16 +180,25 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
         crate::cluster::check_rollout(&mut |p, m| f.add(p, m), "spec.rollout", rollout);
     }
     let mut paths = BTreeSet::new();
+    if spec.files.len() > MAX_FILES {
+        f.add(
+            "spec.files",
+            format!("at most {MAX_FILES} files, got {}", spec.files.len()),
+        );
+    }
     for (i, file) in spec.files.iter().enumerate() {
         let at = format!("spec.files[{i}]");
-        if !file.path.is_absolute() {
+        if file.content.len() > MAX_FILE_BYTES {
             f.add(
-                format!("{at}.path"),
+                format!("{at}.content"),
                 format!(
-                    "must be an absolute path, got {:?}",
-                    file.path.display().to_string()
+                    "at most 1Mi ({MAX_FILE_BYTES} bytes), got {} bytes",
+                    file.content.len()
                 ),
             );
+        }
+        if let Err(why) = check_file_path(&file.path) {
+            f.add(format!("{at}.path"), why);
         } else if !paths.insert(&file.path) {
             f.add(
                 format!("{at}.path"),
@@ -207,6 +220,35 @@ pub(crate) fn check_service(manifest: &ServiceManifest) -> Vec<(String, String)>
         }
     }
     f.0
+}
+
+/// A `spec.files` path: absolute, normalised (no `.`, `..`, `//` or trailing `/`: what is
+/// checked is what is written) and outside the kernel's filesystems.
+fn check_file_path(path: &std::path::Path) -> Result<(), String> {
+    let shown = path.display().to_string();
+    if !path.is_absolute() {
+        return Err(format!("must be an absolute path, got {shown:?}"));
+    }
+    let normal: std::path::PathBuf = path.components().collect();
+    let plain = path.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    });
+    if !plain || normal.as_os_str() != path.as_os_str() || normal.parent().is_none() {
+        return Err(format!(
+            "must be a normalised path to a file (no '.', '..', '//' or trailing '/'), got \
+             {shown:?}"
+        ));
+    }
+    if let Some(root) = ["/proc", "/sys", "/dev"]
+        .into_iter()
+        .find(|r| path.starts_with(r))
+    {
+        return Err(format!("must not be under {root}, got {shown:?}"));
+    }
+    Ok(())
 }
 
 /// A `type: oneshot` step is done when it exits 0: nothing probes it, nothing restarts it after.

@@ -398,6 +398,53 @@ fn rejections() {
             service("web", &["resources: {limits: {pids: -1}}"]),
             "spec.resources.limits.pids: invalid value, expected a whole number from 0",
         ),
+        // Files: normalised absolute paths outside the kernel's filesystems, bounded.
+        (
+            service("web", &["files: [{path: /etc/web/../shadow, content: x}]"]),
+            "spec.files[0].path: must be a normalised path to a file (no '.', '..', '//' or trailing '/'), got \"/etc/web/../shadow\"",
+        ),
+        (
+            service("web", &["files: [{path: /etc//web.conf, content: x}]"]),
+            "spec.files[0].path: must be a normalised path",
+        ),
+        (
+            service("web", &["files: [{path: /, content: x}]"]),
+            "spec.files[0].path: must be a normalised path to a file",
+        ),
+        (
+            service("web", &["files: [{path: /proc/sys/kernel/core_pattern, content: x}]"]),
+            "spec.files[0].path: must not be under /proc, got \"/proc/sys/kernel/core_pattern\"",
+        ),
+        (
+            service("web", &["files: [{path: /dev/sda, content: x}]"]),
+            "spec.files[0].path: must not be under /dev",
+        ),
+        (
+            service("web", &["files: [{path: etc/web.conf, content: x}]"]),
+            "spec.files[0].path: must be an absolute path, got \"etc/web.conf\"",
+        ),
+        (
+            service(
+                "web",
+                &[format!("files: [{{path: /etc/big, content: {}}}]", "x".repeat((1 << 20) + 1))
+                    .as_str()],
+            ),
+            "spec.files[0].content: at most 1Mi (1048576 bytes), got 1048577 bytes",
+        ),
+        (
+            service(
+                "web",
+                &[format!(
+                    "files: [{}]",
+                    (0..65)
+                        .map(|i| format!("{{path: /etc/f{i}, content: x}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+                .as_str()],
+            ),
+            "spec.files: at most 64 files, got 65",
+        ),
         // Other fields.
         (
             service("web", &["workingDir: tmp"]),
