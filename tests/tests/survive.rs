@@ -346,3 +346,24 @@ fn adoption_never_signals_a_process_its_pid_file_does_not_prove() {
     }
     assert!(alive(pid), "adoption killed an unrelated process {pid}");
 }
+
+/// The data dir holds the store (the services' CA key, secrets in manifests) and the keys: a dir
+/// made 0755 beforehand (an installer, an operator) is made 0711 before anything is written (no
+/// listing; passage for services' users to their own dirs), and the store, created with the
+/// umask's mode, loses group and other access once serving.
+#[test]
+fn the_data_dir_and_the_store_are_private_whatever_made_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut c = Cluster::unstarted(Some("data"), &[]);
+    std::fs::create_dir(c.data_dir()).unwrap();
+    std::fs::set_permissions(c.data_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    c.start_server();
+    assert_eq!(mode(c.data_dir()), 0o711);
+    c.wait_until("the store and the logs private", T, |c| {
+        mode(&c.data_dir().join("store.redb")) & 0o077 == 0
+            && mode(&c.data_dir().join("logs")) & 0o077 == 0
+    });
+    assert!(c.server_log().contains("was mode 0755; made it 0711"));
+}

@@ -8,6 +8,7 @@ mod cli;
 mod cloudpods;
 mod ctl;
 mod embedded;
+mod private;
 mod server;
 
 use std::process::ExitCode;

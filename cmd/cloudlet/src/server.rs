@@ -64,9 +64,10 @@ fn prepare(args: &NodeArgs) -> anyhow::Result<Prepared> {
     let dir = &args.data_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(crate::private::DIR_MODE)
         .create(dir)
         .with_context(|| format!("create data dir {}", dir.display()))?;
+    crate::private::dir(dir)?;
     let lock = lock_data_dir(dir)?;
     // Each thread would get a glibc malloc arena of its own; one serves a node server (`make
     // bench`: a second arena held ~550 KiB of a 30-service server's 2.2 MiB of heap, and the two
@@ -444,6 +445,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         dir.join("cloudlet.sock").display(),
         dir.join("admin.conf").display()
     );
+    crate::private::files(&dir);
     give_back_startup_memory().await;
     shutdown.await;
     listeners.stop().await?;
@@ -451,7 +453,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         node.shutdown().await;
     }
     // The socket is gone with the server; keep the dir private whatever umask created it.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok();
+    std::fs::set_permissions(
+        &dir,
+        std::fs::Permissions::from_mode(crate::private::DIR_MODE),
+    )
+    .ok();
     Ok(())
 }
 
@@ -502,6 +508,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     listeners.tls(tls, Arc::clone(&backend), listener_config);
     tokio::spawn(agent::run(node.clone(), creds, options));
     tracing::info!("agent of {} serving on {listen}", args.server);
+    crate::private::files(&dir);
     give_back_startup_memory().await;
     shutdown.await;
     listeners.stop().await?;
