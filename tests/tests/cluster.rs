@@ -629,3 +629,31 @@ fn a_server_without_its_own_node_places_on_agents_and_forgets_a_deleted_node() {
         "{local}"
     );
 }
+
+/// A node name is bound to the secret its node first joined with (k3s' node password): the same
+/// node, its certificate lost, joins again as itself; another machine under the name, with any
+/// valid token, is refused (before the token is spent) until the node is deleted.
+#[test]
+fn a_join_under_an_existing_name_needs_that_nodes_secret() {
+    let mut fleet = Fleet::new("claim");
+    fleet.start_server("s", &[]);
+    let token = fleet.token(&["--ttl", "1h"]);
+    fleet.join("n1", &token, &[]);
+    fleet.kill("n1");
+    let pki = fleet.data_dir("n1").join("pki");
+    std::fs::remove_file(pki.join("node.crt")).unwrap();
+    fleet.start_agent("n1", Some(&token), &[]);
+    fleet.wait_for("n1 joins again as itself", Duration::from_secs(20), |f| {
+        f.ctl_ok(&["events"]).contains("NodeRejoined")
+    });
+    fleet.kill("n1");
+
+    std::fs::remove_dir_all(&pki).unwrap();
+    fleet.start_agent("n1", Some(&token), &[]);
+    let (status, log) = fleet.wait_exit("n1", Duration::from_secs(20));
+    assert!(!status.success(), "a second machine took node n1:\n{log}");
+    assert!(log.contains("cloudlet ctl delete node n1"), "{log}");
+
+    fleet.ctl_ok(&["delete", "node", "n1"]);
+    fleet.join("n1", &token, &[]);
+}

@@ -555,6 +555,10 @@ pub struct JoinRequest {
     pub labels: BTreeMap<String, String>,
     /// The agent's API (`https://host:port`).
     pub address: Option<String>,
+    /// The node's secret, made at its first join and kept in `DIR/pki/node-secret`: the server
+    /// binds the name to it, and a later join under the name must bring it (k3s' node password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_secret: Option<String>,
 }
 
 /// Answer to a join or a renewal.

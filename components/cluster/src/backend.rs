@@ -714,6 +714,36 @@ impl<S: Store> Backend for ControlPlane<S> {
                 request.node_name
             )));
         }
+        let name = request.node_name.clone();
+        let key = node_key(&name);
+        let existing = inner.store.get(&key).await.map_err(ClusterError::from)?;
+        let proof = request.node_secret.as_deref().map(secret_sha256);
+        let mut record = match &existing {
+            // A name is bound to the secret its node first joined with: a join without it is
+            // another machine (or a token holder) claiming the node, its assignments and keys.
+            // Checked before the token is redeemed, so a refused claim costs the token nothing.
+            Some(kv) => {
+                let record = decode::<NodeRecord>(&key, &kv.value)?;
+                let proven = matches!(
+                    (&record.secret_sha256, &proof),
+                    (Some(held), Some(given)) if same_bytes(held.as_bytes(), given.as_bytes())
+                );
+                if !proven {
+                    // 403, not 409: an agent tries a 409 again, and this will not change.
+                    return Err(ApiError::Forbidden(format!(
+                        "node {name} is already in the cluster and this joiner does not hold \
+                         its node secret (DIR/pki/node-secret of the node that joined): to \
+                         replace that node, run `cloudlet ctl delete node {name}` first; \
+                         otherwise pick another --node-name"
+                    )));
+                }
+                record
+            }
+            None => NodeRecord {
+                secret_sha256: proof,
+                ..NodeRecord::new(&name, Vec::new())
+            },
+        };
         let token = tokens::redeem(
             &inner.store,
             &request.token,
@@ -726,13 +756,6 @@ impl<S: Store> Backend for ControlPlane<S> {
             .pki
             .sign_node(&request.csr, &request.node_name, host)
             .map_err(ApiError::from)?;
-        let name = request.node_name.clone();
-        let key = node_key(&name);
-        let existing = inner.store.get(&key).await.map_err(ClusterError::from)?;
-        let mut record = match &existing {
-            Some(kv) => decode::<NodeRecord>(&key, &kv.value)?,
-            None => NodeRecord::new(&name, Vec::new()),
-        };
         if !record.roles.contains(&token.role) {
             record.roles.push(token.role);
         }
@@ -1182,6 +1205,20 @@ fn empty_status(name: &str) -> NodeStatus {
         cert_not_after: None,
         services: 0,
     }
+}
+
+/// SHA-256 (hex) of a node secret, as the node record keeps it.
+fn secret_sha256(secret: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -60,6 +60,10 @@ pub struct NodeRecord {
     /// When that certificate expires.
     #[serde(default)]
     pub cert_not_after: Option<Timestamp>,
+    /// SHA-256 (hex) of the secret the node joined with: a join under this name must bring the
+    /// same secret. `None` for the server's own node and for nodes that joined without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_sha256: Option<String>,
 }
 
 impl NodeRecord {
@@ -75,6 +79,7 @@ impl NodeRecord {
             joined_at: Timestamp::now(),
             cert_serial: None,
             cert_not_after: None,
+            secret_sha256: None,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::{Node, NodeError};
 const CA_FILE: &str = "ca.crt";
 const CERT_FILE: &str = "node.crt";
 const KEY_FILE: &str = "node.key";
+const SECRET_FILE: &str = "node-secret";
 /// Where the agent keeps how far its events were pushed.
 const EVENTS_CURSOR: &str = "/agent/events-pushed";
 /// Most events pushed in one request.
@@ -160,6 +161,41 @@ pub async fn credentials(
     join(&dir, node_name, token, options).await
 }
 
+/// The node's secret (`DIR/pki/node-secret`, 0600): made before its first join, and brought to
+/// every join after, which the server refuses under this name without it. It outlives a lost
+/// certificate, so the node can join again as itself; a new machine under the name cannot.
+fn node_secret(dir: &Path) -> Result<String, NodeError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let internal =
+        |p: &Path, e: std::io::Error| NodeError::Internal(format!("{}: {e}", p.display()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| internal(dir, e))?;
+    let path = dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(internal(&path, e)),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| internal(&path, e))?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| internal(&path, e))?;
+    Ok(secret)
+}
+
 /// Joins: checks the server's CA against the token, then trades the token and a CSR for a
 /// certificate.
 async fn join(
@@ -206,13 +242,9 @@ async fn join(
         csr: key.csr_pem(node_name).map_err(pki)?,
         labels: options.labels.clone(),
         address: Some(options.address.clone()),
+        node_secret: Some(node_secret(dir)?),
     };
     let answer = retrying("join", &options.server, || verified.join(&request)).await?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| NodeError::Internal(format!("{}: {e}", dir.display())))?;
     cloudlet_pki::write_certificate(&dir.join(CA_FILE), &answer.ca).map_err(pki)?;
     let identity = Identity::from_pem(&answer.certificate).map_err(pki)?;
     let creds = Credentials {

@@ -144,6 +144,7 @@ async fn join(url: &str, token_text: &str, name: String) -> Result<(Agent, u32),
         csr: key.csr_pem(&name).map_err(|e| failed("the CSR", &e))?,
         labels: BTreeMap::from([("bench".to_owned(), "clusterbench".to_owned())]),
         address: Some(ADDRESS.to_owned()),
+        node_secret: Some(format!("clusterbench-{name}-{}", std::process::id())),
     };
     // A token's use count is a compare-and-swap: joins that lose it too often are refused with
     // 409 "try again", which a real agent meets as an exit and a restart by its service manager.
