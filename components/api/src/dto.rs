@@ -540,8 +540,9 @@ pub struct NodeQuery {
     pub node: Option<String>,
 }
 
-/// `POST /v1/join`: an agent with a join token asks for its node certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/join`: an agent with a join token asks for its node certificate. Its `Debug` shows
+/// neither the token's secret nor the node secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinRequest {
     /// The token's `<id>.<secret>` part (the CA hash was checked by the agent).
@@ -559,6 +560,31 @@ pub struct JoinRequest {
     /// binds the name to it, and a later join under the name must bring it (k3s' node password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_secret: Option<String>,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("token", &redacted_token(&self.token))
+            .field("node_name", &self.node_name)
+            .field("csr", &self.csr)
+            .field("labels", &self.labels)
+            .field("address", &self.address)
+            .field(
+                "node_secret",
+                &self.node_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// A join token as logs may show it: its public id (`K10<hash>::<id>.` or `<id>.`), never the
+/// secret after the last dot.
+pub fn redacted_token(token: &str) -> String {
+    match token.rsplit_once('.') {
+        Some((public, _)) => format!("{public}.<redacted>"),
+        None => "<redacted>".to_owned(),
+    }
 }
 
 /// Answer to a join or a renewal.
@@ -1010,4 +1036,30 @@ pub enum RolloutAction {
     Resume,
     /// Go back: abort a rollout under way, or roll out the previous manifest again.
     Undo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A join request reaches logs and error messages through `Debug`: the token's secret and
+    /// the node secret must not.
+    #[test]
+    fn a_join_requests_debug_shows_no_secret() {
+        let request = JoinRequest {
+            token: "K10abc::tok1.s3cr3tpart".to_owned(),
+            node_name: "n1".to_owned(),
+            csr: String::new(),
+            labels: BTreeMap::new(),
+            address: None,
+            node_secret: Some("n0desecret".to_owned()),
+        };
+        let shown = format!("{request:?}");
+        assert!(
+            !shown.contains("s3cr3tpart") && !shown.contains("n0desecret"),
+            "{shown}"
+        );
+        assert!(shown.contains("K10abc::tok1.<redacted>"), "{shown}");
+        assert_eq!(redacted_token("no-dot"), "<redacted>");
+    }
 }

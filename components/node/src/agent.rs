@@ -41,8 +41,8 @@ const EVENTS_BATCH: usize = 500;
 /// the next beat).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How the agent reaches the cluster.
-#[derive(Debug, Clone)]
+/// How the agent reaches the cluster. Its `Debug` never shows the token's secret.
+#[derive(Clone)]
 pub struct AgentOptions {
     /// The server's API, `https://host:port`.
     pub server: String,
@@ -54,6 +54,21 @@ pub struct AgentOptions {
     pub address: String,
     /// How often to beat.
     pub heartbeat: Duration,
+}
+
+impl std::fmt::Debug for AgentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentOptions")
+            .field("server", &self.server)
+            .field(
+                "token",
+                &self.token.as_deref().map(cloudlet_api::dto::redacted_token),
+            )
+            .field("labels", &self.labels)
+            .field("address", &self.address)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
+    }
 }
 
 /// The agent's identity: its certificate and key (hot-swapped on renewal) and the CAs it trusts.
@@ -618,4 +633,23 @@ async fn next_batch(watcher: &mut cloudlet_store::Watcher) -> Option<(Vec<Event>
         }
     }
     Some((batch, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_options_debug_shows_no_token_secret() {
+        let options = AgentOptions {
+            server: "https://s:6443".to_owned(),
+            token: Some("K10abc::tok1.s3cr3tpart".to_owned()),
+            labels: BTreeMap::new(),
+            address: "https://n1:10250".to_owned(),
+            heartbeat: Duration::from_secs(2),
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cr3tpart"), "{shown}");
+        assert!(shown.contains("tok1.<redacted>"), "{shown}");
+    }
 }
