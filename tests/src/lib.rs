@@ -161,11 +161,14 @@ impl Cluster {
         self.wait_api();
     }
 
+    /// Waits until a server answers `GET /v1/healthz` on the socket. A connect alone is not
+    /// enough: after a SIGKILL, a child the killed server had just forked holds its listener
+    /// until it execs, accepting connections that nobody answers and that it then resets.
     fn wait_api(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let sock = self.data_dir().join("cloudlet.sock");
         loop {
-            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            if healthz(&sock) {
                 return;
             }
             if let Some(child) = self.server.as_mut()
@@ -372,6 +375,20 @@ impl Drop for Cluster {
             remove_cgroup_tree(&base);
         }
     }
+}
+
+/// Whether a server answers `GET /v1/healthz` with 200 on the unix socket `sock` (within 2 s).
+fn healthz(sock: &Path) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /v1/healthz HTTP/1.1\r\nHost: cloudlet\r\nConnection: close\r\n\r\n";
+    let mut answer = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"HTTP/1.1 200"
 }
 
 /// The lines of `pipe` (a child's stdout or stderr), each passed through `keep` (`None` drops
