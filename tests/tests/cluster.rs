@@ -657,3 +657,79 @@ fn a_join_under_an_existing_name_needs_that_nodes_secret() {
     fleet.ctl_ok(&["delete", "node", "n1"]);
     fleet.join("n1", &token, &[]);
 }
+
+/// The DNS and IP SANs of a PEM certificate, as `dns:NAME` / `ip:ADDR`.
+fn sans_of(pem: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(pem).unwrap();
+    let (_, block) = x509_parser::pem::parse_x509_pem(text.as_bytes()).unwrap();
+    let cert = block.parse_x509().unwrap();
+    let ext = cert.subject_alternative_name().unwrap().unwrap();
+    ext.value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => format!("dns:{d}"),
+            x509_parser::extensions::GeneralName::IPAddress(ip) => format!("ip:{ip:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Copies `node`'s current certificate and key aside, as `as_name`.
+fn keep_identity(fleet: &Fleet, node: &str, as_name: &str) -> (Identity, String) {
+    let pki = fleet.data_dir(node).join("pki");
+    let kept = Identity {
+        cert: fleet.path(&format!("{as_name}.crt")),
+        key: fleet.path(&format!("{as_name}.key")),
+    };
+    std::fs::copy(pki.join("node.crt"), &kept.cert).unwrap();
+    std::fs::copy(pki.join("node.key"), &kept.key).unwrap();
+    let pem = std::fs::read_to_string(&kept.cert).unwrap();
+    let serial = cloudlet_pki::Identity::from_pem(&pem).unwrap().serial;
+    (kept, serial)
+}
+
+/// A node certificate names its node and nothing the joiner chose; a node that joins again
+/// (with its secret) and a deleted node lose their old certificates at once, not at expiry;
+/// `ctl get nodes -o wide` shows the serial in force.
+#[test]
+fn certificates_name_only_their_node_and_are_revoked_on_rejoin_and_delete() {
+    let mut fleet = Fleet::new("revoke");
+    fleet.start_server("s", &[]);
+    let token = fleet.token(&["--ttl", "1h"]);
+    fleet.join("n1", &token, &[]);
+    let ca = fleet.data_dir("s").join("pki/ca.crt");
+    let pki = fleet.data_dir("n1").join("pki");
+    assert_eq!(sans_of(&pki.join("node.crt")), ["dns:n1"]);
+    let (first, first_serial) = keep_identity(&fleet, "n1", "first");
+    let assignments = "/v1/nodes/n1/assignments";
+    assert_eq!(curl(&fleet, &ca, Some(&first), "GET", assignments), 200);
+    let wide = fleet.ctl_ok(&["get", "nodes", "-o", "wide"]);
+    assert!(wide.contains(&first_serial), "{wide}");
+
+    // The same node joins again with its secret: a new certificate, the first one refused.
+    fleet.kill("n1");
+    std::fs::remove_file(pki.join("node.crt")).unwrap();
+    fleet.start_agent("n1", Some(&token), &[]);
+    fleet.wait_for("n1 joins again", Duration::from_secs(20), |f| {
+        f.ctl_ok(&["events"]).contains("NodeRejoined")
+    });
+    fleet.wait_node_state("n1", "Ready", Duration::from_secs(20));
+    let (second, second_serial) = keep_identity(&fleet, "n1", "second");
+    assert_ne!(first_serial, second_serial);
+    assert_eq!(curl(&fleet, &ca, Some(&first), "GET", assignments), 401);
+    assert_eq!(curl(&fleet, &ca, Some(&second), "GET", assignments), 200);
+    let wide = fleet.ctl_ok(&["get", "nodes", "-o", "wide"]);
+    assert!(wide.contains(&second_serial), "{wide}");
+
+    // Deleted: its certificate, valid for an hour more, is refused on the next request.
+    fleet.kill("n1");
+    fleet.ctl_ok(&["delete", "node", "n1"]);
+    assert_eq!(curl(&fleet, &ca, Some(&second), "GET", assignments), 401);
+    // It may still join (anonymous routes stay open to it) and gets a working certificate.
+    std::fs::remove_file(pki.join("node.crt")).unwrap();
+    fleet.join("n1", &token, &[]);
+    let (third, _) = keep_identity(&fleet, "n1", "third");
+    assert_eq!(curl(&fleet, &ca, Some(&third), "GET", assignments), 200);
+    assert_eq!(curl(&fleet, &ca, Some(&second), "GET", assignments), 401);
+}

@@ -1057,7 +1057,7 @@ fn print_nodes(nodes: &[cloudlet_api::dto::NodeStatus], output: Output) -> anyho
         "CONDITIONS",
     ];
     if wide {
-        header.extend(["ADDRESS", "LABELS", "CERT EXPIRES", "LIMITS"]);
+        header.extend(["ADDRESS", "LABELS", "CERT SERIAL", "CERT EXPIRES", "LIMITS"]);
     }
     let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for n in nodes {
@@ -1103,6 +1103,7 @@ fn print_nodes(nodes: &[cloudlet_api::dto::NodeStatus], output: Output) -> anyho
                 } else {
                     labels.join(",")
                 },
+                n.cert_serial.clone().unwrap_or_else(|| "-".into()),
                 n.cert_not_after
                     .map_or("-".into(), |t| format!("{t} (in {})", age_until_human(t))),
                 n.limits.clone(),

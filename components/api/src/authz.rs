@@ -6,17 +6,20 @@
 //! - Over mutual TLS: an admin or server certificate may call every route; a node certificate may
 //!   only reach its own node's endpoints (heartbeat, assignments, events, renew) and read the CA
 //!   bundle; a caller without a certificate may only join, read the CA bundle and ask for health.
-//!   A certificate that expired while its connection stayed open is refused from then on.
+//!   A certificate that expired while its connection stayed open is refused from then on; so is
+//!   a revoked one (its node was deleted or joined again), on its next request.
 //!
 //! This module decides and nothing else: it never reads the store and never looks at bodies.
 
-use axum::extract::{MatchedPath, Request};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cloudlet_pki::Role;
 
-use crate::{ApiError, Caller, Socket};
+use crate::{ApiError, Backend, Caller, Socket};
 
 /// Routes anyone who reached the TLS listener may call.
 const ANONYMOUS: &[(&str, &str)] = &[
@@ -34,13 +37,15 @@ const OWN_NODE: &[(&str, &str)] = &[
 ];
 
 /// Whether `caller` may call `method route` (`route` is the matched template, `node` the
-/// `{name}` of a `/v1/nodes/{name}/...` route).
+/// `{name}` of a `/v1/nodes/{name}/...` route); `revoked` says whether a certificate serial was
+/// revoked.
 pub fn authorize(
     caller: &Caller,
     method: &Method,
     route: &str,
     node: Option<&str>,
     now: jiff::Timestamp,
+    revoked: impl Fn(&str) -> bool,
 ) -> Result<(), ApiError> {
     if caller.socket != Socket::Tls {
         return Ok(());
@@ -66,6 +71,15 @@ pub fn authorize(
             peer.not_after
         )));
     }
+    if revoked(&peer.serial) {
+        return Err(ApiError::Unauthorized(format!(
+            "the certificate of {} {} (serial {}) was revoked: its node was deleted or joined \
+             again; join with a token to get a new one",
+            peer.role.as_str(),
+            peer.name,
+            peer.serial
+        )));
+    }
     match peer.role {
         Role::Admin | Role::Server => Ok(()),
         Role::Service => Err(ApiError::Forbidden(format!(
@@ -87,7 +101,11 @@ pub fn authorize(
 }
 
 /// The middleware: [`authorize`] on every routed request, before its handler runs.
-pub(crate) async fn layer(request: Request, next: Next) -> Response {
+pub(crate) async fn layer<B: Backend>(
+    State(backend): State<Arc<B>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
         // A router served without a listener (tests): nothing to decide on.
         return next.run(request).await;
@@ -107,6 +125,7 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
         &route,
         node.as_deref(),
         jiff::Timestamp::now(),
+        |serial| backend.revoked(serial),
     ) {
         Ok(()) => next.run(request).await,
         Err(error) => crate::server::Failure::from(error).into_response(),
@@ -128,12 +147,15 @@ mod tests {
                 role,
                 name: name.to_owned(),
                 not_after: now + jiff::SignedDuration::from_secs(expires_in_s),
+                serial: format!("{name}-serial"),
             }),
         }
     }
 
     fn check(caller: &Caller, method: Method, route: &str, node: Option<&str>) -> u16 {
-        match authorize(caller, &method, route, node, jiff::Timestamp::now()) {
+        match authorize(caller, &method, route, node, jiff::Timestamp::now(), |s| {
+            s == "revoked-serial"
+        }) {
             Ok(()) => 200,
             Err(e) => e.status_code().as_u16(),
         }
@@ -146,6 +168,7 @@ mod tests {
         let n1 = tls(Some(Role::Node), "n1", 60);
         let service = tls(Some(Role::Service), "cloudpods", 60);
         let expired = tls(Some(Role::Admin), "admin", -1);
+        let revoked = tls(Some(Role::Node), "revoked", 60);
         let anonymous = tls(None, "", 0);
         let local = Caller {
             pid: Some(1),
@@ -194,6 +217,17 @@ mod tests {
             (&anonymous, Method::GET, "/v1/services", None, 401),
             (&anonymous, Method::POST, heartbeat, Some("n1"), 401),
             (&expired, Method::GET, "/v1/services", None, 401),
+            (&revoked, Method::POST, heartbeat, Some("revoked"), 401),
+            (
+                &revoked,
+                Method::GET,
+                "/v1/nodes/{name}/assignments",
+                Some("revoked"),
+                401,
+            ),
+            // A deleted node joins again over a connection that may still present the old
+            // certificate.
+            (&revoked, Method::POST, "/v1/join", None, 200),
         ];
         for (caller, method, route, node, want) in cases {
             let got = check(caller, method.clone(), route, node);

@@ -54,6 +54,8 @@ pub struct Peer {
     pub name: String,
     /// When the certificate expires: a connection that outlives it is refused from then on.
     pub not_after: jiff::Timestamp,
+    /// Its serial number, lowercase hex: what a revocation names.
+    pub serial: String,
 }
 
 /// The listeners the API is served on.
@@ -148,6 +150,14 @@ pub trait Backend: Send + Sync + 'static {
 
     // The cluster's endpoints: served by a server; an agent's API answers them with
     // `NotFound` (the defaults).
+
+    /// Whether the certificate with `serial` was revoked (its node was deleted or joined again).
+    /// Asked on every request over mutual TLS, so it answers from memory. An agent revokes
+    /// nothing (the default).
+    fn revoked(&self, serial: &str) -> bool {
+        let _ = serial;
+        false
+    }
 
     /// The CA certificates the cluster trusts (PEM), for an agent about to join.
     fn cacerts(&self) -> impl Future<Output = Result<String, ApiError>> + Send {

@@ -77,6 +77,23 @@ impl Client {
         })
     }
 
+    /// A client of the server at `url` (as [`Client::https`]) whose certificate must name
+    /// `name` rather than the URL's host: a cloudlet server reaches an agent at the address the
+    /// agent gave and checks that the certificate is the node's, whose name only the cluster's
+    /// CA puts in it.
+    pub fn https_named(url: &str, name: &str, config: Arc<ClientConfig>) -> Result<Self, ApiError> {
+        let server_name = ServerName::try_from(name.to_owned()).map_err(|_| {
+            ApiError::Invalid(format!(
+                "{name:?} cannot name a TLS server (not a DNS name or an IP address)"
+            ))
+        })?;
+        let mut client = Self::https(url, config)?;
+        if let Some(Transport::Https(https)) = Arc::get_mut(&mut client.transport) {
+            https.server_name = server_name;
+        }
+        Ok(client)
+    }
+
     /// Where the server is, for messages: its socket path or its `https://` URL.
     pub fn endpoint(&self) -> String {
         match &*self.transport {

@@ -518,6 +518,9 @@ pub struct NodeStatus {
     /// When its node certificate expires.
     #[serde(default)]
     pub cert_not_after: Option<Timestamp>,
+    /// Its node certificate's serial number (lowercase hex): what deleting the node revokes.
+    #[serde(default)]
+    pub cert_serial: Option<String>,
     /// How many services are assigned to it.
     #[serde(default)]
     pub services: u64,

@@ -107,7 +107,10 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
             rollout_route::<B>(RolloutAction::Undo),
         )
         // Applies to the routes above: decided before any handler or body extraction runs.
-        .route_layer(axum::middleware::from_fn(crate::authz::layer))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&backend),
+            crate::authz::layer::<B>,
+        ))
         .fallback(no_route)
         // Must come after the routes: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)

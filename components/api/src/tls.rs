@@ -162,6 +162,7 @@ fn peer(tls: &TlsStream<TcpStream>) -> Result<Option<Peer>, cloudlet_pki::PkiErr
         role: identity.role,
         name: identity.name,
         not_after: identity.not_after,
+        serial: identity.serial,
     }))
 }
 

@@ -279,7 +279,7 @@ async fn admin_certificate_reaches_the_api_and_handlers_see_its_holder() {
     let pki = Pki::new();
     let server = Server::start(pki.server_config(false)).await;
     let (cert, key) = pki.ca.issue(&CertSpec::new(Role::Admin, "alice")).unwrap();
-    let not_after = Identity::from_pem(&cert).unwrap().not_after;
+    let identity = Identity::from_pem(&cert).unwrap();
     let resolver = Arc::new(ReloadingResolver::new(&cert, &key.to_pem()).unwrap());
     let client = server.client(Arc::new(client_config(&pki.roots(), resolver).unwrap()));
 
@@ -295,7 +295,8 @@ async fn admin_certificate_reaches_the_api_and_handlers_see_its_holder() {
             peer: Some(Peer {
                 role: Role::Admin,
                 name: "alice".to_owned(),
-                not_after,
+                not_after: identity.not_after,
+                serial: identity.serial,
             }),
         }]
     );

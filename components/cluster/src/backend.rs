@@ -111,7 +111,9 @@ impl<S: Store> Inner<S> {
         {
             return Ok(c.clone());
         }
-        let client = Client::https(&address, self.pki.client_tls())
+        // The agent's certificate must be the node's: by its name, which only the CA gives
+        // out, not by the address the node itself reported.
+        let client = Client::https_named(&address, node, self.pki.client_tls())
             .map_err(|e| ClusterError::Agent(format!("node {node}: {e}")))?;
         self.agents().insert(node.to_owned(), (tag, client.clone()));
         Ok(client)
@@ -341,6 +343,44 @@ pub(crate) fn host_of(address: &str) -> Option<&str> {
 
 fn check_node_name(name: &str) -> Result<(), ApiError> {
     cloudlet_spec::check_name(name).map_err(|e| ApiError::Invalid(format!("node name: {e}")))
+}
+
+/// At most this many labels a joining node may bring.
+const MAX_JOIN_LABELS: usize = 64;
+/// The longest label name and value a joining node may bring.
+const MAX_LABEL_LEN: usize = 253;
+/// The longest agent address (`https://host:port`) a joining node may give.
+const MAX_ADDRESS_LEN: usize = 512;
+
+/// What a joiner says about itself, bounded: a name the certificate and the store can hold, a
+/// reachable-looking address, and a bounded set of labels.
+fn check_join(request: &JoinRequest) -> Result<(), ApiError> {
+    check_node_name(&request.node_name)?;
+    if request.labels.len() > MAX_JOIN_LABELS {
+        return Err(ApiError::Invalid(format!(
+            "labels: {} given, at most {MAX_JOIN_LABELS}",
+            request.labels.len()
+        )));
+    }
+    if let Some((k, _)) = request
+        .labels
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+    {
+        return Err(ApiError::Invalid(format!(
+            "labels: {k:?}: names must be 1 to {MAX_LABEL_LEN} bytes, values at most \
+             {MAX_LABEL_LEN}"
+        )));
+    }
+    if let Some(address) = &request.address
+        && (address.len() > MAX_ADDRESS_LEN || host_of(address).is_none_or(str::is_empty))
+    {
+        return Err(ApiError::Invalid(format!(
+            "address: {:?} is not https://HOST:PORT (at most {MAX_ADDRESS_LEN} bytes)",
+            address.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 impl<S: Store> Backend for ControlPlane<S> {
@@ -650,6 +690,11 @@ impl<S: Store> Backend for ControlPlane<S> {
             } else {
                 record.cert_not_after
             };
+            status.cert_serial = if inner.is_local(name) {
+                Some(inner.pki.server_serial())
+            } else {
+                record.cert_serial.clone()
+            };
             status.services = counts.get(name.as_str()).copied().unwrap_or(0);
             out.push(status);
         }
@@ -698,13 +743,17 @@ impl<S: Store> Backend for ControlPlane<S> {
         Ok(out)
     }
 
+    fn revoked(&self, serial: &str) -> bool {
+        self.inner.revocations.contains(serial)
+    }
+
     async fn cacerts(&self) -> Result<String, ApiError> {
         Ok(self.inner.pki.ca_bundle_pem())
     }
 
     async fn join(&self, request: JoinRequest) -> Result<CertificateResponse, ApiError> {
         let inner = &self.inner;
-        check_node_name(&request.node_name)?;
+        check_join(&request)?;
         // Joins are rare and cheap: one at a time, so that a fleet booting with one token never
         // races on the token's use count.
         let _one_at_a_time = inner.joins.lock().await;
@@ -751,10 +800,9 @@ impl<S: Store> Backend for ControlPlane<S> {
             jiff::Timestamp::now(),
         )
         .await?;
-        let host = request.address.as_deref().and_then(host_of);
         let (certificate, identity) = inner
             .pki
-            .sign_node(&request.csr, &request.node_name, host)
+            .sign_node(&request.csr, &request.node_name)
             .map_err(ApiError::from)?;
         if !record.roles.contains(&token.role) {
             record.roles.push(token.role);
@@ -762,13 +810,28 @@ impl<S: Store> Backend for ControlPlane<S> {
         record.labels.extend(request.labels);
         record.address = request.address;
         record.joined_at = jiff::Timestamp::now();
+        // A re-join replaces the node's certificate: the one before is refused from now on,
+        // in the same transaction as the record that names the new one.
+        let now = jiff::Timestamp::now();
+        let previous = record.cert_serial.clone().zip(record.cert_not_after);
         record.cert_serial = Some(identity.serial);
         record.cert_not_after = Some(identity.not_after);
+        let mut ops = vec![Op::put(key.clone(), encode(&key, &record)?)];
+        if let Some((serial, not_after)) = &previous {
+            ops.extend(
+                inner
+                    .revocations
+                    .revoke_ops(serial, &name, *not_after, now)?,
+            );
+        }
         inner
             .store
-            .put(&key, encode(&key, &record)?, None)
+            .txn(Txn::ops(ops))
             .await
             .map_err(ClusterError::from)?;
+        if let Some((serial, not_after)) = previous {
+            inner.revocations.committed(&serial, not_after, now);
+        }
         inner.agents().remove(&name);
         inner.event(
             None,
@@ -803,11 +866,10 @@ impl<S: Store> Backend for ControlPlane<S> {
         request: RenewRequest,
     ) -> Result<CertificateResponse, ApiError> {
         let inner = &self.inner;
-        let record = inner.node_record(node).await?;
-        let host = record.address.as_deref().and_then(host_of);
+        inner.node_record(node).await?;
         let (certificate, identity) = inner
             .pki
-            .sign_node(&request.csr, node, host)
+            .sign_node(&request.csr, node)
             .map_err(ApiError::from)?;
         let updated = inner
             .update_node(node, |r| {
@@ -1141,7 +1203,7 @@ impl<S: Store> Backend for ControlPlane<S> {
                 "node {node} is the server's own node: it cannot be deleted"
             )));
         }
-        inner.node_record(node).await?;
+        let record = inner.node_record(node).await?;
         let (kvs, _) = inner
             .store
             .list(&assignment_prefix(node))
@@ -1149,11 +1211,24 @@ impl<S: Store> Backend for ControlPlane<S> {
             .map_err(ClusterError::from)?;
         let mut ops = vec![Op::delete(node_key(node))];
         ops.extend(kvs.into_iter().map(|kv| Op::delete(kv.key)));
+        // Its certificate is refused at once, not when it expires.
+        let now = jiff::Timestamp::now();
+        let certificate = record.cert_serial.zip(record.cert_not_after);
+        if let Some((serial, not_after)) = &certificate {
+            ops.extend(
+                inner
+                    .revocations
+                    .revoke_ops(serial, node, *not_after, now)?,
+            );
+        }
         inner
             .store
             .txn(Txn::ops(ops))
             .await
             .map_err(ClusterError::from)?;
+        if let Some((serial, not_after)) = certificate {
+            inner.revocations.committed(&serial, not_after, now);
+        }
         inner.lock_registry().remove(node);
         inner.agents().remove(node);
         inner.event(None, node, "NodeDeleted", "deleted by an operator".into());
@@ -1161,8 +1236,8 @@ impl<S: Store> Backend for ControlPlane<S> {
         Ok(ActionResponse {
             name: node.to_owned(),
             message: format!(
-                "node {node} deleted: it must join again with a token; what it runs keeps running \
-                 until its agent hears that its assignments are gone"
+                "node {node} deleted and its certificate revoked: it must join again with a \
+                 token; what it runs keeps running (nothing stops a service for lack of a server)"
             ),
         })
     }
@@ -1203,6 +1278,7 @@ fn empty_status(name: &str) -> NodeStatus {
         address: None,
         last_heartbeat: None,
         cert_not_after: None,
+        cert_serial: None,
         services: 0,
     }
 }

@@ -21,6 +21,7 @@ pub mod records;
 pub mod registry;
 pub mod release;
 pub mod revisions;
+pub mod revocations;
 pub mod rollouts;
 pub mod servicecerts;
 pub mod tokens;
@@ -113,6 +114,8 @@ pub(crate) struct Inner<S> {
     unplaced: Mutex<BTreeMap<String, String>>,
     /// Clients of agents' APIs, by node.
     agents: Mutex<HashMap<String, (String, Client)>>,
+    /// Node certificates refused before they expire.
+    pub(crate) revocations: revocations::Revocations,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,7 +181,9 @@ impl<S: Store> ControlPlane<S> {
         options: ClusterOptions,
     ) -> Result<ControlPlane<S>, ClusterError> {
         let base_revision = store.current_revision().await?;
+        let revocations = revocations::Revocations::load(&store, jiff::Timestamp::now()).await?;
         let inner = Arc::new(Inner {
+            revocations,
             registry: Mutex::new(Registry::new(options.node_lost_after)),
             revisions: Mutex::new(HashMap::new()),
             base_revision,

@@ -278,20 +278,13 @@ impl ServerPki {
         pins
     }
 
-    /// Signs a node's CSR: role node, common name `node`, SANs `address_host` (an IP literal or
-    /// a DNS name) and `node` as a DNS name, valid for the configured lifetime. Only the CSR's
-    /// public key is used. The PEM is the certificate alone, also during a rotation (see the
+    /// Signs a node's CSR: role node, common name `node`, one SAN: `node` as a DNS name (what
+    /// the server checks when it reaches the agent), valid for the configured lifetime. Only the
+    /// CSR's public key is used: nothing the joiner asks for (names, addresses, extensions)
+    /// reaches the certificate. The PEM is the certificate alone, also during a rotation (see the
     /// module docs).
-    pub fn sign_node(
-        &self,
-        csr_pem: &str,
-        node: &str,
-        address_host: Option<&str>,
-    ) -> Result<(String, Identity), ClusterError> {
-        let mut spec = spec(Role::Node, node, self.options.cert_lifetime)?;
-        if let Some(host) = address_host.filter(|h| *h != node) {
-            spec = san(spec, host);
-        }
+    pub fn sign_node(&self, csr_pem: &str, node: &str) -> Result<(String, Identity), ClusterError> {
+        let spec = spec(Role::Node, node, self.options.cert_lifetime)?;
         let cert = self.read().signer.sign_csr(csr_pem, &spec.dns_name(node))?;
         let identity = Identity::from_pem(&cert)?;
         Ok((cert, identity))
@@ -330,6 +323,11 @@ impl ServerPki {
         out.push(("server".to_owned(), state.server.not_after));
         out.push(("admin".to_owned(), state.admin.not_after));
         out
+    }
+
+    /// The serial of the server's own certificate (lowercase hex).
+    pub fn server_serial(&self) -> String {
+        self.read().server.serial.clone()
     }
 
     /// When [`ServerPki::renew_due`] next has something to do: the earliest two-thirds point of
@@ -467,13 +465,6 @@ fn spec(role: Role, name: &str, lifetime: Duration) -> Result<CertSpec, ClusterE
 }
 
 /// Adds `host` as an IP SAN if it is an IP literal, else as a DNS SAN.
-fn san(spec: CertSpec, host: &str) -> CertSpec {
-    match host.parse::<IpAddr>() {
-        Ok(ip) => spec.ip(ip),
-        Err(_) => spec.dns_name(host),
-    }
-}
-
 /// Issues the server's certificate and writes its two files (key first). Returns the chain (the
 /// certificate, then `cross` if given) and the key.
 fn issue_server(

@@ -2,6 +2,7 @@
 //!
 //! - `/nodes/<name>`: a [`NodeRecord`] (what the node is: roles, labels, address, cordon);
 //! - `/tokens/<id>`: a [`TokenRecord`] (a join token; only the secret's hash);
+//! - `/revoked/<serial>`: a [`RevokedRecord`] (a node certificate refused before it expires);
 //! - `/assignments/<node>/<service>`: which services run where (owned by `cloudlet_node::records`,
 //!   written by the placer).
 //!
@@ -25,6 +26,14 @@ pub const TOKENS: &str = "/tokens/";
 /// The key of a node's record.
 pub fn node_key(name: &str) -> String {
     format!("{NODES}{name}")
+}
+
+/// Prefix of revoked certificates.
+pub const REVOKED: &str = "/revoked/";
+
+/// The key of a revoked certificate.
+pub fn revoked_key(serial: &str) -> String {
+    format!("{REVOKED}{serial}")
 }
 
 /// The key of a token.
@@ -82,6 +91,19 @@ impl NodeRecord {
             secret_sha256: None,
         }
     }
+}
+
+/// A node certificate revoked before its expiry: its node was deleted or joined again. Kept until
+/// the certificate expires (after that, expiry alone refuses it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedRecord {
+    /// The node it was issued to.
+    pub node: String,
+    /// When the certificate expires: when this record can go.
+    pub not_after: Timestamp,
+    /// When it was revoked.
+    pub at: Timestamp,
 }
 
 /// A join token as stored: never the secret, only its hash.

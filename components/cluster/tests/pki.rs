@@ -71,9 +71,7 @@ fn node_client(
     roots: &[CertificateDer<'static>],
 ) -> Arc<ClientConfig> {
     let key = KeyPair::generate().unwrap();
-    let (cert, _) = pki
-        .sign_node(&key.csr_pem(node).unwrap(), node, None)
-        .unwrap();
+    let (cert, _) = pki.sign_node(&key.csr_pem(node).unwrap(), node).unwrap();
     let resolver = Arc::new(ReloadingResolver::new(&cert, &key.to_pem()).unwrap());
     Arc::new(client_config(roots, resolver).unwrap())
 }
@@ -311,7 +309,7 @@ fn sleep_until(at: Timestamp) {
 }
 
 #[test]
-fn sign_node_certifies_the_csr_key_as_the_node_with_its_address() {
+fn sign_node_certifies_the_csr_key_as_the_node_and_nothing_else() {
     let data = tempfile::tempdir().unwrap();
     let pki = ServerPki::open(data.path(), options(HOUR)).unwrap();
     let key = KeyPair::generate().unwrap();
@@ -334,12 +332,11 @@ fn sign_node_certifies_the_csr_key_as_the_node_with_its_address() {
     };
 
     let before = Timestamp::now();
-    let (cert, id) = pki.sign_node(&csr, "node-1", Some("10.1.2.3")).unwrap();
+    let (cert, id) = pki.sign_node(&csr, "node-1").unwrap();
     assert_eq!((id.role, id.name.as_str()), (Role::Node, "node-1"));
     assert_eq!(id, Identity::from_pem(&cert).unwrap());
-    let mut got = sans(&cert);
-    got.sort();
-    assert_eq!(got, ["dns:node-1", "ip:[10, 1, 2, 3]"]);
+    // One SAN, the node's name: the address it reported, or names in its CSR, never.
+    assert_eq!(sans(&cert), ["dns:node-1"]);
     let remaining = id.not_after.as_second() - before.as_second();
     assert!((3599..=3601).contains(&remaining), "{remaining}");
     // The certified key is the CSR's: the pair loads, another key does not.
@@ -347,14 +344,7 @@ fn sign_node_certifies_the_csr_key_as_the_node_with_its_address() {
     let other = KeyPair::generate().unwrap();
     assert!(ReloadingResolver::new(&cert, &other.to_pem()).is_err());
 
-    let (cert, _) = pki.sign_node(&csr, "node-1", Some("n1.example")).unwrap();
-    let mut got = sans(&cert);
-    got.sort();
-    assert_eq!(got, ["dns:n1.example", "dns:node-1"]);
-    let (cert, _) = pki.sign_node(&csr, "node-1", None).unwrap();
-    assert_eq!(sans(&cert), ["dns:node-1"]);
-
-    let err = pki.sign_node("garbage", "node-1", None).unwrap_err();
+    let err = pki.sign_node("garbage", "node-1").unwrap_err();
     assert!(matches!(err, ClusterError::Pki(_)), "{err}");
 }
 
@@ -364,13 +354,13 @@ async fn client_tls_reaches_a_node_as_the_server() {
     let pki = ServerPki::open(data.path(), options(HOUR)).unwrap();
     let key = KeyPair::generate().unwrap();
     let (cert, _) = pki
-        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1", Some("127.0.0.1"))
+        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1")
         .unwrap();
     let roots = certs_from_pem(&pki.ca_bundle_pem()).unwrap();
     let resolver = Arc::new(ReloadingResolver::new(&cert, &key.to_pem()).unwrap());
     let agent = Arc::new(server_config(&roots, resolver, false).unwrap());
 
-    let h = handshake(agent, pki.client_tls(), "127.0.0.1").await;
+    let h = handshake(agent, pki.client_tls(), "node-1").await;
     let server = h.server_saw.unwrap().unwrap();
     assert_eq!(
         (server.role, server.name.as_str()),
@@ -392,7 +382,7 @@ async fn rotation_trusts_the_old_ca_until_finished_also_across_a_restart() {
     // A node certificate signed by the old CA, kept across the rotation.
     let key = KeyPair::generate().unwrap();
     let (old_node_cert, _) = pki
-        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1", None)
+        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1")
         .unwrap();
     let old_node = Arc::new(ReloadingResolver::new(&old_node_cert, &key.to_pem()).unwrap());
 
@@ -522,7 +512,7 @@ fn agent_listener(
 ) -> (Arc<ServerConfig>, Arc<ReloadingResolver>) {
     let key = KeyPair::generate().unwrap();
     let (cert, _) = pki
-        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1", Some("127.0.0.1"))
+        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1")
         .unwrap();
     let resolver = Arc::new(ReloadingResolver::new(&cert, &key.to_pem()).unwrap());
     let config = server_config(roots, Arc::clone(&resolver), false).unwrap();
@@ -558,7 +548,7 @@ async fn both_cas_verify_the_server(
     assert_eq!(h.server_saw.unwrap().unwrap().name, "node-2");
 
     // The server reaching an agent that has not fetched the new bundle yet.
-    let h = handshake(Arc::clone(listener), pki.client_tls(), "127.0.0.1").await;
+    let h = handshake(Arc::clone(listener), pki.client_tls(), "node-1").await;
     assert_eq!(h.client_saw.unwrap().name, "node-1");
     let server = h.server_saw.unwrap().unwrap();
     assert_eq!(
@@ -578,7 +568,7 @@ async fn during_a_rotation_peers_trusting_only_the_old_ca_verify_the_server_unti
     // An agent of the old CA, trusting only the old CA (as a client and as a listener).
     let key = KeyPair::generate().unwrap();
     let (cert, _) = pki
-        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1", None)
+        .sign_node(&key.csr_pem("node-1").unwrap(), "node-1")
         .unwrap();
     let old_node = Arc::new(ReloadingResolver::new(&cert, &key.to_pem()).unwrap());
     let (listener, _) = agent_listener(&pki, only_old);
@@ -605,11 +595,7 @@ async fn during_a_rotation_peers_trusting_only_the_old_ca_verify_the_server_unti
     );
     // Node certificates are the certificate alone: only the server, trusting both, checks them.
     let (node_cert, _) = pki
-        .sign_node(
-            &KeyPair::generate().unwrap().csr_pem("n").unwrap(),
-            "n",
-            None,
-        )
+        .sign_node(&KeyPair::generate().unwrap().csr_pem("n").unwrap(), "n")
         .unwrap();
     assert_eq!(certs_from_pem(&node_cert).unwrap().len(), 1);
 
@@ -633,13 +619,13 @@ async fn during_a_rotation_peers_trusting_only_the_old_ca_verify_the_server_unti
     let h = handshake(pki.server_tls(true), anonymous(only_old), "localhost").await;
     let err = h.client_saw.unwrap_err();
     assert!(err.contains("UnknownIssuer"), "{err}");
-    let h = handshake(listener, pki.client_tls(), "127.0.0.1").await;
+    let h = handshake(listener, pki.client_tls(), "node-1").await;
     assert!(h.server_saw.is_err());
     let only_new = std::slice::from_ref(&new);
     let h = handshake(pki.server_tls(true), anonymous(only_new), "localhost").await;
     assert_eq!(h.client_saw.unwrap().role, Role::Server);
     let (new_listener, _) = agent_listener(&pki, only_new);
-    let h = handshake(new_listener, pki.client_tls(), "127.0.0.1").await;
+    let h = handshake(new_listener, pki.client_tls(), "node-1").await;
     assert_eq!(h.server_saw.unwrap().unwrap().role, Role::Server);
 
     // And across a restart.

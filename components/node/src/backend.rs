@@ -414,6 +414,7 @@ impl<S: Store> Backend for Node<S> {
             address: None,
             last_heartbeat: None,
             cert_not_after: None,
+            cert_serial: None,
             services: u64::try_from(records.len()).unwrap_or(u64::MAX),
         }])
     }

@@ -391,6 +391,7 @@ pub fn report(name: &str) -> (NodeStatus, Vec<ServiceStatus>) {
         address: Some(ADDRESS.to_owned()),
         last_heartbeat: None,
         cert_not_after: None,
+        cert_serial: None,
         services: 0,
     };
     let services = (1000..)
