@@ -1,5 +1,6 @@
 //! The files services declare (`spec.files`, their configuration): written whole before the
-//! supervisor hears of the service — a temporary file beside the target under a random name,
+//! supervisor hears of the service — through a descriptor of the target's directory reached
+//! without following any symlink, a temporary file beside the target under a random name,
 //! created exclusively (never through a planted file or symlink), its owner and mode set before
 //! any byte, then renamed over it — and only when the content or mode differs. A digest of them
 //! goes into the service's environment (`CLOUDLET_FILES_SHA256`), so a changed file restarts
@@ -8,11 +9,19 @@
 //! It never removes a file (a deleted service's configuration stays, as its logs do) and never
 //! writes outside the paths a manifest names.
 
-use cloudlet_spec::FileSpec;
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write as _;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use cloudlet_spec::FileSpec;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::libc;
+use nix::sys::stat::Mode;
+use nix::unistd::UnlinkatFlags;
+use sha2::{Digest, Sha256};
 
 /// The environment variable that carries [`digest`].
 pub const DIGEST_ENV: &str = "CLOUDLET_FILES_SHA256";
@@ -73,81 +82,201 @@ fn owner_ids(owner: Option<&str>) -> Result<Option<(u32, u32)>, String> {
 }
 
 /// Writes `file` unless it already holds exactly this content, mode and owner.
+///
+/// Everything happens relative to a descriptor of the target's directory, reached from `/` one
+/// component at a time without following a symlink (missing directories are made, 0755 under the
+/// umask): a directory someone swaps for a symlink while we write cannot redirect the file. The
+/// new content goes into a temp file of a random name created there with `O_EXCL|O_NOFOLLOW`,
+/// its owner and mode set before any byte, synced, then renamed over the target (which replaces
+/// a symlink planted at the target, never writes through it), and the directory synced.
 pub fn write(file: &FileSpec) -> Result<bool, String> {
-    use std::os::unix::fs::MetadataExt as _;
     let path = &file.path;
     let mode = file.mode_bits();
     let owner = owner_ids(file.owner.as_deref()).map_err(|e| format!("{}: {e}", path.display()))?;
-    let same = fs::read(path).is_ok_and(|now| now == file.content.as_bytes())
-        && fs::metadata(path).is_ok_and(|m| {
-            m.permissions().mode() & 0o7777 == mode
-                && owner.is_none_or(|(uid, gid)| m.uid() == uid && m.gid() == gid)
-        });
-    if same {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("{}: not a file path", path.display()));
+    };
+    let dir_fd = open_dir(dir)?;
+    if holds(&dir_fd, name, file.content.as_bytes(), mode, owner) {
         return Ok(false);
     }
-    let dir = path
-        .parent()
-        .ok_or_else(|| format!("{}: no parent directory", path.display()))?;
-    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A new name no one can predict, created with O_EXCL: a file or symlink planted beside the
-    // target is never opened, let alone written through.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.cloudlet-"))
-        .tempfile_in(dir)
-        .map_err(|e| format!("{}: a temp file in {}: {e}", path.display(), dir.display()))?;
-    let written = (|| {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let (tmp_name, tmp) = create_temp(&dir_fd, name).map_err(|e| at(&e))?;
+    let filled = (|| {
+        let mut tmp = fs::File::from(tmp);
         // The owner first (a chown may clear set-id bits), then the mode exactly (not filtered
         // by the umask), both before any byte is written.
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid))?;
+            std::os::unix::fs::fchown(&tmp, Some(uid), Some(gid))?;
         }
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(mode))?;
+        tmp.set_permissions(fs::Permissions::from_mode(mode))?;
         tmp.write_all(file.content.as_bytes())?;
-        tmp.as_file().sync_all()
+        tmp.sync_all()?;
+        nix::fcntl::renameat(&dir_fd, tmp_name.as_str(), &dir_fd, name)?;
+        Ok::<_, std::io::Error>(())
     })();
-    if let Err(e) = written {
-        return Err(format!("{}: {e}", path.display()));
+    if let Err(e) = filled {
+        let _ = nix::unistd::unlinkat(&dir_fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(at(&e));
     }
-    tmp.persist(path)
-        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    // The rename is durable once the directory is.
+    nix::unistd::fsync(&dir_fd).map_err(|e| at(&format!("sync {}: {e}", dir.display())))?;
     Ok(true)
+}
+
+/// A descriptor of the directory `dir` (absolute, normalised), made where missing, reached
+/// without following a symlink in any component.
+fn open_dir(dir: &Path) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open("/", flags, Mode::empty()).map_err(|e| format!("/: {e}"))?;
+    let mut walked = PathBuf::from("/");
+    for part in dir.components() {
+        let name = match part {
+            Component::RootDir => continue,
+            Component::Normal(name) => name,
+            _ => {
+                return Err(format!("{}: not a normalised absolute path", dir.display()));
+            }
+        };
+        walked.push(name);
+        match nix::sys::stat::mkdirat(&fd, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("create directory {}: {e}", walked.display())),
+        }
+        fd = match nix::fcntl::openat(&fd, name, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let what = match nix::sys::stat::fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                        "is a symlink: spec.files never follows one; name the real path"
+                    }
+                    _ => "is not a directory",
+                };
+                return Err(format!("{} {what}", walked.display()));
+            }
+            Err(e) => return Err(format!("open directory {}: {e}", walked.display())),
+        };
+    }
+    Ok(fd)
+}
+
+/// Whether `name` in `dir` is a regular file (not a symlink) with exactly `content`, `mode` and
+/// `owner`.
+fn holds(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> bool {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let Ok(fd) = nix::fcntl::openat(dir, name, flags, Mode::empty()) else {
+        return false;
+    };
+    let file = fs::File::from(fd);
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let same_meta = meta.is_file()
+        && meta.len() == content.len() as u64
+        && meta.permissions().mode() & 0o7777 == mode
+        && owner.is_none_or(|(uid, gid)| meta.uid() == uid && meta.gid() == gid);
+    if !same_meta {
+        return false;
+    }
+    // One byte more than expected tells a file that grew since the stat.
+    let mut now = Vec::with_capacity(content.len() + 1);
+    file.take(content.len() as u64 + 1)
+        .read_to_end(&mut now)
+        .is_ok_and(|_| now == content)
+}
+
+/// A new file beside `name` in `dir`, of a name no one can predict, created with `O_EXCL` and
+/// `O_NOFOLLOW` (never a planted file or symlink), mode 0600 until its own is set.
+fn create_temp(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(String, OwnedFd)> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut last = Errno::EEXIST;
+    for _ in 0..8 {
+        let tmp = format!(
+            ".{}.cloudlet-{:016x}",
+            name.to_string_lossy(),
+            rand::random::<u64>()
+        );
+        match nix::fcntl::openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600)) {
+            Ok(fd) => return Ok((tmp, fd)),
+            Err(Errno::EEXIST) => last = Errno::EEXIST,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.into())
 }
 
 /// What was last written for each service: the [`digest`] of its files.
 pub type Written = std::collections::BTreeMap<String, String>;
 
-/// Writes the files of every service in `services` (name → its declared files) whose files
-/// changed since `written` says they were written — not on every change of the store, which
-/// would read every file each time. The errors, one per failed file (retried next time).
-pub fn sync<'a>(
+/// A service whose declared files differ from what was last written for it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The service.
+    pub name: String,
+    /// The [`digest`] of `files`.
+    pub digest: String,
+    /// Its files.
+    pub files: Vec<FileSpec>,
+}
+
+/// What [`write_pending`] did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Services whose files are all in place now, with their digest.
+    pub written: Vec<(String, String)>,
+    /// Services some of whose files could not be written, with every error (retried next time).
+    pub failed: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The services in `services` (name → its declared files) whose files changed since `written`
+/// says they were written — not every service on every change of the store, which would read
+/// every file each time. Forgets, in `written`, the services that are gone or declare no files.
+/// Does no I/O.
+pub fn pending<'a>(
     services: impl Iterator<Item = (&'a String, &'a [FileSpec])>,
     written: &mut Written,
-) -> Vec<String> {
-    let mut errors = Vec::new();
+) -> Vec<Pending> {
+    let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (name, files) in services {
-        seen.insert(name.clone());
         let Some(now) = digest(files) else {
-            written.remove(name);
             continue;
         };
-        if written.get(name) == Some(&now) {
-            continue;
+        seen.insert(name.clone());
+        if written.get(name) != Some(&now) {
+            out.push(Pending {
+                name: name.clone(),
+                digest: now,
+                files: files.to_vec(),
+            });
         }
-        let failed: Vec<String> = files.iter().filter_map(|f| write(f).err()).collect();
-        if failed.is_empty() {
-            written.insert(name.clone(), now);
-        }
-        errors.extend(failed);
     }
     written.retain(|name, _| seen.contains(name));
-    errors
+    out
+}
+
+/// Writes the files of every pending service. Blocking (it fsyncs): run it off the async
+/// workers.
+pub fn write_pending(pending: Vec<Pending>) -> Outcome {
+    let mut outcome = Outcome::default();
+    for p in pending {
+        let failed: Vec<String> = p.files.iter().filter_map(|f| write(f).err()).collect();
+        if failed.is_empty() {
+            outcome.written.push((p.name, p.digest));
+        } else {
+            outcome.failed.insert(p.name, failed);
+        }
+    }
+    outcome
 }
 
 #[cfg(test)]
@@ -155,6 +284,17 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// [`pending`] then [`write_pending`], recording what was written: the errors, one per failed
+    /// file.
+    pub fn sync<'a>(
+        services: impl Iterator<Item = (&'a String, &'a [FileSpec])>,
+        written: &mut Written,
+    ) -> Vec<String> {
+        let outcome = write_pending(pending(services, written));
+        written.extend(outcome.written);
+        outcome.failed.into_values().flatten().collect()
+    }
 
     fn read(path: &Path) -> String {
         fs::read_to_string(path).unwrap_or_default()
@@ -185,6 +325,46 @@ mod tests {
         assert_eq!(read(&path), "port: 80\n");
         assert_eq!(read(&victim), "secret\n");
         assert!(fs::symlink_metadata(&planted).unwrap().is_symlink());
+    }
+
+    /// Parents were once made and walked with `create_dir_all`: a directory swapped for a
+    /// symlink (by a service user who owns its parent) sent the write elsewhere.
+    #[test]
+    fn a_symlink_among_the_parents_is_refused_and_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let owned = dir.path().join("owned-by-a-service");
+        fs::create_dir(&owned).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, owned.join("conf")).unwrap();
+        let path = owned.join("conf/deep/web.conf");
+        let err = write(&spec(&path, "port: 80\n", None)).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "{} is a symlink: spec.files never follows one",
+                owned.join("conf").display()
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing made there"
+        );
+
+        // A symlink at the target itself is replaced, never written through.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "secret\n").unwrap();
+        let target = dir.path().join("web.conf");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        assert_eq!(write(&spec(&target, "port: 80\n", None)), Ok(true));
+        assert!(!fs::symlink_metadata(&target).unwrap().is_symlink());
+        assert_eq!(read(&target), "port: 80\n");
+        assert_eq!(read(&victim), "secret\n");
+
+        // A file where a directory should be is named.
+        let err = write(&spec(&target.join("x"), "", None)).unwrap_err();
+        assert!(err.contains("web.conf is not a directory"), "{err}");
     }
 
     #[test]

@@ -132,7 +132,8 @@ impl<S: Store> Node<S> {
         };
         let executor_socket = options.data_dir.join(EXECUTOR_SOCKET);
         let mut written = files::Written::new();
-        let initial = desired_set(&records, &executor_socket, &mut written);
+        write_files(&records, &mut written).await;
+        let initial = desired_set(&records, &executor_socket);
         let (supervisor, sup_events) =
             Supervisor::start(sup_options, reaper.clone(), initial).await?;
         let node = Node {
@@ -297,18 +298,7 @@ pub const EXECUTOR_SOCKET: &str = "executor.sock";
 /// The supervisor's desired set from this node's records. A dependency placed on another node is
 /// not waited for here (the supervisor only sees this node's services): the server's placer
 /// assigns a service to a node only once its dependencies elsewhere are ready.
-fn desired_set(
-    records: &Records,
-    executor_socket: &std::path::Path,
-    written: &mut files::Written,
-) -> Vec<DesiredService> {
-    // A service's files are in place before the supervisor may start it.
-    let declared = records
-        .iter()
-        .map(|(name, r)| (name, r.manifest.spec.files.as_slice()));
-    for error in files::sync(declared, written) {
-        tracing::warn!("spec.files: {error}");
-    }
+fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<DesiredService> {
     records
         .values()
         .map(|r| DesiredService {
@@ -341,6 +331,27 @@ fn desired_set(
             },
         })
         .collect()
+}
+
+/// Writes the declared files that changed since `written` says, off the async workers (each
+/// write is fsynced): a service's files are in place before the supervisor may start it.
+async fn write_files(records: &Records, written: &mut files::Written) {
+    let declared = records
+        .iter()
+        .map(|(name, r)| (name, r.manifest.spec.files.as_slice()));
+    let pending = files::pending(declared, written);
+    if pending.is_empty() {
+        return;
+    }
+    match tokio::task::spawn_blocking(move || files::write_pending(pending)).await {
+        Ok(outcome) => {
+            written.extend(outcome.written);
+            for error in outcome.failed.into_values().flatten() {
+                tracing::warn!("spec.files: {error}");
+            }
+        }
+        Err(e) => tracing::warn!("spec.files: the writer stopped: {e}"),
+    }
 }
 
 /// Watches this node's assignments and hands every change of the desired set to the supervisor.
@@ -395,14 +406,16 @@ async fn follow_services<S: Store>(
                     item = Some(more);
                 }
             }
-            supervisor.set_desired(desired_set(&records, &executor_socket, &mut written));
+            write_files(&records, &mut written).await;
+            supervisor.set_desired(desired_set(&records, &executor_socket));
         }
         // The watcher ended (overflow or compaction): start over from a fresh list.
         match load_services(&store, &prefix).await {
             Ok((r, rev)) => {
                 records = r;
                 revision = rev;
-                supervisor.set_desired(desired_set(&records, &executor_socket, &mut written));
+                write_files(&records, &mut written).await;
+                supervisor.set_desired(desired_set(&records, &executor_socket));
             }
             Err(e) => {
                 tracing::warn!("list services: {e}; retrying");
