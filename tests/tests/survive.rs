@@ -367,3 +367,40 @@ fn the_data_dir_and_the_store_are_private_whatever_made_them() {
     });
     assert!(c.server_log().contains("was mode 0755; made it 0711"));
 }
+
+/// Adoption never holds up the API: three shims that accept a connection and never answer (each
+/// costs adoption its 10 s call timeout) leave `GET /v1/healthz` answering at once, and the
+/// supervisor goes on to run what is applied once it has given up on them. Before, the server
+/// listened only after adoption: 30 s of silence, so `ctl` could not reach a server whose
+/// adoption was stuck (or crashed it) to delete what did it.
+#[test]
+fn stuck_shims_do_not_delay_the_api() {
+    let mut c = Cluster::unstarted(None, &[]);
+    let mut listeners = Vec::new();
+    for name in ["stuck1", "stuck2", "stuck3"] {
+        let run = c.data_dir().join("run").join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        listeners.push(std::os::unix::net::UnixListener::bind(run.join("shim.sock")).unwrap());
+    }
+    // Accept and hold every connection, answering nothing, until the test ends.
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for l in listeners {
+        let held = std::sync::Arc::clone(&held);
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                held.lock().unwrap().push(conn);
+            }
+        });
+    }
+    let started = Instant::now();
+    c.start_server();
+    let up = started.elapsed();
+    assert!(up < Duration::from_secs(5), "the API took {up:?} to answer");
+    let mut events = c.events();
+    c.apply_ok("a.yaml", &Cluster::workload_manifest("a", &[], ""));
+    events.wait_for("a", "Ready", T);
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the server never tried the stuck shims"
+    );
+}

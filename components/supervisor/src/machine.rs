@@ -212,8 +212,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Adopts the shims found under `run_root`, then supervises `initial`.
-    /// Returns the handle and the stream of events.
+    /// Starts the supervisor task, which adopts the shims found under `run_root` and then
+    /// supervises `initial`. Returns at once (adoption goes on in the task) with the handle and
+    /// the stream of events.
     pub async fn start(
         options: SupervisorOptions,
         reaper: Reaper,
@@ -236,8 +237,6 @@ impl Supervisor {
             rng: rand::SeedableRng::from_os_rng(),
             next_token: 1,
         };
-        core.adopt().await;
-        core.set_desired(initial);
         // Shim events enter the same inbox as everything else.
         let forward = tx.clone();
         tokio::spawn(async move {
@@ -247,7 +246,14 @@ impl Supervisor {
                 }
             }
         });
-        tokio::spawn(core.run(rx));
+        // Adoption runs in the supervisor's own task, not before this returns: a slow or stuck
+        // shim (each may take up to its call timeout to answer) never delays the caller, which
+        // starts the API meanwhile; requests that need the supervisor wait in its inbox.
+        tokio::spawn(async move {
+            core.adopt().await;
+            core.set_desired(initial);
+            core.run(rx).await;
+        });
         Ok((Supervisor { tx }, event_rx))
     }
 
@@ -507,22 +513,43 @@ impl Core {
         let Ok(entries) = std::fs::read_dir(&self.options.run_root) else {
             return;
         };
+        // Every shim is reached at once: a stuck one costs adoption one call timeout, not one
+        // per shim.
+        let mut reaching = tokio::task::JoinSet::new();
         for entry in entries.flatten() {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
             let run_dir = entry.path();
-            let client = match self.connect_patiently(&name, &run_dir).await {
-                Ok(c) => Arc::new(c),
-                Err(e) => {
-                    self.clean_dead_shim(&name, &run_dir, &e);
+            let shim_tx = self.shim_tx.clone();
+            reaching.spawn(async move {
+                let reached = match connect_patiently(&name, &run_dir, shim_tx).await {
+                    Ok(c) => {
+                        let client = Arc::new(c);
+                        Ok(client.call(Op::Status).await.map(|s| (client, s)))
+                    }
+                    Err(e) => Err(e),
+                };
+                (name, run_dir, reached)
+            });
+        }
+        let mut found = Vec::new();
+        while let Some(joined) = reaching.join_next().await {
+            match joined {
+                Ok(one) => found.push(one),
+                Err(e) => tracing::warn!("adoption task: {e}"),
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, run_dir, reached) in found {
+            let (client, status) = match reached {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    tracing::warn!(service = %name, "shim did not answer: {e}");
                     continue;
                 }
-            };
-            let status = match client.call(Op::Status).await {
-                Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(service = %name, "shim did not answer: {e}");
+                    self.clean_dead_shim(&name, &run_dir, &e);
                     continue;
                 }
             };
@@ -562,38 +589,6 @@ impl Core {
             }
             self.emit(&name, "Adopted", message, None);
             self.services.insert(name, svc);
-        }
-    }
-
-    /// Connects to a shim left by an earlier server. Only "no such socket" and "refused" mean
-    /// the shim is gone; any other error (EAGAIN, EMFILE, a full backlog) is tried again after
-    /// 100, 200, 400 and 800 ms, with a warning each time, and counts as gone only after that.
-    async fn connect_patiently(
-        &self,
-        name: &str,
-        run_dir: &std::path::Path,
-    ) -> Result<ShimClient, String> {
-        let mut wait = Duration::from_millis(100);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match ShimClient::connect(name, run_dir, self.shim_tx.clone()).await {
-                Ok(client) => return Ok(client),
-                Err(SupervisorError::Io { source, .. })
-                    if matches!(
-                        source.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
-                    return Err(format!("its socket: {source}"));
-                }
-                Err(e) if attempt > 4 => return Err(format!("{e} ({attempt} attempts)")),
-                Err(e) => {
-                    tracing::warn!(service = %name, "shim not reached yet, trying again: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = wait.saturating_mul(2);
-                }
-            }
         }
     }
 
@@ -1400,6 +1395,38 @@ impl Core {
             .collect();
         for name in waiting {
             self.reconcile(&name);
+        }
+    }
+}
+
+/// Connects to a shim left by an earlier server. Only "no such socket" and "refused" mean
+/// the shim is gone; any other error (EAGAIN, EMFILE, a full backlog) is tried again after
+/// 100, 200, 400 and 800 ms, with a warning each time, and counts as gone only after that.
+async fn connect_patiently(
+    name: &str,
+    run_dir: &std::path::Path,
+    shim_tx: mpsc::UnboundedSender<ShimEvent>,
+) -> Result<ShimClient, String> {
+    let mut wait = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match ShimClient::connect(name, run_dir, shim_tx.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(SupervisorError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(format!("its socket: {source}"));
+            }
+            Err(e) if attempt > 4 => return Err(format!("{e} ({attempt} attempts)")),
+            Err(e) => {
+                tracing::warn!(service = %name, "shim not reached yet, trying again: {e}");
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+            }
         }
     }
 }
