@@ -24,7 +24,7 @@ use cloudlet_cgroups::{Hierarchy, ServiceCgroup};
 
 use crate::SupervisorError;
 use crate::backoff;
-use crate::config::{RestartPolicy, ServiceConfig};
+use crate::config::{RestartPolicy, ServiceConfig, Unusable};
 use crate::probe::{self, ProbeSpec};
 use crate::reaper::Reaper;
 use crate::shim::client::{ShimClient, ShimEvent, ShimPaths, spawn_shim};
@@ -79,6 +79,10 @@ pub enum State {
     Failed,
     /// A oneshot step whose run exited 0: done, and ready for its dependants.
     Completed,
+    /// Quarantined: the supervisor cannot act on its configuration (the message and the
+    /// `Quarantined` event name the field and why). It is not started; a run it had goes on
+    /// until the operator stops or deletes it, which always works.
+    Invalid,
 }
 
 /// How a run ended, for status and events.
@@ -145,7 +149,7 @@ pub struct SupervisorEvent {
     /// Which service.
     pub service: String,
     /// Short CamelCase reason: Started, Ready, Unready, Exited, BackOff, Stopping, Stopped,
-    /// Failed, StartFailed, Adopted, ShimLost, Waiting, Deleted.
+    /// Failed, StartFailed, Adopted, ShimLost, Waiting, Deleted, Quarantined.
     pub reason: &'static str,
     /// Human text.
     pub message: String,
@@ -350,6 +354,9 @@ struct Svc {
     run_tag: Option<String>,
     /// The tag an adopted shim's last run was started with (empty: the shim did not say).
     adopted_tag: Option<String>,
+    /// Why the supervisor cannot act on the desired configuration; `config` is then the last
+    /// one it could act on (or a placeholder), used only to stop and tear down.
+    quarantine: Option<Unusable>,
 }
 
 impl Svc {
@@ -384,6 +391,7 @@ impl Svc {
             limits_note: None,
             run_tag: None,
             adopted_tag: None,
+            quarantine: None,
         }
     }
 
@@ -399,7 +407,11 @@ impl Svc {
             name: self.config.name.clone(),
             labels: self.config.labels.clone(),
             desired: self.desired.unwrap_or(Desired::Stopped),
-            state: self.state,
+            state: if self.quarantine.is_some() {
+                State::Invalid
+            } else {
+                self.state
+            },
             ready: self.ready,
             pid: self.pid,
             restarts: self.restarts,
@@ -407,7 +419,10 @@ impl Svc {
             last_exit: self.last_exit.clone(),
             since: self.since,
             waiting_for: self.waiting_for.clone(),
-            message: self.message.clone(),
+            message: match &self.quarantine {
+                Some(q) => Some(format!("quarantined: {q}")),
+                None => self.message.clone(),
+            },
             next_restart_at: self.backoff_until.map(|(_, t)| t),
             dropped_log_lines: self.dropped,
             limits: self.limits_note.clone(),
@@ -700,6 +715,28 @@ impl Core {
         for d in set {
             let name = d.config.name.clone();
             seen.push(name.clone());
+            if let Err(why) = d.config.check() {
+                self.quarantine(d, why);
+                continue;
+            }
+            if let Some(svc) = self.services.get_mut(&name)
+                && svc.quarantine.take().is_some()
+            {
+                // Out of quarantine: the valid config is a change like any other, or, for a
+                // service that never had one (a placeholder: the only config with no command),
+                // its first config.
+                svc.done = false;
+                if svc.config.process.argv.is_empty() {
+                    svc.desired = None;
+                }
+                if svc.pid.is_some() {
+                    svc.set_state(if svc.ready {
+                        State::Running
+                    } else {
+                        State::Starting
+                    });
+                }
+            }
             let config = Arc::new(d.config);
             match self.services.get_mut(&name) {
                 None => {
@@ -770,11 +807,43 @@ impl Core {
         }
     }
 
+    /// Puts a service whose config fails [`ServiceConfig::check`] in quarantine: it keeps the
+    /// last config it could act on (for stopping a run and tearing down), is never started, and
+    /// says why once per distinct reason.
+    fn quarantine(&mut self, d: DesiredService, why: Unusable) {
+        let name = d.config.name.clone();
+        let svc = self.services.entry(name.clone()).or_insert_with(|| {
+            let mut config = placeholder_config(&name);
+            config.labels = d.config.labels.clone();
+            Svc::new(Arc::new(config), None)
+        });
+        svc.desired = Some(d.desired);
+        svc.backoff_until = None;
+        svc.timer_token = 0;
+        svc.waiting_for.clear();
+        if svc.quarantine.as_ref() == Some(&why) {
+            return;
+        }
+        svc.set_state(State::Invalid);
+        let message = format!(
+            "the supervisor cannot act on this configuration: {why}; it is not started (fix \
+             the manifest or delete the service)"
+        );
+        svc.quarantine = Some(why);
+        self.emit(&name, "Quarantined", message, None);
+    }
+
     fn action(&mut self, name: &str, action: Action) -> Result<(), SupervisorError> {
         let svc = match self.services.get_mut(name) {
             Some(s) if s.desired.is_some() => s,
             _ => return Err(SupervisorError::NotFound(name.to_owned())),
         };
+        if let Some(q) = &svc.quarantine {
+            return Err(SupervisorError::Quarantined {
+                name: name.to_owned(),
+                why: q.to_string(),
+            });
+        }
         svc.done = false;
         svc.backoff_until = None;
         svc.timer_token = 0;
@@ -806,6 +875,13 @@ impl Core {
         // Not running.
         if svc.desired.is_none() {
             self.remove(name);
+            return;
+        }
+        if svc.quarantine.is_some() {
+            let Some(s) = self.services.get_mut(name) else {
+                return;
+            };
+            s.set_state(State::Invalid);
             return;
         }
         if !wants_run {
@@ -889,8 +965,8 @@ impl Core {
             }
         }
         let cgroups = self.options.cgroups.clone();
-        let mut run = svc.run + 1;
-        let restarts = svc.restarts + u64::from(svc.count_restart);
+        let mut run = svc.run.saturating_add(1);
+        let restarts = svc.restarts.saturating_add(u64::from(svc.count_restart));
         let tag = svc.config.tag.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
@@ -900,7 +976,7 @@ impl Core {
                     None => {
                         // A new shim continues the run numbers found in the service's logs, so
                         // that `logs --previous` never mixes two histories.
-                        run = run.max(last_logged_run(&paths.log_dir).await + 1);
+                        run = run.max(last_logged_run(&paths.log_dir).await.saturating_add(1));
                         let shim_pid = spawn_shim(&reaper, &name, &paths)
                             .await
                             .map_err(|e| (None, e.to_string()))?;
@@ -1010,7 +1086,10 @@ impl Core {
     /// stay for retention to remove.
     fn forget(&mut self, name: &str) {
         self.services.remove(name);
-        let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
+        // Only a plain name is a directory of the run root (a quarantined one may be `..`).
+        if cloudlet_spec::check_name(name).is_ok() {
+            let _ = std::fs::remove_dir_all(self.options.run_root.join(name));
+        }
         self.emit(
             name,
             "Deleted",
@@ -1066,7 +1145,9 @@ impl Core {
                 }
                 svc.message = Some(error.clone());
                 // The attempt counts, even though no run came of it.
-                svc.restarts += u64::from(std::mem::take(&mut svc.count_restart));
+                svc.restarts = svc
+                    .restarts
+                    .saturating_add(u64::from(std::mem::take(&mut svc.count_restart)));
                 let run = svc.run;
                 self.emit(name, "StartFailed", error.clone(), None);
                 let exit = ExitView {
@@ -1176,7 +1257,7 @@ impl Core {
     /// Applies the restart policy to an exit. `asked`: the exit followed a stop we sent.
     fn decide_after_exit(&mut self, name: &str, exit: &ExitView, asked: bool) {
         let token = self.next_token;
-        self.next_token += 1;
+        self.next_token = self.next_token.wrapping_add(1).max(1);
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -1247,12 +1328,27 @@ impl Core {
             svc.backoff_until = None;
             return;
         }
-        // Manifests cap every duration (ten years), but a store written by an older version may
-        // hold anything: a delay no clock can reach waits the longest the spec allows instead.
+        // `check` caps every duration (ten years), but a store written by an older version may
+        // hold anything: a delay no clock can reach waits the longest the spec allows instead,
+        // and a clock that cannot reach even that quarantines the service.
         let now = Instant::now();
-        let (until, delay) = match now.checked_add(delay) {
-            Some(until) => (until, delay),
-            None => (now + cloudlet_spec::MAX_BACKOFF, cloudlet_spec::MAX_BACKOFF),
+        let scheduled = match now.checked_add(delay) {
+            Some(until) => Some((until, delay)),
+            None => now
+                .checked_add(cloudlet_spec::MAX_BACKOFF)
+                .map(|until| (until, cloudlet_spec::MAX_BACKOFF)),
+        };
+        let Some((until, delay)) = scheduled else {
+            let why = Unusable {
+                field: "spec.restart.backoff.max".into(),
+                reason: format!("a restart in {delay:?} cannot be scheduled on this clock"),
+            };
+            let d = DesiredService {
+                config: (*svc.config).clone(),
+                desired: Desired::Running,
+            };
+            self.quarantine(d, why);
+            return;
         };
         let at = Timestamp::now()
             .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
@@ -1480,7 +1576,12 @@ async fn probe_loop(
         } else {
             probe.period.min(STARTUP_PROBE_INTERVAL)
         };
-        tokio::time::sleep_until(started + every).await;
+        // `every` is at most ten years (`ServiceConfig::check`); if a clock still cannot reach
+        // it, sleeping `every` from now (tokio caps it) is as good.
+        match started.checked_add(every) {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => tokio::time::sleep(every).await,
+        }
     }
 }
 
@@ -1590,4 +1691,137 @@ pub fn service_cgroup(cgroups: Option<&Hierarchy>, rel: &str) -> Option<ServiceC
     cgroups
         .and_then(|h| h.service(rel).ok())
         .filter(ServiceCgroup::exists)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{RestartSpec, StopSpec};
+
+    /// A supervisor on `dir` whose shim program does not exist: every start fails at once
+    /// (StartFailed), which is all these tests need of a start.
+    async fn supervisor(
+        dir: &std::path::Path,
+    ) -> (Supervisor, mpsc::UnboundedReceiver<SupervisorEvent>) {
+        let options = SupervisorOptions {
+            exe: dir.join("no-such-shim"),
+            run_root: dir.join("data/run"),
+            log_root: dir.join("data/logs"),
+            cgroups: None,
+            limits_unenforced: None,
+        };
+        let reaper = Reaper::start().unwrap();
+        Supervisor::start(options, reaper, Vec::new())
+            .await
+            .unwrap()
+    }
+
+    fn config(name: &str) -> ServiceConfig {
+        let mut c = placeholder_config(name);
+        c.process.argv = vec!["/bin/true".into()];
+        c.restart = RestartSpec {
+            policy: RestartPolicy::Always,
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(40),
+            reset_after: Duration::from_secs(60),
+        };
+        c
+    }
+
+    fn running(config: ServiceConfig) -> DesiredService {
+        DesiredService {
+            config,
+            desired: Desired::Running,
+        }
+    }
+
+    async fn next(
+        events: &mut mpsc::UnboundedReceiver<SupervisorEvent>,
+        service: &str,
+        reason: &str,
+    ) -> SupervisorEvent {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let e = events.recv().await.unwrap();
+                if e.service == service && e.reason == reason {
+                    return e;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {reason} of {service}"))
+    }
+
+    async fn state_of(sup: &Supervisor, name: &str) -> Option<ServiceView> {
+        sup.snapshot()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == name)
+    }
+
+    /// A service named `..` (a store that skipped validation) is quarantined: never started, and
+    /// its delete removes nothing outside the run root. Before, it was started in the data dir
+    /// itself and its delete removed the whole data dir (`run/..`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_named_dot_dot_is_quarantined_and_its_delete_removes_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sup, mut events) = supervisor(dir.path()).await;
+        let marker = dir.path().join("data/keep");
+        std::fs::write(&marker, "x").unwrap();
+        let mut bad = config("..");
+        bad.restart.policy = RestartPolicy::Never;
+        sup.set_desired(vec![running(bad), running(config("other"))]);
+        let q = next(&mut events, "..", "Quarantined").await;
+        assert!(q.message.contains("metadata.name"), "{}", q.message);
+        // The other service goes on with its life (here: a failing start, backing off).
+        next(&mut events, "other", "StartFailed").await;
+        next(&mut events, "other", "BackOff").await;
+        let v = state_of(&sup, "..").await.unwrap();
+        assert_eq!(v.state, State::Invalid);
+        assert!(v.message.unwrap().contains("metadata.name"));
+        assert_eq!(v.run, 0, "a quarantined service is never started");
+        assert_eq!(
+            sup.action("..", Action::Start)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "service \"..\" is quarantined (metadata.name: invalid name \"..\": expected 1 to 63 \
+             lowercase letters, digits and '-', starting with a letter and not ending with '-'): \
+             fix its manifest or delete it"
+        );
+        sup.set_desired(vec![running(config("other"))]);
+        next(&mut events, "..", "Deleted").await;
+        assert!(state_of(&sup, "..").await.is_none());
+        assert!(marker.exists(), "the delete removed the data dir");
+        next(&mut events, "other", "StartFailed").await;
+    }
+
+    /// A quarantined service leaves quarantine when its config is fixed, and is started then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fixed_config_leaves_quarantine_and_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sup, mut events) = supervisor(dir.path()).await;
+        let mut bad = config("web");
+        bad.stop = StopSpec {
+            signal: 4242,
+            grace: Duration::from_secs(1),
+        };
+        sup.set_desired(vec![running(bad.clone())]);
+        let q = next(&mut events, "web", "Quarantined").await;
+        assert!(
+            q.message.contains("spec.stop.signal: 4242 is not a signal"),
+            "{}",
+            q.message
+        );
+        // The same config again says nothing new.
+        sup.set_desired(vec![running(bad)]);
+        sup.set_desired(vec![running(config("web"))]);
+        let e = events.recv().await.unwrap();
+        assert_eq!(e.reason, "StartFailed", "{e:?}");
+        let v = state_of(&sup, "web").await.unwrap();
+        assert_ne!(v.state, State::Invalid);
+    }
 }
