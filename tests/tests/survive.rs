@@ -76,12 +76,15 @@ fn sigkill_of_the_server_leaves_ten_services_running_and_they_are_adopted() {
     c.start_server();
     let after = c.pids_and_restarts();
     assert_eq!(before, after, "same PIDs and restart counts after adoption");
-    let adopted = c
-        .all_events()
-        .iter()
-        .filter(|e| e["reason"] == "Adopted")
-        .count();
-    assert_eq!(adopted, 10);
+    // The API answers before adoption is over (and its events are written a moment after).
+    let adopted = |c: &Cluster| {
+        c.all_events()
+            .iter()
+            .filter(|e| e["reason"] == "Adopted")
+            .count()
+    };
+    c.wait_until("ten Adopted events", T, |c| adopted(c) >= 10);
+    assert_eq!(adopted(&c), 10);
 
     // The log of the current run has every line, before, during and after the server's absence.
     let log = c.ctl_ok(&["logs", "s5"]);
