@@ -181,6 +181,20 @@ enum OpResult {
     StopSent(ShimStatus),
     StopFailed(String),
     ShimExited,
+    /// A cgroup teardown run off the loop is done.
+    TornDown(AfterTeardown),
+}
+
+/// What follows a cgroup teardown (which may wait seconds for a cgroup to empty, so it runs on
+/// a blocking thread, never on the supervisor's task).
+#[derive(Debug)]
+enum AfterTeardown {
+    /// The shim died with a run: apply the restart policy to that run's end.
+    ShimLost(ExitView),
+    /// The service was removed: forget it.
+    Forget,
+    /// A dead shim found at adoption is cleaned up: its service may start now.
+    Adopted,
 }
 
 #[derive(Debug)]
@@ -325,6 +339,8 @@ struct Svc {
     shim: Option<Arc<ShimClient>>,
     /// An operation for this service is in flight; reconcile waits for its result.
     busy: bool,
+    /// Its cgroup is being torn down off the loop; nothing starts in it until that is done.
+    teardown: bool,
     pid: Option<u32>,
     run: u64,
     run_started: Option<Instant>,
@@ -369,6 +385,7 @@ impl Svc {
             ready: false,
             shim: None,
             busy: false,
+            teardown: false,
             pid: None,
             run: 0,
             run_started: None,
@@ -607,7 +624,7 @@ impl Core {
         }
     }
 
-    fn clean_dead_shim(&self, name: &str, run_dir: &std::path::Path, why: &str) {
+    fn clean_dead_shim(&mut self, name: &str, run_dir: &std::path::Path, why: &str) {
         // A shim that died left its run's process group without a keeper: end it rather than
         // run a second copy next to it — but only if the pid file proves that the group is
         // still the run's (same boot, start time and cgroup): the run dir outlives reboots and
@@ -637,18 +654,45 @@ impl Core {
             };
             self.emit(name, "ShimLost", message, None);
         }
-        // And whatever still runs in its cgroup (the service's, or a transient one's).
-        let h = self.options.cgroups.as_deref();
-        let mut rels = vec![format!("{}/{name}", cloudlet_cgroups::SERVICES)];
-        if let Some(h) = h
-            && let Ok(groups) = h.list(cloudlet_cgroups::GROUPS)
-        {
-            rels.extend(groups.into_iter().map(|g| format!("{g}/{name}")));
+        // And whatever still runs in its cgroup (the service's, or a transient one's), off the
+        // loop; the service is known (not desired, not shown) until then, so that a start of it
+        // waits for its old cgroup to be empty.
+        let cgroups = self.options.cgroups.clone();
+        let rel = format!("{}/{name}", cloudlet_cgroups::SERVICES);
+        let (name_owned, run_dir) = (name.to_owned(), run_dir.to_owned());
+        self.services.insert(
+            name.to_owned(),
+            Svc::new(Arc::new(placeholder_config(name)), None),
+        );
+        self.teardown(name, AfterTeardown::Adopted, move || {
+            let h = cgroups.as_deref();
+            let mut rels = vec![rel];
+            if let Some(h) = h
+                && let Ok(groups) = h.list(cloudlet_cgroups::GROUPS)
+            {
+                rels.extend(groups.into_iter().map(|g| format!("{g}/{name_owned}")));
+            }
+            for rel in rels {
+                end_cgroup(h, &rel, false);
+            }
+            let _ = std::fs::remove_dir_all(run_dir);
+        });
+    }
+
+    /// Runs `job` (a cgroup teardown: it may wait seconds) on a blocking thread; the service
+    /// starts nothing until it is done, then `then` follows on the loop.
+    fn teardown(&mut self, name: &str, then: AfterTeardown, job: impl FnOnce() + Send + 'static) {
+        if let Some(svc) = self.services.get_mut(name) {
+            svc.teardown = true;
         }
-        for rel in rels {
-            end_cgroup(h, &rel, false);
-        }
-        let _ = std::fs::remove_dir_all(run_dir);
+        let tx = self.tx.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = tokio::task::spawn_blocking(job).await {
+                tracing::warn!(service = %name, "cgroup teardown: {e}");
+            }
+            let _ = tx.send(Input::OpDone(name, OpResult::TornDown(then)));
+        });
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
@@ -861,7 +905,7 @@ impl Core {
         let Some(svc) = self.services.get(name) else {
             return;
         };
-        if svc.busy {
+        if svc.busy || svc.teardown {
             return;
         }
         let wants_run = svc.desired == Some(Desired::Running);
@@ -1075,10 +1119,9 @@ impl Core {
                     let _ = tx.send(Input::OpDone(name, OpResult::ShimExited));
                 });
             }
-            None => {
+            None => self.teardown(name, AfterTeardown::Forget, move || {
                 end_cgroup(cgroups.as_deref(), &rel, true);
-                self.forget(name);
-            }
+            }),
         }
     }
 
@@ -1102,6 +1145,24 @@ impl Core {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
+        if let OpResult::TornDown(then) = result {
+            // Not an operation of `busy`'s: one may still be in flight (failing with the shim).
+            svc.teardown = false;
+            match then {
+                AfterTeardown::ShimLost(exit) => self.decide_after_exit(name, &exit, false),
+                AfterTeardown::Forget => {
+                    self.forget(name);
+                    return;
+                }
+                AfterTeardown::Adopted if svc.desired.is_none() => {
+                    self.services.remove(name);
+                    return;
+                }
+                AfterTeardown::Adopted => {}
+            }
+            self.reconcile(name);
+            return;
+        }
         svc.busy = false;
         match result {
             OpResult::Started(client, status) => {
@@ -1177,6 +1238,7 @@ impl Core {
                 self.forget(name);
                 return;
             }
+            OpResult::TornDown(_) => {}
         }
         self.reconcile(name);
     }
@@ -1222,7 +1284,7 @@ impl Core {
                 svc.shim = None;
                 svc.stop_probe();
                 svc.busy = false;
-                let run_dir = self.options.run_root.join(&name);
+                let pid_file = self.options.run_root.join(&name).join(PID_FILE_NAME);
                 if let Some(pid) = svc.pid.take() {
                     let view = ExitView {
                         run: svc.run,
@@ -1239,16 +1301,22 @@ impl Core {
                             nix::sys::signal::Signal::SIGKILL,
                         );
                     }
-                    end_cgroup(self.options.cgroups.as_deref(), &svc.config.cgroup, false);
+                    svc.set_state(State::Stopping);
+                    let (cgroups, rel) = (self.options.cgroups.clone(), svc.config.cgroup.clone());
                     self.emit(
                         &name,
                         "ShimLost",
                         format!("the shim died; killed the orphaned run (pid {pid})"),
                         Some(view.clone()),
                     );
-                    self.decide_after_exit(&name, &view, false);
+                    // The policy is applied once the run's cgroup is empty (off the loop).
+                    self.teardown(&name, AfterTeardown::ShimLost(view), move || {
+                        end_cgroup(cgroups.as_deref(), &rel, false);
+                        let _ = std::fs::remove_file(pid_file);
+                    });
+                    return;
                 }
-                let _ = std::fs::remove_file(run_dir.join(PID_FILE_NAME));
+                let _ = std::fs::remove_file(pid_file);
                 self.reconcile(&name);
             }
         }
@@ -1797,6 +1865,66 @@ mod tests {
         assert!(state_of(&sup, "..").await.is_none());
         assert!(marker.exists(), "the delete removed the data dir");
         next(&mut events, "other", "StartFailed").await;
+    }
+
+    /// A cgroup teardown that waits (here: a fake cgroupfs whose cgroup never empties, so the
+    /// teardown waits its full 5 s) runs off the supervisor's task: another service goes on
+    /// restarting meanwhile. Before, the teardown ran inline and stopped every other service's
+    /// restarts (and every API call to the supervisor) for those 5 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_cgroup_teardown_does_not_delay_other_services_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = dir.path().join("cg/cloudlet/services/slow");
+        std::fs::create_dir_all(&slow).unwrap();
+        std::fs::write(slow.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        std::fs::write(slow.join("cgroup.kill"), "").unwrap();
+        std::fs::write(slow.join("cgroup.procs"), "").unwrap();
+        let options = SupervisorOptions {
+            exe: dir.path().join("no-such-shim"),
+            run_root: dir.path().join("data/run"),
+            log_root: dir.path().join("data/logs"),
+            cgroups: Some(Arc::new(
+                Hierarchy::new(dir.path().join("cg"), "cloudlet").unwrap(),
+            )),
+            limits_unenforced: None,
+        };
+        let (sup, mut events) = Supervisor::start(options, Reaper::start().unwrap(), Vec::new())
+            .await
+            .unwrap();
+        let mut once = config("slow");
+        once.restart.policy = RestartPolicy::Never;
+        sup.set_desired(vec![running(once), running(config("other"))]);
+        next(&mut events, "slow", "Failed").await;
+        next(&mut events, "other", "BackOff").await;
+        // Deleting `slow` tears its cgroup down: kill, then wait for it to empty, which it never
+        // does.
+        let deleted_at = Instant::now();
+        sup.set_desired(vec![running(config("other"))]);
+        let mut restarts_meanwhile = 0;
+        let took = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let e = events.recv().await.unwrap();
+                match (e.service.as_str(), e.reason) {
+                    ("other", "StartFailed") => restarts_meanwhile += 1,
+                    ("slow", "Deleted") => return deleted_at.elapsed(),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            took >= Duration::from_secs(4),
+            "the teardown did not wait: {took:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(slow.join("cgroup.kill")).unwrap(),
+            "1"
+        );
+        assert!(
+            restarts_meanwhile >= 10,
+            "only {restarts_meanwhile} restarts of another service during a {took:?} teardown"
+        );
     }
 
     /// A quarantined service leaves quarantine when its config is fixed, and is started then.
