@@ -14,6 +14,8 @@ pub mod machine;
 pub mod probe;
 pub mod reaper;
 pub mod shim;
+mod transition;
+mod world;
 
 use std::path::{Path, PathBuf};
 

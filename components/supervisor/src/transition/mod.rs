@@ -1,0 +1,771 @@
+//! The supervisor's decisions: every service's state and the one place its transitions happen.
+//!
+//! [`Core::handle`] takes one [`Input`] (the desired set, an operator's action, a shim's notice,
+//! the result of an operation the machine asked for, a probe result, a timer) at a given instant
+//! and updates the services' states; everything it wants done in the world it returns as
+//! [`Effect`]s (start a run, send a stop, tear a cgroup down, arm a timer, ...), whose results come
+//! back later as inputs. After each input it *reconciles* the service concerned: from the facts
+//! (desired state, config, is a run alive, backoff deadline, are the dependencies ready) it picks
+//! the one next step.
+//!
+//! It owns the per-service state and the restart policy. It never does I/O, never spawns a task
+//! and never reads a clock of its own (the instant comes with the input), so its transitions can
+//! be unit-tested without a process; [`crate::world`] carries
+//! the effects out. It never stops a service on its own initiative (no eviction, no cascade when
+//! a dependency becomes unready): it stops a run only when an operator asked for it (stop,
+//! restart, delete, a changed command).
+
+mod exits;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+
+use crate::SupervisorError;
+use crate::config::{RestartPolicy, ServiceConfig, Unusable};
+use crate::machine::{
+    Action, Desired, DesiredService, ExitView, ServiceView, State, SupervisorEvent,
+};
+use crate::probe::ProbeSpec;
+use crate::shim::client::ShimEvent;
+use crate::shim::proto::{ExitStatus, ShimStatus};
+
+/// What the machine is told. A closed set: the world reports only through these.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// The desired set (a service missing from it is stopped and removed).
+    Desired(Vec<DesiredService>),
+    /// A shim's notice: a run exited, or the connection was lost.
+    Shim(ShimEvent),
+    /// The result of an effect the machine asked for.
+    OpDone(String, OpResult),
+    /// One readiness probe of run `run`.
+    Probe {
+        name: String,
+        run: u64,
+        result: Result<(), String>,
+    },
+    /// The last lines a failed oneshot run wrote, read from its log after the exit.
+    FailureOutput {
+        name: String,
+        run: u64,
+        output: String,
+    },
+    /// A backoff timer fired.
+    Timer { name: String, token: u64 },
+    /// At start: a shim an earlier server left, reached, with its status.
+    Adopted {
+        name: String,
+        shim: u64,
+        status: ShimStatus,
+    },
+    /// At start: a shim an earlier server left is gone (`message`: what was done about the
+    /// process group its pid file names, if it has one).
+    ShimGone {
+        name: String,
+        message: Option<String>,
+    },
+}
+
+/// The result of an effect.
+#[derive(Debug)]
+pub(crate) enum OpResult {
+    /// The run started; `shim` is the connection's generation.
+    Started {
+        shim: u64,
+        status: ShimStatus,
+        /// `enforced`, or `not enforced (<why>)`.
+        limits: Option<String>,
+    },
+    /// No run came of a start; `shim`: the shim, if one is alive.
+    StartFailed { shim: Option<u64>, error: String },
+    /// The shim sent the stop signal.
+    StopSent(ShimStatus),
+    /// The stop could not be sent.
+    StopFailed(String),
+    /// The shim exited as told and the cgroup is torn down.
+    ShimExited,
+    /// A cgroup teardown is done.
+    TornDown(AfterTeardown),
+}
+
+/// What follows a cgroup teardown (which may wait seconds for a cgroup to empty, so it runs on
+/// a blocking thread, never on the supervisor's task).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AfterTeardown {
+    /// The shim died with a run: apply the restart policy to that run's end.
+    ShimLost(ExitView),
+    /// The service was removed: forget it.
+    Forget,
+    /// A dead shim found at adoption is cleaned up: its service may start now.
+    Adopted,
+}
+
+/// What a teardown does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TeardownJob {
+    /// End what runs in the service's cgroup and remove the cgroup (a removed service).
+    Remove { cgroup: String },
+    /// End what runs in the cgroup of a run whose shim died, and remove the run's pid file.
+    LostRun { cgroup: String },
+    /// End what a dead shim found at adoption left in the service's cgroups (its own and any
+    /// transient group's), and remove its run directory.
+    DeadShim,
+}
+
+/// What the machine asks of the world ([`crate::world::World`] carries it out). Results come
+/// back as [`Input::OpDone`], [`Input::Probe`], [`Input::Timer`] or [`Input::FailureOutput`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    /// Start run `run` (counting `restarts`) of `config`: prepare its cgroup, then through the
+    /// shim of generation `shim`, or a new shim when `None`. Reports `Started`/`StartFailed`.
+    Start {
+        name: String,
+        shim: Option<u64>,
+        config: Arc<ServiceConfig>,
+        run: u64,
+        restarts: u64,
+    },
+    /// Send `signal` through the shim, SIGKILL after `grace_ms`. Reports `StopSent`/`StopFailed`.
+    Stop {
+        name: String,
+        shim: u64,
+        signal: i32,
+        grace_ms: u64,
+    },
+    /// Tell the shim to exit, then remove the service's cgroup. Reports `ShimExited`.
+    ExitShim { name: String, cgroup: String },
+    /// Forget the connection to a lost shim.
+    DropShim { name: String },
+    /// SIGKILL the process group `pid` (an orphaned run whose shim died).
+    KillGroup { pid: u32 },
+    /// Tear down off the loop. Reports `TornDown(then)`.
+    Teardown {
+        name: String,
+        job: TeardownJob,
+        then: AfterTeardown,
+    },
+    /// Remove the run directory of a forgotten service.
+    RemoveRunDir { name: String },
+    /// Report `Timer { name, token }` at `at`.
+    Timer {
+        name: String,
+        token: u64,
+        at: Instant,
+    },
+    /// Probe run `run` (with the service's `env`) until told to stop; replaces an earlier probe.
+    Probe {
+        name: String,
+        run: u64,
+        probe: ProbeSpec,
+        env: BTreeMap<String, String>,
+    },
+    /// Stop probing the service.
+    StopProbe { name: String },
+    /// Read the last lines run `run` wrote. Reports `FailureOutput` (if there are any).
+    ReadFailureOutput { name: String, run: u64 },
+}
+
+/// What to do once the alive run has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Nothing,
+    Start,
+}
+
+/// One service's state.
+#[derive(Debug)]
+struct Svc {
+    config: Arc<ServiceConfig>,
+    /// `None`: deleted from the desired set; remove once stopped.
+    desired: Option<Desired>,
+    state: State,
+    since: Timestamp,
+    ready: bool,
+    /// The generation of the connection to its shim.
+    shim: Option<u64>,
+    /// An operation for this service is in flight; reconcile waits for its result.
+    busy: bool,
+    /// Its cgroup is being torn down off the loop; nothing starts in it until that is done.
+    teardown: bool,
+    pid: Option<u32>,
+    run: u64,
+    run_started: Option<Instant>,
+    stopping: bool,
+    after_stop: AfterStop,
+    restarts: u64,
+    attempt: u32,
+    /// The policy said no more restarts; only an operator action starts it again.
+    done: bool,
+    backoff_until: Option<(Instant, Timestamp)>,
+    /// The next start counts as an automatic restart.
+    count_restart: bool,
+    timer_token: u64,
+    last_exit: Option<ExitView>,
+    waiting_for: Vec<String>,
+    message: Option<String>,
+    probe_ok: u32,
+    probe_fail: u32,
+    dropped: u64,
+    /// An exit notice of a run whose start answer has not arrived yet.
+    early_exit: Option<(u64, ExitStatus)>,
+    /// `enforced`, or `not enforced (<why>)`, from the last start.
+    limits_note: Option<String>,
+    /// The tag of the configuration the current (or last) run conforms to: set when a run
+    /// starts, and moved to a new configuration that does not change the process.
+    run_tag: Option<String>,
+    /// The tag an adopted shim's last run was started with (empty: the shim did not say).
+    adopted_tag: Option<String>,
+    /// Why the supervisor cannot act on the desired configuration; `config` is then the last
+    /// one it could act on (or a placeholder), used only to stop and tear down.
+    quarantine: Option<Unusable>,
+}
+
+impl Svc {
+    fn new(config: Arc<ServiceConfig>, desired: Option<Desired>) -> Svc {
+        Svc {
+            config,
+            desired,
+            state: State::Waiting,
+            since: Timestamp::now(),
+            ready: false,
+            shim: None,
+            busy: false,
+            teardown: false,
+            pid: None,
+            run: 0,
+            run_started: None,
+            stopping: false,
+            after_stop: AfterStop::Nothing,
+            restarts: 0,
+            attempt: 0,
+            done: false,
+            backoff_until: None,
+            count_restart: false,
+            timer_token: 0,
+            last_exit: None,
+            waiting_for: Vec::new(),
+            message: None,
+            probe_ok: 0,
+            probe_fail: 0,
+            dropped: 0,
+            early_exit: None,
+            limits_note: None,
+            run_tag: None,
+            adopted_tag: None,
+            quarantine: None,
+        }
+    }
+
+    fn set_state(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            self.since = Timestamp::now();
+        }
+    }
+
+    fn view(&self) -> ServiceView {
+        ServiceView {
+            name: self.config.name.clone(),
+            labels: self.config.labels.clone(),
+            desired: self.desired.unwrap_or(Desired::Stopped),
+            state: if self.quarantine.is_some() {
+                State::Invalid
+            } else {
+                self.state
+            },
+            ready: self.ready,
+            pid: self.pid,
+            restarts: self.restarts,
+            run: self.run,
+            last_exit: self.last_exit.clone(),
+            since: self.since,
+            waiting_for: self.waiting_for.clone(),
+            message: match &self.quarantine {
+                Some(q) => Some(format!("quarantined: {q}")),
+                None => self.message.clone(),
+            },
+            next_restart_at: self.backoff_until.map(|(_, t)| t),
+            dropped_log_lines: self.dropped,
+            limits: self.limits_note.clone(),
+            cgroup: self.config.cgroup.clone(),
+            run_tag: self.run_tag.clone(),
+        }
+    }
+
+    /// Takes the facts of a shim's status (adoption, or the answer to a start).
+    fn absorb(&mut self, status: &ShimStatus) {
+        self.restarts = status.restarts;
+        self.dropped = status.dropped_log_lines;
+        self.run = status.last_run;
+        match &status.running {
+            Some(r) => {
+                self.pid = Some(r.pid);
+                self.stopping = r.stopping;
+            }
+            None => self.pid = None,
+        }
+    }
+}
+
+/// Every service's state, and the transitions.
+#[derive(Debug)]
+pub(crate) struct Core {
+    services: HashMap<String, Svc>,
+    events: mpsc::UnboundedSender<SupervisorEvent>,
+    effects: Vec<Effect>,
+    rng: rand::rngs::StdRng,
+    next_token: u64,
+    /// The instant of the input being handled.
+    now: Instant,
+}
+
+impl Core {
+    /// A machine with no services; its events go to `events`, backoff jitter comes from `rng`.
+    pub(crate) fn new(
+        events: mpsc::UnboundedSender<SupervisorEvent>,
+        rng: rand::rngs::StdRng,
+    ) -> Core {
+        Core {
+            services: HashMap::new(),
+            events,
+            effects: Vec::new(),
+            rng,
+            next_token: 1,
+            now: Instant::now(),
+        }
+    }
+
+    /// Handles one input at `now`; returns what the world is to do.
+    pub(crate) fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        self.now = now;
+        match input {
+            Input::Desired(set) => self.set_desired(set),
+            Input::Shim(ev) => self.shim_event(ev),
+            Input::OpDone(name, result) => self.op_done(&name, result),
+            Input::Probe { name, run, result } => self.probe_result(&name, run, result),
+            Input::FailureOutput { name, run, output } => {
+                self.failure_output(&name, run, &output);
+            }
+            Input::Timer { name, token } => {
+                if let Some(svc) = self.services.get_mut(&name)
+                    && svc.timer_token == token
+                {
+                    svc.backoff_until = None;
+                    self.reconcile(&name);
+                }
+            }
+            Input::Adopted { name, shim, status } => self.adopted(name, shim, &status),
+            Input::ShimGone { name, message } => self.shim_gone(&name, message),
+        }
+        std::mem::take(&mut self.effects)
+    }
+
+    /// An operator's `action` on `name` at `now`.
+    pub(crate) fn action(
+        &mut self,
+        name: &str,
+        action: Action,
+        now: Instant,
+    ) -> (Result<(), SupervisorError>, Vec<Effect>) {
+        self.now = now;
+        let result = self.act(name, action);
+        (result, std::mem::take(&mut self.effects))
+    }
+
+    /// The status of every service shown (desired, or with a run), sorted by name.
+    pub(crate) fn snapshot(&self) -> Vec<ServiceView> {
+        let mut views: Vec<_> = self
+            .services
+            .values()
+            .filter(|s| s.desired.is_some() || s.pid.is_some())
+            .map(Svc::view)
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    fn emit(&self, service: &str, reason: &'static str, message: String, exit: Option<ExitView>) {
+        tracing::info!(service, reason, "{message}");
+        let _ = self.events.send(SupervisorEvent {
+            time: Timestamp::now(),
+            service: service.to_owned(),
+            reason,
+            message,
+            exit,
+        });
+    }
+
+    fn stop_probe(&mut self, name: &str) {
+        if let Some(svc) = self.services.get_mut(name) {
+            svc.probe_ok = 0;
+            svc.probe_fail = 0;
+        }
+        self.effects.push(Effect::StopProbe {
+            name: name.to_owned(),
+        });
+    }
+
+    fn set_desired(&mut self, set: Vec<DesiredService>) {
+        let mut seen = Vec::with_capacity(set.len());
+        for d in set {
+            let name = d.config.name.clone();
+            seen.push(name.clone());
+            if let Err(why) = d.config.check() {
+                self.quarantine(d, why);
+                continue;
+            }
+            if let Some(svc) = self.services.get_mut(&name)
+                && svc.quarantine.take().is_some()
+            {
+                // Out of quarantine: the valid config is a change like any other, or, for a
+                // service that never had one (a placeholder: the only config with no command),
+                // its first config.
+                svc.done = false;
+                if svc.config.process.argv.is_empty() {
+                    svc.desired = None;
+                }
+                if svc.pid.is_some() {
+                    svc.set_state(if svc.ready {
+                        State::Running
+                    } else {
+                        State::Starting
+                    });
+                }
+            }
+            let config = Arc::new(d.config);
+            match self.services.get_mut(&name) {
+                None => {
+                    self.services
+                        .insert(name.clone(), Svc::new(config, Some(d.desired)));
+                }
+                Some(svc) => {
+                    let first_config = svc.desired.is_none();
+                    let process_changed = svc.config.process != config.process;
+                    let probe_changed = svc.config.readiness != config.readiness;
+                    svc.desired = Some(d.desired);
+                    if first_config || (!process_changed && svc.run_tag.is_some()) {
+                        // An adopted run was started from this configuration as stored; a
+                        // change that keeps the process keeps the run, now conforming.
+                        svc.run_tag = Some(config.tag.clone());
+                    }
+                    svc.config = config;
+                    if first_config {
+                        // An adopted service meets its config: a run that exited while we
+                        // were away is handled by its policy now. A oneshot step's finished
+                        // run counts only if it ran this manifest; otherwise it runs again.
+                        let other_step = svc.config.oneshot
+                            && svc
+                                .adopted_tag
+                                .as_ref()
+                                .is_some_and(|t| *t != svc.config.tag);
+                        if svc.pid.is_none() && other_step {
+                            svc.count_restart = false;
+                        } else if svc.pid.is_none()
+                            && let Some(exit) = svc.last_exit.clone()
+                        {
+                            self.decide_after_exit(&name, &exit, false);
+                        } else if svc.pid.is_some() {
+                            self.arm_probe(&name);
+                        }
+                    } else if process_changed && svc.pid.is_some() {
+                        svc.after_stop = AfterStop::Start;
+                        svc.done = false;
+                    } else if process_changed {
+                        svc.done = false;
+                        if svc.config.oneshot {
+                            // A completed step of another configuration is not done for this
+                            // one: dependants yet to start wait for the new run.
+                            svc.ready = false;
+                            svc.attempt = 0;
+                        }
+                    } else if probe_changed && svc.pid.is_some() {
+                        self.arm_probe(&name);
+                    }
+                }
+            }
+        }
+        // Services no longer desired: stop and remove.
+        for (name, svc) in &mut self.services {
+            if !seen.contains(name) {
+                svc.desired = None;
+            }
+        }
+        let mut names: Vec<String> = self.services.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            self.reconcile(&name);
+        }
+    }
+
+    /// Puts a service whose config fails [`ServiceConfig::check`] in quarantine: it keeps the
+    /// last config it could act on (for stopping a run and tearing down), is never started, and
+    /// says why once per distinct reason.
+    fn quarantine(&mut self, d: DesiredService, why: Unusable) {
+        let name = d.config.name.clone();
+        let svc = self.services.entry(name.clone()).or_insert_with(|| {
+            let mut config = placeholder_config(&name);
+            config.labels = d.config.labels.clone();
+            Svc::new(Arc::new(config), None)
+        });
+        svc.desired = Some(d.desired);
+        svc.backoff_until = None;
+        svc.timer_token = 0;
+        svc.waiting_for.clear();
+        if svc.quarantine.as_ref() == Some(&why) {
+            return;
+        }
+        svc.set_state(State::Invalid);
+        let message = format!(
+            "the supervisor cannot act on this configuration: {why}; it is not started (fix \
+             the manifest or delete the service)"
+        );
+        svc.quarantine = Some(why);
+        self.emit(&name, "Quarantined", message, None);
+    }
+
+    fn act(&mut self, name: &str, action: Action) -> Result<(), SupervisorError> {
+        let svc = match self.services.get_mut(name) {
+            Some(s) if s.desired.is_some() => s,
+            _ => return Err(SupervisorError::NotFound(name.to_owned())),
+        };
+        if let Some(q) = &svc.quarantine {
+            return Err(SupervisorError::Quarantined {
+                name: name.to_owned(),
+                why: q.to_string(),
+            });
+        }
+        svc.done = false;
+        svc.backoff_until = None;
+        svc.timer_token = 0;
+        svc.attempt = 0;
+        svc.count_restart = false;
+        if action == Action::Restart && svc.pid.is_some() {
+            svc.after_stop = AfterStop::Start;
+        }
+        self.reconcile(name);
+        Ok(())
+    }
+
+    /// Picks the next step for `name` from its facts. Does nothing while an operation is in flight.
+    fn reconcile(&mut self, name: &str) {
+        let Some(svc) = self.services.get(name) else {
+            return;
+        };
+        if svc.busy || svc.teardown {
+            return;
+        }
+        let wants_run = svc.desired == Some(Desired::Running);
+        if svc.pid.is_some() {
+            let must_stop = !wants_run || svc.after_stop == AfterStop::Start;
+            if must_stop && !svc.stopping {
+                self.stop(name);
+            }
+            return;
+        }
+        // Not running.
+        if svc.desired.is_none() {
+            self.remove(name);
+            return;
+        }
+        if svc.quarantine.is_some() {
+            if let Some(s) = self.services.get_mut(name) {
+                s.set_state(State::Invalid);
+            }
+            return;
+        }
+        if !wants_run {
+            let Some(s) = self.services.get_mut(name) else {
+                return;
+            };
+            s.backoff_until = None;
+            s.waiting_for.clear();
+            if s.state != State::Stopped {
+                s.set_state(State::Stopped);
+                self.emit(name, "Stopped", "stopped as desired".into(), None);
+            }
+            return;
+        }
+        if svc.done && svc.after_stop == AfterStop::Nothing {
+            return;
+        }
+        if let Some((until, _)) = svc.backoff_until
+            && until > self.now
+        {
+            return;
+        }
+        let waiting: Vec<String> = svc
+            .config
+            .depends_on
+            .iter()
+            .filter_map(|dep| match self.services.get(dep) {
+                Some(d) if d.desired.is_some() && d.ready => None,
+                Some(d) if d.desired == Some(Desired::Stopped) => Some(format!("{dep} (stopped)")),
+                Some(d) if d.desired.is_some() => Some(format!("{dep} (not ready)")),
+                _ => Some(format!("{dep} (not found)")),
+            })
+            .collect();
+        if !waiting.is_empty() {
+            let changed = self.services.get_mut(name).map(|s| {
+                let changed = s.waiting_for != waiting || s.state != State::Waiting;
+                s.set_state(State::Waiting);
+                s.waiting_for = waiting.clone();
+                changed
+            });
+            if changed == Some(true) {
+                self.emit(
+                    name,
+                    "Waiting",
+                    format!("waiting for {}", waiting.join(", ")),
+                    None,
+                );
+            }
+            return;
+        }
+        self.start(name);
+    }
+
+    fn start(&mut self, name: &str) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.busy = true;
+        svc.waiting_for.clear();
+        svc.after_stop = AfterStop::Nothing;
+        svc.set_state(State::Starting);
+        svc.run_tag = Some(svc.config.tag.clone());
+        self.effects.push(Effect::Start {
+            name: name.to_owned(),
+            shim: svc.shim,
+            config: Arc::clone(&svc.config),
+            run: svc.run.saturating_add(1),
+            restarts: svc.restarts.saturating_add(u64::from(svc.count_restart)),
+        });
+    }
+
+    fn stop(&mut self, name: &str) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let Some(shim) = svc.shim else { return };
+        svc.busy = true;
+        svc.stopping = true;
+        svc.set_state(State::Stopping);
+        let (signal, grace) = (svc.config.stop.signal, svc.config.stop.grace);
+        let message = format!(
+            "sending {} to pid {}, SIGKILL after {grace:?}",
+            signal_name(signal),
+            svc.pid.unwrap_or_default(),
+        );
+        self.effects.push(Effect::Stop {
+            name: name.to_owned(),
+            shim,
+            signal,
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        });
+        self.emit(name, "Stopping", message, None);
+    }
+
+    /// Tells the shim to exit (or, with none, tears the cgroup down), then forgets the service.
+    /// Its logs stay for retention to remove.
+    fn remove(&mut self, name: &str) {
+        self.stop_probe(name);
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let cgroup = svc.config.cgroup.clone();
+        let effect = if svc.shim.take().is_some() {
+            svc.busy = true;
+            Effect::ExitShim {
+                name: name.to_owned(),
+                cgroup,
+            }
+        } else {
+            svc.teardown = true;
+            Effect::Teardown {
+                name: name.to_owned(),
+                job: TeardownJob::Remove { cgroup },
+                then: AfterTeardown::Forget,
+            }
+        };
+        self.effects.push(effect);
+    }
+
+    /// Forgets a removed service whose shim is gone: its state and run directory go, its logs
+    /// stay for retention to remove.
+    fn forget(&mut self, name: &str) {
+        self.services.remove(name);
+        // Only a plain name is a directory of the run root (a quarantined one may be `..`).
+        if cloudlet_spec::check_name(name).is_ok() {
+            self.effects.push(Effect::RemoveRunDir {
+                name: name.to_owned(),
+            });
+        }
+        self.emit(
+            name,
+            "Deleted",
+            "service removed; its logs are kept".into(),
+            None,
+        );
+    }
+
+    fn reconcile_all_waiting(&mut self) {
+        let mut waiting: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.state == State::Waiting && !s.busy)
+            .map(|(n, _)| n.clone())
+            .collect();
+        waiting.sort();
+        for name in waiting {
+            self.reconcile(&name);
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// The config of a service known only from its shim (adoption) or from a config the supervisor
+/// cannot act on: the only config with no command.
+pub(crate) fn placeholder_config(name: &str) -> ServiceConfig {
+    use crate::config::{RestartSpec, StopSpec};
+    use crate::shim::proto::ProcessSpec;
+    ServiceConfig {
+        name: name.to_owned(),
+        tag: String::new(),
+        labels: BTreeMap::new(),
+        process: ProcessSpec {
+            argv: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            user: None,
+            identity: None,
+            log_max_size: 10 << 20,
+            log_max_files: 5,
+            cgroup: None,
+        },
+        depends_on: Vec::new(),
+        oneshot: false,
+        readiness: None,
+        restart: RestartSpec {
+            policy: RestartPolicy::Never,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        },
+        stop: StopSpec {
+            signal: nix::sys::signal::Signal::SIGTERM as i32,
+            grace: Duration::from_secs(10),
+        },
+        cgroup: format!("{}/{name}", cloudlet_cgroups::SERVICES),
+        limits: cloudlet_cgroups::Limits::default(),
+        io: Vec::new(),
+    }
+}
