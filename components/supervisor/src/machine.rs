@@ -25,7 +25,7 @@ use crate::reaper::Reaper;
 use crate::shim::client::ShimClient;
 use crate::shim::proto::{Op, ShimStatus};
 use crate::transition::{Core, Input};
-use crate::world::{ShimWorld, World};
+use crate::world::{Inbox, ShimWorld, World};
 
 /// Whether the operator wants a service to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +208,12 @@ impl Supervisor {
         Ok((Supervisor { tx }, event_rx))
     }
 
+    /// A handle on a task the test runs itself.
+    #[cfg(test)]
+    pub(crate) fn from_sender(tx: mpsc::UnboundedSender<Request>) -> Supervisor {
+        Supervisor { tx }
+    }
+
     /// Replaces the desired set (a service missing from it is stopped and removed).
     pub fn set_desired(&self, services: Vec<DesiredService>) {
         let _ = self.tx.send(Request::Input(Input::Desired(services)));
@@ -256,7 +262,7 @@ impl Supervisor {
 
 /// What the supervisor's task is asked: an input for the machine, or a request of the handle.
 #[derive(Debug)]
-enum Request {
+pub(crate) enum Request {
     Input(Input),
     Action(String, Action, oneshot::Sender<Result<(), SupervisorError>>),
     Snapshot(oneshot::Sender<Vec<ServiceView>>),
@@ -266,13 +272,14 @@ enum Request {
 
 /// The supervisor's task: adopts, takes the initial desired set, then feeds every request to the
 /// machine and the machine's effects to the world, until shut down.
-async fn run<W: World>(
+/// Returns the world once shut down (or once every handle is gone).
+pub(crate) async fn run<W: World>(
     mut core: Core,
     mut world: W,
     initial: Vec<DesiredService>,
     tx: mpsc::UnboundedSender<Request>,
     mut rx: mpsc::UnboundedReceiver<Request>,
-) {
+) -> W {
     let (inbox, mut inputs) = mpsc::unbounded_channel();
     // The world reports into `inbox`; those reports join the requests in one queue.
     tokio::spawn(async move {
@@ -284,23 +291,20 @@ async fn run<W: World>(
     });
     let adoption = world.reach_shims().await;
     for input in adoption.into_iter().chain([Input::Desired(initial)]) {
-        for effect in core.handle(input, Instant::now()) {
-            world.execute(effect, &inbox);
-        }
+        step(&mut core, &mut world, input, Instant::now(), &inbox);
     }
     while let Some(request) = rx.recv().await {
         match request {
-            Request::Input(input) => {
-                for effect in core.handle(input, Instant::now()) {
-                    world.execute(effect, &inbox);
-                }
-            }
+            Request::Input(input) => step(&mut core, &mut world, input, Instant::now(), &inbox),
             Request::Action(name, action, reply) => {
-                let (result, effects) = core.action(&name, action, Instant::now());
-                for effect in effects {
-                    world.execute(effect, &inbox);
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(act(
+                    &mut core,
+                    &mut world,
+                    &name,
+                    action,
+                    Instant::now(),
+                    &inbox,
+                ));
             }
             Request::Snapshot(reply) => {
                 let _ = reply.send(core.snapshot());
@@ -311,10 +315,40 @@ async fn run<W: World>(
             Request::Shutdown(reply) => {
                 world.shutdown();
                 let _ = reply.send(());
-                return;
+                return world;
             }
         }
     }
+    world
+}
+
+/// Hands `input` at `now` to the machine and the machine's effects to the world.
+pub(crate) fn step<W: World>(
+    core: &mut Core,
+    world: &mut W,
+    input: Input,
+    now: Instant,
+    inbox: &Inbox,
+) {
+    for effect in core.handle(input, now) {
+        world.execute(effect, inbox);
+    }
+}
+
+/// Hands an operator's action at `now` to the machine and its effects to the world.
+pub(crate) fn act<W: World>(
+    core: &mut Core,
+    world: &mut W,
+    name: &str,
+    action: Action,
+    now: Instant,
+    inbox: &Inbox,
+) -> Result<(), SupervisorError> {
+    let (result, effects) = core.action(name, action, now);
+    for effect in effects {
+        world.execute(effect, inbox);
+    }
+    result
 }
 
 /// The leaf cgroup every shim lives in.

@@ -9,13 +9,15 @@
 //! the one next step.
 //!
 //! It owns the per-service state and the restart policy. It never does I/O, never spawns a task
-//! and never reads a clock of its own (the instant comes with the input), so its transitions can
-//! be unit-tested without a process; [`crate::world`] carries
+//! and never reads a clock of its own (the instant comes with the input), so every transition is
+//! unit-tested without a process (`tests.rs`, through a recording [`crate::world::World`]); [`crate::world`] carries
 //! the effects out. It never stops a service on its own initiative (no eviction, no cascade when
 //! a dependency becomes unready): it stops a run only when an operator asked for it (stop,
 //! restart, delete, a changed command).
 
 mod exits;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
