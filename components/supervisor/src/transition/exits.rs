@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{AfterStop, AfterTeardown, Core, Effect, OpResult, Svc, TeardownJob};
+use super::{AfterStop, AfterTeardown, Core, Effect, OpResult, Phase, Svc, TeardownJob};
 use crate::backoff;
 use crate::config::{RestartPolicy, Unusable};
 use crate::machine::{Desired, DesiredService, ExitView, State};
@@ -19,8 +19,7 @@ impl Core {
             return;
         };
         if let OpResult::TornDown(then) = result {
-            // Not an operation of `busy`'s: one may still be in flight (failing with the shim).
-            svc.teardown = false;
+            svc.phase = Phase::Idle;
             match then {
                 AfterTeardown::ShimLost(exit) => self.decide_after_exit(name, &exit, false),
                 AfterTeardown::Forget => {
@@ -36,7 +35,19 @@ impl Core {
             self.reconcile(name);
             return;
         }
-        svc.busy = false;
+        // The answer to what was asked. One that comes while a teardown runs (the shim was lost
+        // meanwhile) only says what happened: the teardown's end decides what follows.
+        match (&svc.phase, &result) {
+            (Phase::Asked(_), _) => svc.phase = Phase::Idle,
+            (
+                Phase::TearingDown,
+                OpResult::StartFailed { error, .. } | OpResult::StopFailed(error),
+            ) => {
+                svc.message = Some(error.clone());
+                return;
+            }
+            _ => {}
+        }
         match result {
             OpResult::Started {
                 shim,
@@ -122,7 +133,7 @@ impl Core {
                 let Some(svc) = self.services.get_mut(&name) else {
                     return;
                 };
-                if svc.busy && run > svc.run {
+                if matches!(svc.phase, Phase::Asked(_)) && run > svc.run {
                     // The notice overtook the answer to our start: keep it for op_done.
                     svc.early_exit = Some((run, status));
                     return;
@@ -150,7 +161,9 @@ impl Core {
                     return;
                 }
                 svc.shim = None;
-                svc.busy = false;
+                if matches!(svc.phase, Phase::Asked(_)) {
+                    svc.phase = Phase::Idle;
+                }
                 let lost_run = svc.pid.take().map(|pid| {
                     let view = ExitView {
                         run: svc.run,
@@ -179,7 +192,7 @@ impl Core {
                 );
                 // The policy is applied once the run's cgroup is empty (off the loop).
                 if let Some(svc) = self.services.get_mut(&name) {
-                    svc.teardown = true;
+                    svc.phase = Phase::TearingDown;
                 }
                 self.effects.push(Effect::Teardown {
                     name,
@@ -202,8 +215,18 @@ impl Core {
             return;
         }
         let failed = exit.code != Some(0);
+        if svc.phase.in_flight() {
+            // Not reached by the inputs that decide (their answers and exits come first), but
+            // were it: what is in flight decides, and says so when it is done.
+            tracing::warn!(
+                service = name,
+                "an exit while {:?}: no policy applied",
+                svc.phase
+            );
+            return;
+        }
         if svc.config.oneshot && !failed {
-            svc.done = true;
+            svc.phase = Phase::Done;
             svc.ready = true;
             svc.attempt = 0;
             svc.count_restart = false;
@@ -229,7 +252,7 @@ impl Core {
             RestartPolicy::Never => false,
         };
         if !restart {
-            svc.done = true;
+            svc.phase = Phase::Done;
             svc.set_state(if failed {
                 State::Failed
             } else {
@@ -265,7 +288,7 @@ impl Core {
             d
         };
         if delay.is_zero() {
-            svc.backoff_until = None;
+            svc.phase = Phase::Idle;
             return;
         }
         // `check` caps every duration (ten years), but a store written by an older version may
@@ -292,8 +315,7 @@ impl Core {
         let at = Timestamp::now()
             .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
             .unwrap_or_else(|_| Timestamp::now());
-        svc.backoff_until = Some((until, at));
-        svc.timer_token = token;
+        svc.phase = Phase::Backoff { until, at, token };
         svc.set_state(State::Backoff);
         self.emit(
             name,
@@ -446,7 +468,7 @@ impl Core {
             self.emit(name, "ShimLost", message, None);
         }
         let mut svc = Svc::new(Arc::new(super::placeholder_config(name)), None);
-        svc.teardown = true;
+        svc.phase = Phase::TearingDown;
         self.services.insert(name.to_owned(), svc);
         self.effects.push(Effect::Teardown {
             name: name.to_owned(),

@@ -171,6 +171,51 @@ pub(crate) enum Effect {
     ReadFailureOutput { name: String, run: u64 },
 }
 
+/// Where a service is in the machine: what it waits for. The one enum of its states; next to
+/// it are only facts (what the shim reported: a run alive, stopping, ready, the last exit; and
+/// the operator's intent: desired, a restart after the stop), and the shown [`State`], which the
+/// transitions set with the time it last changed.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Nothing in flight and nothing to wait out: reconcile picks the next step from the facts.
+    Idle,
+    /// A start, stop or shim exit was asked of the world: nothing else happens until its answer.
+    Asked(Asked),
+    /// A cgroup teardown runs off the loop: nothing starts in that cgroup until it is done.
+    TearingDown,
+    /// Exited; the next start waits until `until` (when timer `token` fires; `at` is shown).
+    Backoff {
+        until: Instant,
+        at: Timestamp,
+        token: u64,
+    },
+    /// The restart policy (or a completed step) says no more: only an operator's start or a
+    /// changed process starts it again.
+    Done,
+}
+
+/// What was asked of the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Start,
+    Stop,
+    Exit,
+}
+
+impl Phase {
+    /// Waiting for the world: reconcile does nothing.
+    fn in_flight(&self) -> bool {
+        matches!(self, Phase::Asked(_) | Phase::TearingDown)
+    }
+
+    /// An operator's start, or a changed process: what was waited out or final is not any more.
+    fn release(&mut self) {
+        if matches!(self, Phase::Done | Phase::Backoff { .. }) {
+            *self = Phase::Idle;
+        }
+    }
+}
+
 /// What to do once the alive run has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
@@ -189,10 +234,8 @@ struct Svc {
     ready: bool,
     /// The generation of the connection to its shim.
     shim: Option<u64>,
-    /// An operation for this service is in flight; reconcile waits for its result.
-    busy: bool,
-    /// Its cgroup is being torn down off the loop; nothing starts in it until that is done.
-    teardown: bool,
+    /// What the machine waits for.
+    phase: Phase,
     pid: Option<u32>,
     run: u64,
     run_started: Option<Instant>,
@@ -200,12 +243,8 @@ struct Svc {
     after_stop: AfterStop,
     restarts: u64,
     attempt: u32,
-    /// The policy said no more restarts; only an operator action starts it again.
-    done: bool,
-    backoff_until: Option<(Instant, Timestamp)>,
     /// The next start counts as an automatic restart.
     count_restart: bool,
-    timer_token: u64,
     last_exit: Option<ExitView>,
     waiting_for: Vec<String>,
     message: Option<String>,
@@ -235,8 +274,7 @@ impl Svc {
             since: Timestamp::now(),
             ready: false,
             shim: None,
-            busy: false,
-            teardown: false,
+            phase: Phase::Idle,
             pid: None,
             run: 0,
             run_started: None,
@@ -244,10 +282,7 @@ impl Svc {
             after_stop: AfterStop::Nothing,
             restarts: 0,
             attempt: 0,
-            done: false,
-            backoff_until: None,
             count_restart: false,
-            timer_token: 0,
             last_exit: None,
             waiting_for: Vec::new(),
             message: None,
@@ -290,7 +325,10 @@ impl Svc {
                 Some(q) => Some(format!("quarantined: {q}")),
                 None => self.message.clone(),
             },
-            next_restart_at: self.backoff_until.map(|(_, t)| t),
+            next_restart_at: match self.phase {
+                Phase::Backoff { at, .. } => Some(at),
+                _ => None,
+            },
             dropped_log_lines: self.dropped,
             limits: self.limits_note.clone(),
             cgroup: self.config.cgroup.clone(),
@@ -354,9 +392,9 @@ impl Core {
             }
             Input::Timer { name, token } => {
                 if let Some(svc) = self.services.get_mut(&name)
-                    && svc.timer_token == token
+                    && matches!(svc.phase, Phase::Backoff { token: t, .. } if t == token)
                 {
-                    svc.backoff_until = None;
+                    svc.phase = Phase::Idle;
                     self.reconcile(&name);
                 }
             }
@@ -426,7 +464,7 @@ impl Core {
                 // Out of quarantine: the valid config is a change like any other, or, for a
                 // service that never had one (a placeholder: the only config with no command),
                 // its first config.
-                svc.done = false;
+                svc.phase.release();
                 if svc.config.process.argv.is_empty() {
                     svc.desired = None;
                 }
@@ -475,9 +513,9 @@ impl Core {
                         }
                     } else if process_changed && svc.pid.is_some() {
                         svc.after_stop = AfterStop::Start;
-                        svc.done = false;
+                        svc.phase.release();
                     } else if process_changed {
-                        svc.done = false;
+                        svc.phase.release();
                         if svc.config.oneshot {
                             // A completed step of another configuration is not done for this
                             // one: dependants yet to start wait for the new run.
@@ -514,8 +552,9 @@ impl Core {
             Svc::new(Arc::new(config), None)
         });
         svc.desired = Some(d.desired);
-        svc.backoff_until = None;
-        svc.timer_token = 0;
+        if matches!(svc.phase, Phase::Backoff { .. }) {
+            svc.phase = Phase::Idle;
+        }
         svc.waiting_for.clear();
         if svc.quarantine.as_ref() == Some(&why) {
             return;
@@ -540,9 +579,7 @@ impl Core {
                 why: q.to_string(),
             });
         }
-        svc.done = false;
-        svc.backoff_until = None;
-        svc.timer_token = 0;
+        svc.phase.release();
         svc.attempt = 0;
         svc.count_restart = false;
         if action == Action::Restart && svc.pid.is_some() {
@@ -557,7 +594,7 @@ impl Core {
         let Some(svc) = self.services.get(name) else {
             return;
         };
-        if svc.busy || svc.teardown {
+        if svc.phase.in_flight() {
             return;
         }
         let wants_run = svc.desired == Some(Desired::Running);
@@ -583,7 +620,9 @@ impl Core {
             let Some(s) = self.services.get_mut(name) else {
                 return;
             };
-            s.backoff_until = None;
+            if matches!(s.phase, Phase::Backoff { .. }) {
+                s.phase = Phase::Idle;
+            }
             s.waiting_for.clear();
             if s.state != State::Stopped {
                 s.set_state(State::Stopped);
@@ -591,13 +630,10 @@ impl Core {
             }
             return;
         }
-        if svc.done && svc.after_stop == AfterStop::Nothing {
-            return;
-        }
-        if let Some((until, _)) = svc.backoff_until
-            && until > self.now
-        {
-            return;
+        match svc.phase {
+            Phase::Done if svc.after_stop == AfterStop::Nothing => return,
+            Phase::Backoff { until, .. } if until > self.now => return,
+            _ => {}
         }
         let waiting: Vec<String> = svc
             .config
@@ -634,7 +670,7 @@ impl Core {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
-        svc.busy = true;
+        svc.phase = Phase::Asked(Asked::Start);
         svc.waiting_for.clear();
         svc.after_stop = AfterStop::Nothing;
         svc.set_state(State::Starting);
@@ -653,7 +689,7 @@ impl Core {
             return;
         };
         let Some(shim) = svc.shim else { return };
-        svc.busy = true;
+        svc.phase = Phase::Asked(Asked::Stop);
         svc.stopping = true;
         svc.set_state(State::Stopping);
         let (signal, grace) = (svc.config.stop.signal, svc.config.stop.grace);
@@ -680,13 +716,13 @@ impl Core {
         };
         let cgroup = svc.config.cgroup.clone();
         let effect = if svc.shim.take().is_some() {
-            svc.busy = true;
+            svc.phase = Phase::Asked(Asked::Exit);
             Effect::ExitShim {
                 name: name.to_owned(),
                 cgroup,
             }
         } else {
-            svc.teardown = true;
+            svc.phase = Phase::TearingDown;
             Effect::Teardown {
                 name: name.to_owned(),
                 job: TeardownJob::Remove { cgroup },
@@ -718,7 +754,7 @@ impl Core {
         let mut waiting: Vec<String> = self
             .services
             .iter()
-            .filter(|(_, s)| s.state == State::Waiting && !s.busy)
+            .filter(|(_, s)| s.state == State::Waiting && !s.phase.in_flight())
             .map(|(n, _)| n.clone())
             .collect();
         waiting.sort();

@@ -418,3 +418,24 @@ async fn the_loop_adopts_before_it_takes_the_desired_set_and_lets_go_at_shutdown
             .all(|e| !matches!(e, Effect::Start { .. } | Effect::Stop { .. }))
     );
 }
+
+#[test]
+fn an_answer_that_comes_during_a_teardown_only_says_what_happened() {
+    let mut h = Harness::new();
+    let web = daemon("web");
+    running_daemon(&mut h, &web);
+    h.desire(&[(&web, Desired::Stopped)]);
+    let effects = h.lost("web");
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Teardown { .. })),
+        "{effects:?}"
+    );
+    let view = h.view("web").last_exit.unwrap();
+    let effects = h.done("web", OpResult::StopFailed("lost the shim".into()));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(h.view("web").message.as_deref(), Some("lost the shim"));
+    // The teardown's end decides: the operator wants it stopped, so it is.
+    let effects = h.done("web", OpResult::TornDown(AfterTeardown::ShimLost(view)));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(h.view("web").state, State::Stopped);
+}
