@@ -407,3 +407,66 @@ fn stuck_shims_do_not_delay_the_api() {
         "the server never tried the stuck shims"
     );
 }
+
+/// The pid of the shim of service `name`.
+fn shim_of(c: &Cluster, name: &str) -> u32 {
+    let needle = format!("{}\0", c.data_dir().join("run").join(name).display());
+    shims_of(c)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(&needle))
+        })
+        .unwrap_or_else(|| panic!("no shim of {name}"))
+}
+
+/// A shim that is there but does not answer at adoption (here: stopped with SIGSTOP while no
+/// server ran) may still hold its run: its service is quarantined (`invalid`, a `Quarantined`
+/// event), not started next to it; once the shim answers it is adopted with its run, and `ctl
+/// delete` removes one that never answers. Before, the new server tried to start it again every
+/// backoff (each new shim refused: a shim already listens) and never adopted the old one.
+#[test]
+fn a_shim_that_does_not_answer_at_adoption_is_quarantined_then_adopted() {
+    let mut c = Cluster::start();
+    let mut events = c.events();
+    let docs = [
+        Cluster::workload_manifest("a", &[], ""),
+        Cluster::workload_manifest("b", &[], ""),
+    ];
+    c.apply_ok("ab.yaml", &docs.join("---\n"));
+    events.wait_for("a", "Ready", T);
+    events.wait_for("b", "Ready", T);
+    drop(events);
+    let pid_a = c.service("a")["pid"].as_u64().unwrap() as u32;
+    let (shim_a, shim_b) = (shim_of(&c, "a"), shim_of(&c, "b"));
+    c.kill_server();
+    cloudlet_tests::signal(shim_a, nix::sys::signal::Signal::SIGSTOP);
+    cloudlet_tests::signal(shim_b, nix::sys::signal::Signal::SIGSTOP);
+    c.start_server();
+    let mut events = c.events();
+    // (The stream starts with the history: run 1's start is the first server's.)
+    for name in ["a", "b"] {
+        let e = events.wait(&format!("{name}'s fate"), T, |e| {
+            e["service"] == name
+                && ((e["reason"] == "Started"
+                    && !e["message"].as_str().unwrap().contains("run 1 "))
+                    || e["reason"] == "StartFailed"
+                    || e["reason"] == "Quarantined")
+        });
+        assert_eq!(e["reason"], "Quarantined", "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("did not answer"),
+            "{e}"
+        );
+        assert_eq!(c.service(name)["state"], "invalid");
+    }
+    cloudlet_tests::signal(shim_a, nix::sys::signal::Signal::SIGCONT);
+    events.wait_for("a", "Adopted", T);
+    let a = c.service("a");
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["pid"].as_u64(), Some(u64::from(pid_a)), "{a}");
+    c.ctl_ok(&["delete", "service", "b"]);
+    events.wait_for("b", "Deleted", T);
+    assert_eq!(shim_of(&c, "a"), shim_a, "a's shim is the old one");
+    cloudlet_tests::signal(shim_b, nix::sys::signal::Signal::SIGCONT);
+}

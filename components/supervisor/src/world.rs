@@ -298,6 +298,20 @@ impl World for ShimWorld {
             Effect::ReadFailureOutput { name, run } => {
                 read_failure_output(self.options.log_root.join(&name), name, run, inbox.clone());
             }
+            Effect::AskStatus { name, shim } => {
+                let client = self.client(&name).filter(|c| c.generation() == shim);
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    let result = match client {
+                        None => OpResult::StatusFailed("no connection to its shim".into()),
+                        Some(c) => match c.call(Op::Status).await {
+                            Ok(s) => OpResult::Status(s),
+                            Err(e) => OpResult::StatusFailed(e.to_string()),
+                        },
+                    };
+                    let _ = inbox.send(Input::OpDone(name, result));
+                });
+            }
         }
     }
 
@@ -318,7 +332,8 @@ impl World for ShimWorld {
                 let reached = match connect_patiently(&name, &run_dir, shim_tx).await {
                     Ok(c) => {
                         let client = Arc::new(c);
-                        Ok(client.call(Op::Status).await.map(|s| (client, s)))
+                        let answer = client.call(Op::Status).await;
+                        Ok((client, answer))
                     }
                     Err(e) => Err(e),
                 };
@@ -334,6 +349,20 @@ impl World for ShimWorld {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut inputs = Vec::new();
+        let mut found_client = HashMap::new();
+        let found: Vec<_> = found
+            .into_iter()
+            .map(|(name, run_dir, reached)| {
+                let reached = reached.map(|(client, answer)| match answer {
+                    Ok(status) => Ok((client, status)),
+                    Err(e) => {
+                        found_client.insert(name.clone(), client);
+                        Err(e)
+                    }
+                });
+                (name, run_dir, reached)
+            })
+            .collect();
         for (name, run_dir, reached) in found {
             match reached {
                 Ok(Ok((client, status))) => {
@@ -344,7 +373,23 @@ impl World for ShimWorld {
                         .insert(name.clone(), client);
                     inputs.push(Input::Adopted { name, shim, status });
                 }
-                Ok(Err(e)) => tracing::warn!(service = %name, "shim did not answer: {e}"),
+                Ok(Err(e)) => {
+                    // Kept: the connection is how it answers later, or tells it is gone.
+                    let client = found_client.remove(&name);
+                    tracing::warn!(service = %name, "shim did not answer: {e}");
+                    if let Some(client) = client {
+                        let shim = client.generation();
+                        self.shims
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(name.clone(), client);
+                        inputs.push(Input::ShimUnanswered {
+                            name,
+                            shim,
+                            why: e.to_string(),
+                        });
+                    }
+                }
                 Err(why) => {
                     let message = end_orphaned_group(&run_dir, &why);
                     inputs.push(Input::ShimGone { name, message });

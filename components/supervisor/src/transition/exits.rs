@@ -38,6 +38,8 @@ impl Core {
         // The answer to what was asked. One that comes while a teardown runs (the shim was lost
         // meanwhile) only says what happened: the teardown's end decides what follows.
         match (&svc.phase, &result) {
+            (Phase::Unanswered { .. }, OpResult::Status(_) | OpResult::StatusFailed(_)) => {}
+            (_, OpResult::Status(_) | OpResult::StatusFailed(_)) => return,
             (Phase::Asked(_), _) => svc.phase = Phase::Idle,
             (
                 Phase::TearingDown,
@@ -118,6 +120,23 @@ impl Core {
                 return;
             }
             OpResult::TornDown(_) => {}
+            OpResult::Status(status) => {
+                // Late, but an answer: adopt it as if it had come at once, then apply what is
+                // desired of the service.
+                let desired = svc.desired.map(|desired| DesiredService {
+                    config: (*svc.config).clone(),
+                    desired,
+                });
+                let Some(shim) = svc.shim else { return };
+                self.adopted(name.to_owned(), shim, &status);
+                if let Some(d) = desired {
+                    self.desire_one(d);
+                }
+            }
+            OpResult::StatusFailed(why) => {
+                self.unanswered(name, why);
+                return;
+            }
         }
         self.reconcile(name);
     }
@@ -180,6 +199,20 @@ impl Core {
                 self.effects.push(Effect::DropShim { name: name.clone() });
                 self.stop_probe(&name);
                 let Some((pid, view, cgroup)) = lost_run else {
+                    if let Some(svc) = self.services.get_mut(&name)
+                        && matches!(svc.phase, Phase::Unanswered { .. })
+                    {
+                        // The shim that did not answer is gone: clean up what it left, then
+                        // the service is free to start.
+                        self.emit(
+                            &name,
+                            "ShimLost",
+                            "the shim that did not answer is gone".into(),
+                            None,
+                        );
+                        self.shim_gone(&name, None);
+                        return;
+                    }
                     self.reconcile(&name);
                     return;
                 };
@@ -460,6 +493,43 @@ impl Core {
         self.services.insert(name, svc);
     }
 
+    /// A shim an earlier server left took the connection but did not answer: it may hold a run,
+    /// so the service is quarantined (never started next to it) and the shim asked again.
+    pub(super) fn shim_unanswered(&mut self, name: String, shim: u64, why: String) {
+        let mut svc = Svc::new(Arc::new(super::placeholder_config(&name)), None);
+        svc.shim = Some(shim);
+        svc.set_state(State::Invalid);
+        self.services.insert(name.clone(), svc);
+        self.emit(
+            &name,
+            "Quarantined",
+            format!(
+                "its shim did not answer ({why}): not started, so that no second copy runs next                  to the one it may hold; asked again every {}s (`ctl delete` removes it)",
+                super::UNANSWERED_RETRY.as_secs()
+            ),
+            None,
+        );
+        self.unanswered(&name, why);
+    }
+
+    /// Arms the next question to a shim that did not answer.
+    fn unanswered(&mut self, name: &str, why: String) {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.phase = Phase::Unanswered { why, token };
+        self.effects.push(Effect::Timer {
+            name: name.to_owned(),
+            token,
+            at: self
+                .now
+                .checked_add(super::UNANSWERED_RETRY)
+                .unwrap_or(self.now),
+        });
+    }
+
     /// A shim an earlier server left is gone: what it left in the service's cgroups is ended off
     /// the loop; the service is known (not desired, not shown) until then, so that a start of it
     /// waits for its old cgroup to be empty.
@@ -467,9 +537,12 @@ impl Core {
         if let Some(message) = message {
             self.emit(name, "ShimLost", message, None);
         }
-        let mut svc = Svc::new(Arc::new(super::placeholder_config(name)), None);
+        let svc = self
+            .services
+            .entry(name.to_owned())
+            .or_insert_with(|| Svc::new(Arc::new(super::placeholder_config(name)), None));
+        svc.shim = None;
         svc.phase = Phase::TearingDown;
-        self.services.insert(name.to_owned(), svc);
         self.effects.push(Effect::Teardown {
             name: name.to_owned(),
             job: TeardownJob::DeadShim,

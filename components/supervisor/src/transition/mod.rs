@@ -16,6 +16,7 @@
 //! restart, delete, a changed command).
 
 mod exits;
+mod io;
 #[cfg(test)]
 mod tests;
 
@@ -26,150 +27,13 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
+pub(crate) use self::io::{AfterTeardown, Effect, Input, OpResult, TeardownJob};
 use crate::SupervisorError;
 use crate::config::{RestartPolicy, ServiceConfig, Unusable};
 use crate::machine::{
     Action, Desired, DesiredService, ExitView, ServiceView, State, SupervisorEvent,
 };
-use crate::probe::ProbeSpec;
-use crate::shim::client::ShimEvent;
 use crate::shim::proto::{ExitStatus, ShimStatus};
-
-/// What the machine is told. A closed set: the world reports only through these.
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// The desired set (a service missing from it is stopped and removed).
-    Desired(Vec<DesiredService>),
-    /// A shim's notice: a run exited, or the connection was lost.
-    Shim(ShimEvent),
-    /// The result of an effect the machine asked for.
-    OpDone(String, OpResult),
-    /// One readiness probe of run `run`.
-    Probe {
-        name: String,
-        run: u64,
-        result: Result<(), String>,
-    },
-    /// The last lines a failed oneshot run wrote, read from its log after the exit.
-    FailureOutput {
-        name: String,
-        run: u64,
-        output: String,
-    },
-    /// A backoff timer fired.
-    Timer { name: String, token: u64 },
-    /// At start: a shim an earlier server left, reached, with its status.
-    Adopted {
-        name: String,
-        shim: u64,
-        status: ShimStatus,
-    },
-    /// At start: a shim an earlier server left is gone (`message`: what was done about the
-    /// process group its pid file names, if it has one).
-    ShimGone {
-        name: String,
-        message: Option<String>,
-    },
-}
-
-/// The result of an effect.
-#[derive(Debug)]
-pub(crate) enum OpResult {
-    /// The run started; `shim` is the connection's generation.
-    Started {
-        shim: u64,
-        status: ShimStatus,
-        /// `enforced`, or `not enforced (<why>)`.
-        limits: Option<String>,
-    },
-    /// No run came of a start; `shim`: the shim, if one is alive.
-    StartFailed { shim: Option<u64>, error: String },
-    /// The shim sent the stop signal.
-    StopSent(ShimStatus),
-    /// The stop could not be sent.
-    StopFailed(String),
-    /// The shim exited as told and the cgroup is torn down.
-    ShimExited,
-    /// A cgroup teardown is done.
-    TornDown(AfterTeardown),
-}
-
-/// What follows a cgroup teardown (which may wait seconds for a cgroup to empty, so it runs on
-/// a blocking thread, never on the supervisor's task).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum AfterTeardown {
-    /// The shim died with a run: apply the restart policy to that run's end.
-    ShimLost(ExitView),
-    /// The service was removed: forget it.
-    Forget,
-    /// A dead shim found at adoption is cleaned up: its service may start now.
-    Adopted,
-}
-
-/// What a teardown does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TeardownJob {
-    /// End what runs in the service's cgroup and remove the cgroup (a removed service).
-    Remove { cgroup: String },
-    /// End what runs in the cgroup of a run whose shim died, and remove the run's pid file.
-    LostRun { cgroup: String },
-    /// End what a dead shim found at adoption left in the service's cgroups (its own and any
-    /// transient group's), and remove its run directory.
-    DeadShim,
-}
-
-/// What the machine asks of the world ([`crate::world::World`] carries it out). Results come
-/// back as [`Input::OpDone`], [`Input::Probe`], [`Input::Timer`] or [`Input::FailureOutput`].
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Effect {
-    /// Start run `run` (counting `restarts`) of `config`: prepare its cgroup, then through the
-    /// shim of generation `shim`, or a new shim when `None`. Reports `Started`/`StartFailed`.
-    Start {
-        name: String,
-        shim: Option<u64>,
-        config: Arc<ServiceConfig>,
-        run: u64,
-        restarts: u64,
-    },
-    /// Send `signal` through the shim, SIGKILL after `grace_ms`. Reports `StopSent`/`StopFailed`.
-    Stop {
-        name: String,
-        shim: u64,
-        signal: i32,
-        grace_ms: u64,
-    },
-    /// Tell the shim to exit, then remove the service's cgroup. Reports `ShimExited`.
-    ExitShim { name: String, cgroup: String },
-    /// Forget the connection to a lost shim.
-    DropShim { name: String },
-    /// SIGKILL the process group `pid` (an orphaned run whose shim died).
-    KillGroup { pid: u32 },
-    /// Tear down off the loop. Reports `TornDown(then)`.
-    Teardown {
-        name: String,
-        job: TeardownJob,
-        then: AfterTeardown,
-    },
-    /// Remove the run directory of a forgotten service.
-    RemoveRunDir { name: String },
-    /// Report `Timer { name, token }` at `at`.
-    Timer {
-        name: String,
-        token: u64,
-        at: Instant,
-    },
-    /// Probe run `run` (with the service's `env`) until told to stop; replaces an earlier probe.
-    Probe {
-        name: String,
-        run: u64,
-        probe: ProbeSpec,
-        env: BTreeMap<String, String>,
-    },
-    /// Stop probing the service.
-    StopProbe { name: String },
-    /// Read the last lines run `run` wrote. Reports `FailureOutput` (if there are any).
-    ReadFailureOutput { name: String, run: u64 },
-}
 
 /// Where a service is in the machine: what it waits for. The one enum of its states; next to
 /// it are only facts (what the shim reported: a run alive, stopping, ready, the last exit; and
@@ -192,7 +56,14 @@ enum Phase {
     /// The restart policy (or a completed step) says no more: only an operator's start or a
     /// changed process starts it again.
     Done,
+    /// Its shim took the connection but did not answer (`why`) and may hold a run: nothing is
+    /// started next to it (shown `invalid`); it is asked again when timer `token` fires, adopted
+    /// once it answers, and its cgroup cleaned up and the service started once it is gone.
+    Unanswered { why: String, token: u64 },
 }
+
+/// How long a shim that did not answer at adoption is left before it is asked again.
+pub(crate) const UNANSWERED_RETRY: Duration = Duration::from_secs(10);
 
 /// What was asked of the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +180,7 @@ impl Svc {
             name: self.config.name.clone(),
             labels: self.config.labels.clone(),
             desired: self.desired.unwrap_or(Desired::Stopped),
-            state: if self.quarantine.is_some() {
+            state: if self.quarantine.is_some() || matches!(self.phase, Phase::Unanswered { .. }) {
                 State::Invalid
             } else {
                 self.state
@@ -321,9 +192,12 @@ impl Svc {
             last_exit: self.last_exit.clone(),
             since: self.since,
             waiting_for: self.waiting_for.clone(),
-            message: match &self.quarantine {
-                Some(q) => Some(format!("quarantined: {q}")),
-                None => self.message.clone(),
+            message: match (&self.quarantine, &self.phase) {
+                (Some(q), _) => Some(format!("quarantined: {q}")),
+                (None, Phase::Unanswered { why, .. }) => {
+                    Some(format!("quarantined: its shim did not answer ({why})"))
+                }
+                (None, _) => self.message.clone(),
             },
             next_restart_at: match self.phase {
                 Phase::Backoff { at, .. } => Some(at),
@@ -391,15 +265,25 @@ impl Core {
                 self.failure_output(&name, run, &output);
             }
             Input::Timer { name, token } => {
-                if let Some(svc) = self.services.get_mut(&name)
-                    && matches!(svc.phase, Phase::Backoff { token: t, .. } if t == token)
-                {
-                    svc.phase = Phase::Idle;
-                    self.reconcile(&name);
+                let Some(svc) = self.services.get_mut(&name) else {
+                    return std::mem::take(&mut self.effects);
+                };
+                match &svc.phase {
+                    Phase::Backoff { token: t, .. } if *t == token => {
+                        svc.phase = Phase::Idle;
+                        self.reconcile(&name);
+                    }
+                    Phase::Unanswered { token: t, .. } if *t == token => {
+                        if let Some(shim) = svc.shim {
+                            self.effects.push(Effect::AskStatus { name, shim });
+                        }
+                    }
+                    _ => {}
                 }
             }
             Input::Adopted { name, shim, status } => self.adopted(name, shim, &status),
             Input::ShimGone { name, message } => self.shim_gone(&name, message),
+            Input::ShimUnanswered { name, shim, why } => self.shim_unanswered(name, shim, why),
         }
         std::mem::take(&mut self.effects)
     }
@@ -452,81 +336,8 @@ impl Core {
     fn set_desired(&mut self, set: Vec<DesiredService>) {
         let mut seen = Vec::with_capacity(set.len());
         for d in set {
-            let name = d.config.name.clone();
-            seen.push(name.clone());
-            if let Err(why) = d.config.check() {
-                self.quarantine(d, why);
-                continue;
-            }
-            if let Some(svc) = self.services.get_mut(&name)
-                && svc.quarantine.take().is_some()
-            {
-                // Out of quarantine: the valid config is a change like any other, or, for a
-                // service that never had one (a placeholder: the only config with no command),
-                // its first config.
-                svc.phase.release();
-                if svc.config.process.argv.is_empty() {
-                    svc.desired = None;
-                }
-                if svc.pid.is_some() {
-                    svc.set_state(if svc.ready {
-                        State::Running
-                    } else {
-                        State::Starting
-                    });
-                }
-            }
-            let config = Arc::new(d.config);
-            match self.services.get_mut(&name) {
-                None => {
-                    self.services
-                        .insert(name.clone(), Svc::new(config, Some(d.desired)));
-                }
-                Some(svc) => {
-                    let first_config = svc.desired.is_none();
-                    let process_changed = svc.config.process != config.process;
-                    let probe_changed = svc.config.readiness != config.readiness;
-                    svc.desired = Some(d.desired);
-                    if first_config || (!process_changed && svc.run_tag.is_some()) {
-                        // An adopted run was started from this configuration as stored; a
-                        // change that keeps the process keeps the run, now conforming.
-                        svc.run_tag = Some(config.tag.clone());
-                    }
-                    svc.config = config;
-                    if first_config {
-                        // An adopted service meets its config: a run that exited while we
-                        // were away is handled by its policy now. A oneshot step's finished
-                        // run counts only if it ran this manifest; otherwise it runs again.
-                        let other_step = svc.config.oneshot
-                            && svc
-                                .adopted_tag
-                                .as_ref()
-                                .is_some_and(|t| *t != svc.config.tag);
-                        if svc.pid.is_none() && other_step {
-                            svc.count_restart = false;
-                        } else if svc.pid.is_none()
-                            && let Some(exit) = svc.last_exit.clone()
-                        {
-                            self.decide_after_exit(&name, &exit, false);
-                        } else if svc.pid.is_some() {
-                            self.arm_probe(&name);
-                        }
-                    } else if process_changed && svc.pid.is_some() {
-                        svc.after_stop = AfterStop::Start;
-                        svc.phase.release();
-                    } else if process_changed {
-                        svc.phase.release();
-                        if svc.config.oneshot {
-                            // A completed step of another configuration is not done for this
-                            // one: dependants yet to start wait for the new run.
-                            svc.ready = false;
-                            svc.attempt = 0;
-                        }
-                    } else if probe_changed && svc.pid.is_some() {
-                        self.arm_probe(&name);
-                    }
-                }
-            }
+            seen.push(d.config.name.clone());
+            self.desire_one(d);
         }
         // Services no longer desired: stop and remove.
         for (name, svc) in &mut self.services {
@@ -538,6 +349,84 @@ impl Core {
         names.sort();
         for name in names {
             self.reconcile(&name);
+        }
+    }
+
+    /// Takes one entry of the desired set (reconcile follows).
+    fn desire_one(&mut self, d: DesiredService) {
+        let name = d.config.name.clone();
+        if let Err(why) = d.config.check() {
+            self.quarantine(d, why);
+            return;
+        }
+        if let Some(svc) = self.services.get_mut(&name)
+            && svc.quarantine.take().is_some()
+        {
+            // Out of quarantine: the valid config is a change like any other, or, for a
+            // service that never had one (a placeholder: the only config with no command),
+            // its first config.
+            svc.phase.release();
+            if svc.config.process.argv.is_empty() {
+                svc.desired = None;
+            }
+            if svc.pid.is_some() {
+                svc.set_state(if svc.ready {
+                    State::Running
+                } else {
+                    State::Starting
+                });
+            }
+        }
+        let config = Arc::new(d.config);
+        match self.services.get_mut(&name) {
+            None => {
+                self.services
+                    .insert(name.clone(), Svc::new(config, Some(d.desired)));
+            }
+            Some(svc) => {
+                let first_config = svc.desired.is_none();
+                let process_changed = svc.config.process != config.process;
+                let probe_changed = svc.config.readiness != config.readiness;
+                svc.desired = Some(d.desired);
+                if first_config || (!process_changed && svc.run_tag.is_some()) {
+                    // An adopted run was started from this configuration as stored; a
+                    // change that keeps the process keeps the run, now conforming.
+                    svc.run_tag = Some(config.tag.clone());
+                }
+                svc.config = config;
+                if first_config {
+                    // An adopted service meets its config: a run that exited while we
+                    // were away is handled by its policy now. A oneshot step's finished
+                    // run counts only if it ran this manifest; otherwise it runs again.
+                    let other_step = svc.config.oneshot
+                        && svc
+                            .adopted_tag
+                            .as_ref()
+                            .is_some_and(|t| *t != svc.config.tag);
+                    if svc.pid.is_none() && other_step {
+                        svc.count_restart = false;
+                    } else if svc.pid.is_none()
+                        && let Some(exit) = svc.last_exit.clone()
+                    {
+                        self.decide_after_exit(&name, &exit, false);
+                    } else if svc.pid.is_some() {
+                        self.arm_probe(&name);
+                    }
+                } else if process_changed && svc.pid.is_some() {
+                    svc.after_stop = AfterStop::Start;
+                    svc.phase.release();
+                } else if process_changed {
+                    svc.phase.release();
+                    if svc.config.oneshot {
+                        // A completed step of another configuration is not done for this
+                        // one: dependants yet to start wait for the new run.
+                        svc.ready = false;
+                        svc.attempt = 0;
+                    }
+                } else if probe_changed && svc.pid.is_some() {
+                    self.arm_probe(&name);
+                }
+            }
         }
     }
 
@@ -579,6 +468,12 @@ impl Core {
                 why: q.to_string(),
             });
         }
+        if let Phase::Unanswered { why, .. } = &svc.phase {
+            return Err(SupervisorError::Quarantined {
+                name: name.to_owned(),
+                why: format!("its shim did not answer ({why})"),
+            });
+        }
         svc.phase.release();
         svc.attempt = 0;
         svc.count_restart = false;
@@ -595,6 +490,16 @@ impl Core {
             return;
         };
         if svc.phase.in_flight() {
+            return;
+        }
+        if matches!(svc.phase, Phase::Unanswered { .. }) {
+            // Deleted: the shim is told to exit (its cgroup, if any, is torn down); otherwise
+            // nothing happens until it answers or is gone.
+            if svc.desired.is_none() {
+                self.remove(name);
+            } else if let Some(s) = self.services.get_mut(name) {
+                s.set_state(State::Invalid);
+            }
             return;
         }
         let wants_run = svc.desired == Some(Desired::Running);

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{RestartSpec, StopSpec};
 use crate::machine::{act, step};
+use crate::probe::ProbeSpec;
+use crate::shim::client::ShimEvent;
 use crate::shim::proto::RunInfo;
 use crate::world::{Inbox, World};
 

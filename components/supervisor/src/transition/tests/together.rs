@@ -439,3 +439,120 @@ fn an_answer_that_comes_during_a_teardown_only_says_what_happened() {
     assert!(effects.is_empty(), "{effects:?}");
     assert_eq!(h.view("web").state, State::Stopped);
 }
+
+#[test]
+fn a_shim_that_does_not_answer_is_quarantined_asked_again_then_adopted() {
+    let mut h = Harness::new();
+    let effects = h.feed(Input::ShimUnanswered {
+        name: "web".into(),
+        shim: 5,
+        why: "no answer within 10s".into(),
+    });
+    let (token, at) = timer(&effects).expect("asked again later");
+    assert_eq!(at, h.now + UNANSWERED_RETRY);
+    assert!(h.message_of("Quarantined").contains("no second copy"));
+    let web = daemon("web");
+    assert!(starts(&h.desire(&[(&web, Desired::Running)])).is_empty());
+    let v = h.view("web");
+    assert_eq!(v.state, State::Invalid);
+    assert!(
+        v.message
+            .unwrap()
+            .contains("did not answer (no answer within 10s)")
+    );
+    assert!(matches!(
+        h.action("web", Action::Start).0,
+        Err(SupervisorError::Quarantined { .. })
+    ));
+    h.now = at;
+    let effects = h.feed(Input::Timer {
+        name: "web".into(),
+        token,
+    });
+    assert_eq!(
+        effects,
+        [Effect::AskStatus {
+            name: "web".into(),
+            shim: 5
+        }]
+    );
+    let effects = h.done("web", OpResult::StatusFailed("still nothing".into()));
+    assert!(timer(&effects).is_some(), "{effects:?}");
+    assert_eq!(h.view("web").state, State::Invalid);
+    // It answers: adopted with its run, under the desired config; nothing new is started.
+    let effects = h.done(
+        "web",
+        OpResult::Status(status("web", Some((2, 700)), 2, 1, None)),
+    );
+    assert!(starts(&effects).is_empty(), "{effects:?}");
+    let v = h.view("web");
+    assert_eq!(
+        (v.state, v.pid, v.run, v.restarts, v.ready),
+        (State::Running, Some(700), 2, 1, true)
+    );
+    assert!(h.events().contains(&"web:Adopted".to_owned()));
+    // A stop now goes through it.
+    let effects = h.desire(&[(&web, Desired::Stopped)]);
+    assert!(
+        matches!(effects.as_slice(), [Effect::Stop { shim: 5, .. }]),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_shim_that_did_not_answer_and_is_gone_is_cleaned_up_then_started() {
+    let mut h = Harness::new();
+    h.feed(Input::ShimUnanswered {
+        name: "web".into(),
+        shim: 5,
+        why: "x".into(),
+    });
+    h.desire(&[(&daemon("web"), Desired::Running)]);
+    let effects = h.feed(Input::Shim(ShimEvent::Lost {
+        name: "web".into(),
+        generation: 5,
+    }));
+    assert!(
+        effects.contains(&Effect::Teardown {
+            name: "web".into(),
+            job: TeardownJob::DeadShim,
+            then: AfterTeardown::Adopted
+        }),
+        "{effects:?}"
+    );
+    assert!(starts(&effects).is_empty());
+    let effects = h.done("web", OpResult::TornDown(AfterTeardown::Adopted));
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Start {
+                shim: None,
+                run: 1,
+                ..
+            }]
+        ),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_shim_that_does_not_answer_is_told_to_exit_when_its_service_is_deleted() {
+    let mut h = Harness::new();
+    h.feed(Input::ShimUnanswered {
+        name: "web".into(),
+        shim: 5,
+        why: "x".into(),
+    });
+    let effects = h.desire(&[]);
+    assert!(
+        effects.contains(&Effect::ExitShim {
+            name: "web".into(),
+            cgroup: "services/web".into()
+        }),
+        "{effects:?}"
+    );
+    // A late answer to the question changes nothing.
+    assert!(h.done("web", OpResult::StatusFailed("x".into())).is_empty());
+    h.done("web", OpResult::ShimExited);
+    assert!(h.events().contains(&"web:Deleted".to_owned()));
+}
