@@ -76,12 +76,15 @@ fn sigkill_of_the_server_leaves_ten_services_running_and_they_are_adopted() {
     c.start_server();
     let after = c.pids_and_restarts();
     assert_eq!(before, after, "same PIDs and restart counts after adoption");
-    let adopted = c
-        .all_events()
-        .iter()
-        .filter(|e| e["reason"] == "Adopted")
-        .count();
-    assert_eq!(adopted, 10);
+    // The API answers before adoption is over (and its events are written a moment after).
+    let adopted = |c: &Cluster| {
+        c.all_events()
+            .iter()
+            .filter(|e| e["reason"] == "Adopted")
+            .count()
+    };
+    c.wait_until("ten Adopted events", T, |c| adopted(c) >= 10);
+    assert_eq!(adopted(&c), 10);
 
     // The log of the current run has every line, before, during and after the server's absence.
     let log = c.ctl_ok(&["logs", "s5"]);
@@ -366,4 +369,104 @@ fn the_data_dir_and_the_store_are_private_whatever_made_them() {
             && mode(&c.data_dir().join("logs")) & 0o077 == 0
     });
     assert!(c.server_log().contains("was mode 0755; made it 0711"));
+}
+
+/// Adoption never holds up the API: three shims that accept a connection and never answer (each
+/// costs adoption its 10 s call timeout) leave `GET /v1/healthz` answering at once, and the
+/// supervisor goes on to run what is applied once it has given up on them. Before, the server
+/// listened only after adoption: 30 s of silence, so `ctl` could not reach a server whose
+/// adoption was stuck (or crashed it) to delete what did it.
+#[test]
+fn stuck_shims_do_not_delay_the_api() {
+    let mut c = Cluster::unstarted(None, &[]);
+    let mut listeners = Vec::new();
+    for name in ["stuck1", "stuck2", "stuck3"] {
+        let run = c.data_dir().join("run").join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        listeners.push(std::os::unix::net::UnixListener::bind(run.join("shim.sock")).unwrap());
+    }
+    // Accept and hold every connection, answering nothing, until the test ends.
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for l in listeners {
+        let held = std::sync::Arc::clone(&held);
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                held.lock().unwrap().push(conn);
+            }
+        });
+    }
+    let started = Instant::now();
+    c.start_server();
+    let up = started.elapsed();
+    assert!(up < Duration::from_secs(5), "the API took {up:?} to answer");
+    let mut events = c.events();
+    c.apply_ok("a.yaml", &Cluster::workload_manifest("a", &[], ""));
+    events.wait_for("a", "Ready", T);
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the server never tried the stuck shims"
+    );
+}
+
+/// The pid of the shim of service `name`.
+fn shim_of(c: &Cluster, name: &str) -> u32 {
+    let needle = format!("{}\0", c.data_dir().join("run").join(name).display());
+    shims_of(c)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(&needle))
+        })
+        .unwrap_or_else(|| panic!("no shim of {name}"))
+}
+
+/// A shim that is there but does not answer at adoption (here: stopped with SIGSTOP while no
+/// server ran) may still hold its run: its service is quarantined (`invalid`, a `Quarantined`
+/// event), not started next to it; once the shim answers it is adopted with its run, and `ctl
+/// delete` removes one that never answers. Before, the new server tried to start it again every
+/// backoff (each new shim refused: a shim already listens) and never adopted the old one.
+#[test]
+fn a_shim_that_does_not_answer_at_adoption_is_quarantined_then_adopted() {
+    let mut c = Cluster::start();
+    let mut events = c.events();
+    let docs = [
+        Cluster::workload_manifest("a", &[], ""),
+        Cluster::workload_manifest("b", &[], ""),
+    ];
+    c.apply_ok("ab.yaml", &docs.join("---\n"));
+    events.wait_for("a", "Ready", T);
+    events.wait_for("b", "Ready", T);
+    drop(events);
+    let pid_a = c.service("a")["pid"].as_u64().unwrap() as u32;
+    let (shim_a, shim_b) = (shim_of(&c, "a"), shim_of(&c, "b"));
+    c.kill_server();
+    cloudlet_tests::signal(shim_a, nix::sys::signal::Signal::SIGSTOP);
+    cloudlet_tests::signal(shim_b, nix::sys::signal::Signal::SIGSTOP);
+    c.start_server();
+    let mut events = c.events();
+    // (The stream starts with the history: run 1's start is the first server's.)
+    for name in ["a", "b"] {
+        let e = events.wait(&format!("{name}'s fate"), T, |e| {
+            e["service"] == name
+                && ((e["reason"] == "Started"
+                    && !e["message"].as_str().unwrap().contains("run 1 "))
+                    || e["reason"] == "StartFailed"
+                    || e["reason"] == "Quarantined")
+        });
+        assert_eq!(e["reason"], "Quarantined", "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("did not answer"),
+            "{e}"
+        );
+        assert_eq!(c.service(name)["state"], "invalid");
+    }
+    cloudlet_tests::signal(shim_a, nix::sys::signal::Signal::SIGCONT);
+    events.wait_for("a", "Adopted", T);
+    let a = c.service("a");
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["pid"].as_u64(), Some(u64::from(pid_a)), "{a}");
+    c.ctl_ok(&["delete", "service", "b"]);
+    events.wait_for("b", "Deleted", T);
+    assert_eq!(shim_of(&c, "a"), shim_a, "a's shim is the old one");
+    cloudlet_tests::signal(shim_b, nix::sys::signal::Signal::SIGCONT);
 }

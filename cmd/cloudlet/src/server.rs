@@ -1,5 +1,6 @@
-//! `cloudlet server` and `cloudlet agent`: take the data directory's lock, open the store, start
-//! the node (which adopts the services an earlier process left running) and serve until SIGTERM
+//! `cloudlet server` and `cloudlet agent`: take the data directory's lock, open the store, bind
+//! the API socket, start the node (whose supervisor adopts the services an earlier process left
+//! running in its own task, so the API never waits for adoption) and serve until SIGTERM
 //! or Ctrl-C. The server adds the control plane (PKI, placement) and serves the cluster's API on
 //! DIR/cloudlet.sock and on --listen (mutual TLS); the agent joins a server and serves its node's
 //! API to it. Stopping either never stops a service. Wiring only: no decisions live here.
@@ -287,6 +288,15 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Binds the API's unix socket. The API socket is bound before the node starts, and the node's
+/// supervisor adopts and replays in its own task, so `ctl` reaches a server whose adoption is
+/// slow or stuck (and can delete what a service's state breaks).
+async fn bind_unix(path: &Path) -> anyhow::Result<UnixServer> {
+    UnixServer::bind(path)
+        .await
+        .with_context(|| format!("listen on {}", path.display()))
+}
+
 /// Listeners that stop together.
 struct Listeners {
     stop: tokio::sync::watch::Sender<bool>,
@@ -320,15 +330,24 @@ impl Listeners {
         socket: Socket,
         backend: Arc<B>,
     ) -> anyhow::Result<()> {
-        let server = UnixServer::bind(path)
-            .await
-            .with_context(|| format!("listen on {}", path.display()))?;
+        let server = bind_unix(path).await?;
+        self.serve_unix(path, server, socket, backend);
+        Ok(())
+    }
+
+    /// Serves a socket bound earlier (see [`bind_unix`]).
+    fn serve_unix<B: cloudlet_api::Backend>(
+        &mut self,
+        path: &Path,
+        server: UnixServer,
+        socket: Socket,
+        backend: Arc<B>,
+    ) {
         let until = self.until();
         self.tasks.push((
             path.display().to_string(),
             tokio::spawn(server.serve_as(socket, backend, until)),
         ));
-        Ok(())
     }
 
     fn tls<B: cloudlet_api::Backend>(
@@ -385,6 +404,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         )
         .context("set up the cluster's certificates")?,
     );
+    let api_socket = dir.join("cloudlet.sock");
+    let api_server = bind_unix(&api_socket).await?;
     let local = if args.disable_agent {
         None
     } else {
@@ -422,9 +443,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = stop_signal()?;
     let cp = Arc::new(cp);
     let mut listeners = Listeners::new();
-    listeners
-        .unix(&dir.join("cloudlet.sock"), Socket::Api, Arc::clone(&cp))
-        .await?;
+    listeners.serve_unix(&api_socket, api_server, Socket::Api, Arc::clone(&cp));
     if let Some(node) = &local {
         listeners
             .unix(
@@ -484,19 +503,15 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let events = cloudlet_node::events::spawn_writer(store.clone(), args.node.max_events)
         .await
         .context("start the event log")?;
+    let api_socket = dir.join("cloudlet.sock");
+    let api_server = bind_unix(&api_socket).await?;
     let node = Node::start(store, node_opts, events)
         .await
         .context("start the node")?;
     let shutdown = stop_signal()?;
     let backend = Arc::new(node.clone());
     let mut listeners = Listeners::new();
-    listeners
-        .unix(
-            &dir.join("cloudlet.sock"),
-            Socket::Api,
-            Arc::clone(&backend),
-        )
-        .await?;
+    listeners.serve_unix(&api_socket, api_server, Socket::Api, Arc::clone(&backend));
     listeners
         .unix(
             &dir.join(cloudlet_node::EXECUTOR_SOCKET),

@@ -33,6 +33,9 @@ pub enum ServiceState {
     Failed,
     /// A oneshot step that exited 0: done, and ready for its dependants.
     Completed,
+    /// Quarantined: its node cannot act on its configuration (the message says which field and
+    /// why); not started until the manifest is fixed, and `ctl delete` always works.
+    Invalid,
     /// Assigned to a node that has not reported it yet, or not placeable (the message says why).
     Pending,
     /// Its node is lost: what runs there is not known.

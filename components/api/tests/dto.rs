@@ -102,6 +102,7 @@ fn enums_are_lowercase_words() {
         (ServiceState::Stopped, "stopped"),
         (ServiceState::Failed, "failed"),
         (ServiceState::Completed, "completed"),
+        (ServiceState::Invalid, "invalid"),
     ];
     for (state, word) in states {
         assert_eq!(serde_json::to_value(state).unwrap(), word);

@@ -31,6 +31,9 @@ impl From<NodeError> for ApiError {
             NodeError::Supervisor(cloudlet_supervisor::SupervisorError::NotFound(n)) => {
                 ApiError::NotFound(format!("service {n:?} not found"))
             }
+            NodeError::Supervisor(e @ cloudlet_supervisor::SupervisorError::Quarantined { .. }) => {
+                ApiError::Conflict(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -46,6 +49,7 @@ fn state_dto(s: State) -> ServiceState {
         State::Stopped => ServiceState::Stopped,
         State::Failed => ServiceState::Failed,
         State::Completed => ServiceState::Completed,
+        State::Invalid => ServiceState::Invalid,
     }
 }
 

@@ -108,8 +108,9 @@ pub struct Node<S> {
 }
 
 impl<S: Store> Node<S> {
-    /// Starts the supervisor on the services assigned to this node in `store` (adopting the shims
-    /// an earlier server left), then follows the store. `events` is the store's event writer
+    /// Starts the supervisor on the services assigned to this node in `store` (its task adopts
+    /// the shims an earlier server left after this returns, so the caller's API never waits for
+    /// adoption), then follows the store. `events` is the store's event writer
     /// (one per store: the control plane shares it). Call inside a tokio runtime.
     pub async fn start(
         store: S,

@@ -1,8 +1,14 @@
 //! What the supervisor runs: [`ServiceConfig`], the runtime form of a Service manifest, resolved
 //! once at the edge (defaults applied, durations parsed) so the state machine never reads YAML
-//! types.
+//! types, and [`ServiceConfig::check`], the supervisor's own test of whether it can act on one.
+//!
+//! The check does not trust that a config came through manifest validation (a store written by
+//! an older version, or a caller building configs by hand, may hold anything): a config that fails
+//! it is quarantined by the machine (state `invalid`), never run, and never takes the process down.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Component;
 use std::time::Duration;
 
 use cloudlet_spec::ServiceManifest;
@@ -160,6 +166,261 @@ impl ServiceConfig {
                         .collect()
                 })
                 .unwrap_or_default(),
+        }
+    }
+}
+
+/// Why the supervisor cannot act on a [`ServiceConfig`]: the field (as the manifest names it) and
+/// the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    /// The field, e.g. `spec.stop.gracePeriod`.
+    pub field: String,
+    /// Why it cannot be acted on.
+    pub reason: String,
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+fn unusable(field: impl Into<String>, reason: impl Into<String>) -> Unusable {
+    Unusable {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The longest duration the supervisor acts on ([`cloudlet_spec::MAX_DURATION`], ten years):
+/// every deadline it derives from one (`now + duration`) is then representable.
+pub const MAX_DURATION: Duration = cloudlet_spec::MAX_DURATION;
+
+impl ServiceConfig {
+    /// Whether the supervisor can act on this config: its name is a file name, its process can
+    /// be executed (a command, no NUL byte), every duration is at most [`MAX_DURATION`], its
+    /// signal exists, its readiness probe has a period, its cgroup is a relative path, its log
+    /// rotation is within the spec's bounds and it does not depend on itself. The first problem
+    /// found is returned.
+    pub fn check(&self) -> Result<(), Unusable> {
+        cloudlet_spec::check_name(&self.name).map_err(|e| unusable("metadata.name", e))?;
+        let p = &self.process;
+        if p.argv.is_empty() {
+            return Err(unusable("spec.command", "is empty"));
+        }
+        let nul = "contains a NUL byte";
+        for (i, arg) in p.argv.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(unusable(format!("spec.command[{i}]"), nul));
+            }
+        }
+        for (k, v) in &p.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(unusable(
+                    format!("spec.env.{k}"),
+                    "a name must be non-empty, without '=' or NUL",
+                ));
+            }
+            if v.contains('\0') {
+                return Err(unusable(format!("spec.env.{k}"), nul));
+            }
+        }
+        if p.cwd
+            .as_ref()
+            .is_some_and(|c| c.as_os_str().as_encoded_bytes().contains(&0))
+        {
+            return Err(unusable("spec.workingDir", nul));
+        }
+        if p.user.as_ref().is_some_and(|u| u.contains('\0')) {
+            return Err(unusable("spec.user", nul));
+        }
+        if !(1..=cloudlet_spec::MAX_LOG_MAX_FILES).contains(&p.log_max_files) {
+            return Err(unusable(
+                "spec.logs.maxFiles",
+                format!(
+                    "must be 1 to {}, got {}",
+                    cloudlet_spec::MAX_LOG_MAX_FILES,
+                    p.log_max_files
+                ),
+            ));
+        }
+        if p.log_max_size < cloudlet_spec::MIN_LOG_MAX_SIZE {
+            return Err(unusable(
+                "spec.logs.maxSize",
+                format!(
+                    "must be at least {} bytes, got {}",
+                    cloudlet_spec::MIN_LOG_MAX_SIZE,
+                    p.log_max_size
+                ),
+            ));
+        }
+        let mut durations = vec![
+            ("spec.restart.backoff.initial", self.restart.initial),
+            ("spec.restart.backoff.max", self.restart.max),
+            ("spec.restart.resetAfter", self.restart.reset_after),
+            ("spec.stop.gracePeriod", self.stop.grace),
+        ];
+        if let Some(r) = &self.readiness {
+            durations.extend([
+                ("spec.readiness.initialDelaySeconds", r.initial_delay),
+                ("spec.readiness.periodSeconds", r.period),
+                ("spec.readiness.timeoutSeconds", r.timeout),
+            ]);
+            if r.period.is_zero() {
+                return Err(unusable(
+                    "spec.readiness.periodSeconds",
+                    "must be more than 0",
+                ));
+            }
+        }
+        for (field, d) in durations {
+            if d > MAX_DURATION {
+                return Err(unusable(
+                    field,
+                    format!("{d:?} is longer than the longest the supervisor acts on (87600h)"),
+                ));
+            }
+        }
+        if nix::sys::signal::Signal::try_from(self.stop.signal).is_err() {
+            return Err(unusable(
+                "spec.stop.signal",
+                format!("{} is not a signal", self.stop.signal),
+            ));
+        }
+        let rel = std::path::Path::new(&self.cgroup);
+        if self.cgroup.is_empty()
+            || self.cgroup.contains('\0')
+            || !rel.components().all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(unusable(
+                "cgroup",
+                format!(
+                    "{:?} is not a relative path of plain names (from metadata.name and the \
+                     transient group)",
+                    self.cgroup
+                ),
+            ));
+        }
+        if self.depends_on.contains(&self.name) {
+            return Err(unusable(
+                "spec.dependsOn",
+                "a service cannot depend on itself",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ServiceConfig {
+        let yaml = "apiVersion: cloudlet/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  \
+                    command: [/bin/true]\n  readiness: {tcp: {port: 80}}\n";
+        let docs = cloudlet_spec::parse_file("web.yaml", yaml).unwrap();
+        let [cloudlet_spec::Manifest::Service(m)] = docs.as_slice() else {
+            panic!("one service: {docs:?}");
+        };
+        ServiceConfig::from_manifest(m)
+    }
+
+    /// Each config the supervisor cannot act on names its field.
+    #[test]
+    fn check_names_the_field_it_cannot_act_on() {
+        assert_eq!(base().check(), Ok(()));
+        let too_long = MAX_DURATION + Duration::from_secs(1);
+        type Change = Box<dyn Fn(&mut ServiceConfig)>;
+        let table: Vec<(&str, Change)> = vec![
+            ("metadata.name", Box::new(|c| c.name = "../x".into())),
+            ("spec.command", Box::new(|c| c.process.argv.clear())),
+            (
+                "spec.command[0]",
+                Box::new(|c| c.process.argv[0] = "a\0b".into()),
+            ),
+            (
+                "spec.env.A=B",
+                Box::new(|c| {
+                    c.process.env.insert("A=B".into(), "v".into());
+                }),
+            ),
+            (
+                "spec.env.A",
+                Box::new(|c| {
+                    c.process.env.insert("A".into(), "\0".into());
+                }),
+            ),
+            (
+                "spec.workingDir",
+                Box::new(|c| c.process.cwd = Some("/a\0".into())),
+            ),
+            (
+                "spec.user",
+                Box::new(|c| c.process.user = Some("a\0".into())),
+            ),
+            (
+                "spec.logs.maxFiles",
+                Box::new(|c| c.process.log_max_files = 0),
+            ),
+            (
+                "spec.logs.maxSize",
+                Box::new(|c| c.process.log_max_size = 1),
+            ),
+            (
+                "spec.restart.backoff.initial",
+                Box::new(move |c| c.restart.initial = too_long),
+            ),
+            (
+                "spec.restart.backoff.max",
+                Box::new(move |c| c.restart.max = Duration::MAX),
+            ),
+            (
+                "spec.restart.resetAfter",
+                Box::new(move |c| c.restart.reset_after = too_long),
+            ),
+            (
+                "spec.stop.gracePeriod",
+                Box::new(|c| c.stop.grace = Duration::MAX),
+            ),
+            ("spec.stop.signal", Box::new(|c| c.stop.signal = 0)),
+            (
+                "spec.readiness.periodSeconds",
+                Box::new(|c| {
+                    c.readiness.as_mut().unwrap().period = Duration::ZERO;
+                }),
+            ),
+            (
+                "spec.readiness.periodSeconds",
+                Box::new(|c| {
+                    c.readiness.as_mut().unwrap().period = Duration::MAX;
+                }),
+            ),
+            (
+                "spec.readiness.timeoutSeconds",
+                Box::new(|c| {
+                    c.readiness.as_mut().unwrap().timeout = Duration::MAX;
+                }),
+            ),
+            (
+                "spec.readiness.initialDelaySeconds",
+                Box::new(|c| {
+                    c.readiness.as_mut().unwrap().initial_delay = Duration::MAX;
+                }),
+            ),
+            ("cgroup", Box::new(|c| c.cgroup = "services/../x".into())),
+            ("cgroup", Box::new(|c| c.cgroup = "/services/x".into())),
+            ("cgroup", Box::new(|c| c.cgroup = String::new())),
+            (
+                "spec.dependsOn",
+                Box::new(|c| c.depends_on.push("web".into())),
+            ),
+        ];
+        for (field, change) in table {
+            let mut c = base();
+            change(&mut c);
+            let why = c.check().expect_err(field);
+            assert_eq!(why.field, field, "{why}");
         }
     }
 }

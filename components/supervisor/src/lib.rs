@@ -14,10 +14,12 @@ pub mod machine;
 pub mod probe;
 pub mod reaper;
 pub mod shim;
+mod transition;
+mod world;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{RestartPolicy, ServiceConfig};
+pub use config::{RestartPolicy, ServiceConfig, Unusable};
 pub use machine::{
     Action, Desired, DesiredService, ExitView, ServiceView, State, Supervisor, SupervisorEvent,
     SupervisorOptions,
@@ -70,6 +72,14 @@ pub enum SupervisorError {
     /// No such service.
     #[error("service {0:?} not found")]
     NotFound(String),
+    /// The service is quarantined: its config cannot be acted on.
+    #[error("service {name:?} is quarantined ({why}): fix its manifest or delete it")]
+    Quarantined {
+        /// Service.
+        name: String,
+        /// The field and why.
+        why: String,
+    },
     /// The supervisor task has ended.
     #[error("the supervisor has shut down")]
     Gone,
