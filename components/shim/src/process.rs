@@ -643,6 +643,7 @@ impl Shim {
                             signal: sig,
                             at_ms: now_ms(),
                             oom_killed: false,
+                            requested: false,
                         });
                     }
                 }
@@ -655,6 +656,7 @@ impl Shim {
             return;
         };
         let run = alive.info.run;
+        status.requested = alive.info.stopping;
         // What it left behind dies with the run: its cgroup, and its process group. An empty
         // cgroup is not killed: after a `cgroup.kill`, kernels such as 6.18 kill every child
         // cloned into the cgroup at its birth, so the next run would be migrated in (see spawn).

@@ -108,6 +108,10 @@ pub struct ExitStatus {
     /// The kernel's OOM killer ended the run (its cgroup's `memory.events` `oom_kill` grew).
     #[serde(default)]
     pub oom_killed: bool,
+    /// The run ended after the server asked it to stop (an operator's stop, restart or
+    /// delete): a server that comes back to this exit must not take it for a crash.
+    #[serde(default)]
+    pub requested: bool,
 }
 
 impl ExitStatus {
@@ -237,6 +241,7 @@ mod tests {
                 signal: Some(9),
                 at_ms: 1,
                 oom_killed: true,
+                requested: true,
             },
         });
         let line = serde_json::to_string(&notice).unwrap();

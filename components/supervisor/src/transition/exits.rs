@@ -486,8 +486,10 @@ impl Core {
             ));
             svc.last_exit = Some(view);
             svc.set_state(State::Stopped);
-            // Decide by policy once the config is known (see set_desired).
-            svc.count_restart = true;
+            // Decide by policy once the config is known (see set_desired), unless the run
+            // ended on a stop an earlier server sent (killed mid-restart): that is no crash.
+            svc.adopted_exit_asked = exit.requested;
+            svc.count_restart = !exit.requested;
         }
         self.emit(&name, "Adopted", message, None);
         self.services.insert(name, svc);

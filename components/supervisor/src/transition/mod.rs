@@ -116,6 +116,8 @@ struct Svc {
     attempt: u32,
     /// The next start counts as an automatic restart.
     count_restart: bool,
+    /// The adopted shim's last run ended after a stop an earlier server sent: not a crash.
+    adopted_exit_asked: bool,
     last_exit: Option<ExitView>,
     waiting_for: Vec<String>,
     message: Option<String>,
@@ -154,6 +156,7 @@ impl Svc {
             restarts: 0,
             attempt: 0,
             count_restart: false,
+            adopted_exit_asked: false,
             last_exit: None,
             waiting_for: Vec::new(),
             message: None,
@@ -408,7 +411,8 @@ impl Core {
                     } else if svc.pid.is_none()
                         && let Some(exit) = svc.last_exit.clone()
                     {
-                        self.decide_after_exit(&name, &exit, false);
+                        let asked = svc.adopted_exit_asked;
+                        self.decide_after_exit(&name, &exit, asked);
                     } else if svc.pid.is_some() {
                         self.arm_probe(&name);
                     }

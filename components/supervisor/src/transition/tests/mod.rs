@@ -161,6 +161,7 @@ impl Harness {
                 signal,
                 at_ms: 0,
                 oom_killed: false,
+                requested: false,
             },
         }))
     }

@@ -196,6 +196,7 @@ fn an_exit_while_away_meets_the_policy_once_the_config_is_known() {
         signal: Some(9),
         at_ms: 0,
         oom_killed: false,
+        requested: false,
     };
     h.feed(Input::Adopted {
         name: "web".into(),
@@ -229,6 +230,40 @@ fn an_exit_while_away_meets_the_policy_once_the_config_is_known() {
         ),
         "{effects:?}"
     );
+}
+
+/// `torture` found it: a server SIGKILLed during `ctl restart`, after the stop was sent and
+/// before the new run started, left an exit the next server took for a crash (backoff, and
+/// an automatic restart counted).
+#[test]
+fn an_exit_an_earlier_server_asked_for_is_no_crash() {
+    let mut h = Harness::new();
+    let exit = ExitStatus {
+        code: None,
+        signal: Some(15),
+        at_ms: 0,
+        oom_killed: false,
+        requested: true,
+    };
+    h.feed(Input::Adopted {
+        name: "web".into(),
+        shim: 5,
+        status: status("web", None, 4, 1, Some((4, exit))),
+    });
+    let effects = h.desire(&[(&daemon("web"), Desired::Running)]);
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Start {
+                shim: Some(5),
+                run: 5,
+                restarts: 1,
+                ..
+            }]
+        ),
+        "started at once, no restart counted: {effects:?}"
+    );
+    assert!(timer(&effects).is_none());
 }
 
 #[test]
@@ -295,6 +330,7 @@ fn an_exit_notice_that_overtakes_the_start_answer_is_handled_after_it() {
             signal: None,
             at_ms: 0,
             oom_killed: false,
+            requested: false,
         },
     }));
     let effects = h.started("web", 1000);
