@@ -442,3 +442,58 @@ fn declared_files_are_in_place_before_the_start_and_a_changed_one_restarts_the_s
     );
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "second");
 }
+
+/// A file that cannot be written holds its service back (shown `invalid`, the error in its
+/// message, not started; a run already going keeps its files and its pid) until a retry
+/// succeeds. It used to be logged and the service started without its configuration.
+#[test]
+fn a_file_that_cannot_be_written_holds_the_service_back_until_it_can() {
+    let c = Cluster::start();
+    let real = c.path("real");
+    std::fs::create_dir(&real).unwrap();
+    let linked = c.path("linked");
+    std::os::unix::fs::symlink(&real, &linked).unwrap();
+    let conf = linked.join("app.conf");
+    let manifest = |name: &str, content: &str| {
+        format!(
+            "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sh, -c, 'echo \"config: $(cat {conf})\"; exec sleep 1000']\n  files:\n    - {{path: {conf}, content: \"{content}\"}}\n",
+            conf = conf.display()
+        )
+    };
+    c.apply_ok("app.yaml", &manifest("app", "first"));
+    c.wait_until("app held back", Duration::from_secs(10), |c| {
+        c.service("app")["state"] == "invalid"
+    });
+    let app = c.service("app");
+    assert!(app["pid"].is_null(), "{app}");
+    let message = app["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.files") && message.contains("is a symlink"),
+        "{message}"
+    );
+    assert!(
+        !real.join("app.conf").exists(),
+        "written through the symlink"
+    );
+
+    // The directory becomes real: the retry writes the file and the service starts with it.
+    std::fs::remove_file(&linked).unwrap();
+    std::fs::create_dir(&linked).unwrap();
+    c.wait_log("app", Duration::from_secs(30), |l| {
+        l.contains("config: first")
+    });
+    let (pid, _) = c.pids_and_restarts()["app"];
+
+    // A change that cannot be written leaves the running service alone.
+    std::fs::remove_dir_all(&linked).unwrap();
+    std::fs::write(&linked, "a file where a directory was").unwrap();
+    c.apply_ok("app.yaml", &manifest("app", "second"));
+    c.wait_until("the change held back", Duration::from_secs(10), |c| {
+        c.service("app")["state"] == "invalid"
+    });
+    assert_eq!(
+        c.pids_and_restarts()["app"].0,
+        pid,
+        "restarted without its file"
+    );
+}

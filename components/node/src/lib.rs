@@ -132,9 +132,9 @@ impl<S: Store> Node<S> {
             limits_unenforced: limits_unenforced.clone(),
         };
         let executor_socket = options.data_dir.join(EXECUTOR_SOCKET);
-        let mut written = files::Written::new();
+        let mut written = FileState::default();
         write_files(&records, &mut written).await;
-        let initial = desired_set(&records, &executor_socket);
+        let initial = desired_set(&records, &executor_socket, &written);
         let (supervisor, sup_events) =
             Supervisor::start(sup_options, reaper.clone(), initial).await?;
         let node = Node {
@@ -299,10 +299,20 @@ pub const EXECUTOR_SOCKET: &str = "executor.sock";
 /// The supervisor's desired set from this node's records. A dependency placed on another node is
 /// not waited for here (the supervisor only sees this node's services): the server's placer
 /// assigns a service to a node only once its dependencies elsewhere are ready.
-fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<DesiredService> {
+fn desired_set(
+    records: &Records,
+    executor_socket: &std::path::Path,
+    files: &FileState,
+) -> Vec<DesiredService> {
     records
         .values()
         .map(|r| DesiredService {
+            blocked: files.failed.get(&r.manifest.metadata.name).map(|why| {
+                cloudlet_supervisor::Unusable {
+                    field: "spec.files".into(),
+                    reason: why.clone(),
+                }
+            }),
             config: {
                 let mut config = ServiceConfig::from_manifest(&r.manifest);
                 config.tag = records::manifest_digest(&r.manifest);
@@ -334,21 +344,50 @@ fn desired_set(records: &Records, executor_socket: &std::path::Path) -> Vec<Desi
         .collect()
 }
 
-/// Writes the declared files that changed since `written` says, off the async workers (each
-/// write is fsynced): a service's files are in place before the supervisor may start it.
-async fn write_files(records: &Records, written: &mut files::Written) {
+/// How often the files of services held back by a failed write are tried again.
+const FILES_RETRY: Duration = Duration::from_secs(10);
+
+/// The declared files as this node wrote them.
+#[derive(Debug, Default)]
+struct FileState {
+    /// What was last written for each service.
+    written: files::Written,
+    /// Services some of whose files could not be written, with why: held back (shown
+    /// `invalid`) until a write succeeds.
+    failed: BTreeMap<String, String>,
+}
+
+/// Writes the declared files that changed since `state` says (and those that failed before),
+/// off the async workers (each write is fsynced): a service's files are in place before the
+/// supervisor may start it.
+async fn write_files(records: &Records, state: &mut FileState) {
     let declared = records
         .iter()
         .map(|(name, r)| (name, r.manifest.spec.files.as_slice()));
-    let pending = files::pending(declared, written);
+    let pending = files::pending(declared, &mut state.written);
+    state
+        .failed
+        .retain(|name, _| pending.iter().any(|p| p.name == *name));
     if pending.is_empty() {
         return;
     }
+    let names: Vec<String> = pending.iter().map(|p| p.name.clone()).collect();
     match tokio::task::spawn_blocking(move || files::write_pending(pending)).await {
         Ok(outcome) => {
-            written.extend(outcome.written);
-            for error in outcome.failed.into_values().flatten() {
-                tracing::warn!("spec.files: {error}");
+            state.written.extend(outcome.written);
+            for name in names {
+                match outcome.failed.get(&name) {
+                    Some(errors) => {
+                        let why = errors.join("; ");
+                        if state.failed.get(&name) != Some(&why) {
+                            tracing::warn!(service = name, "spec.files: {why}");
+                        }
+                        state.failed.insert(name, why);
+                    }
+                    None => {
+                        state.failed.remove(&name);
+                    }
+                }
             }
         }
         Err(e) => tracing::warn!("spec.files: the writer stopped: {e}"),
@@ -363,7 +402,7 @@ async fn follow_services<S: Store>(
     mut records: Records,
     mut revision: u64,
     executor_socket: PathBuf,
-    mut written: files::Written,
+    mut written: FileState,
 ) {
     loop {
         let mut watcher = match store.watch(&prefix, Some(revision + 1)).await {
@@ -374,7 +413,20 @@ async fn follow_services<S: Store>(
                 continue;
             }
         };
-        'watching: while let Some(item) = watcher.next().await {
+        'watching: loop {
+            let next = if written.failed.is_empty() {
+                watcher.next().await
+            } else {
+                tokio::select! {
+                    next = watcher.next() => next,
+                    () = tokio::time::sleep(FILES_RETRY) => {
+                        write_files(&records, &mut written).await;
+                        supervisor.set_desired(desired_set(&records, &executor_socket, &written));
+                        continue 'watching;
+                    }
+                }
+            };
+            let Some(item) = next else { break };
             // Every change already delivered is applied before the supervisor hears of any: a
             // transaction's changes (a whole placement) arrive together, and a service must not
             // be started while the dependency written with it is still on its way.
@@ -408,7 +460,7 @@ async fn follow_services<S: Store>(
                 }
             }
             write_files(&records, &mut written).await;
-            supervisor.set_desired(desired_set(&records, &executor_socket));
+            supervisor.set_desired(desired_set(&records, &executor_socket, &written));
         }
         // The watcher ended (overflow or compaction): start over from a fresh list.
         match load_services(&store, &prefix).await {
@@ -416,7 +468,7 @@ async fn follow_services<S: Store>(
                 records = r;
                 revision = rev;
                 write_files(&records, &mut written).await;
-                supervisor.set_desired(desired_set(&records, &executor_socket));
+                supervisor.set_desired(desired_set(&records, &executor_socket, &written));
             }
             Err(e) => {
                 tracing::warn!("list services: {e}; retrying");

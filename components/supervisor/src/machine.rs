@@ -43,6 +43,11 @@ pub struct DesiredService {
     pub config: ServiceConfig,
     /// Whether to run it.
     pub desired: Desired,
+    /// Why it cannot be started yet though its config is fine: what the node prepares for it
+    /// failed (its `spec.files` could not be written). Held like an unusable config: shown
+    /// `invalid` with the reason, never started, a run already going left alone, until a
+    /// desired set without it.
+    pub blocked: Option<crate::Unusable>,
 }
 
 /// What an operator can ask of one service directly.
@@ -401,6 +406,7 @@ mod tests {
 
     fn running(config: ServiceConfig) -> DesiredService {
         DesiredService {
+            blocked: None,
             config,
             desired: Desired::Running,
         }

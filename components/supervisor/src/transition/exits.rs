@@ -123,7 +123,9 @@ impl Core {
             OpResult::Status(status) => {
                 // Late, but an answer: adopt it as if it had come at once, then apply what is
                 // desired of the service.
+                let blocked = svc.quarantine.clone();
                 let desired = svc.desired.map(|desired| DesiredService {
+                    blocked,
                     config: (*svc.config).clone(),
                     desired,
                 });
@@ -339,6 +341,7 @@ impl Core {
                 reason: format!("a restart in {delay:?} cannot be scheduled on this clock"),
             };
             let d = DesiredService {
+                blocked: None,
                 config: (*svc.config).clone(),
                 desired: Desired::Running,
             };

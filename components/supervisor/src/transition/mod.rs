@@ -358,7 +358,7 @@ impl Core {
     /// Takes one entry of the desired set (reconcile follows).
     fn desire_one(&mut self, d: DesiredService) {
         let name = d.config.name.clone();
-        if let Err(why) = d.config.check() {
+        if let Err(why) = d.blocked.clone().map_or_else(|| d.config.check(), Err) {
             self.quarantine(d, why);
             return;
         }

@@ -95,6 +95,7 @@ impl Harness {
         let set = set
             .iter()
             .map(|(c, d)| DesiredService {
+                blocked: None,
                 config: (*c).clone(),
                 desired: *d,
             })

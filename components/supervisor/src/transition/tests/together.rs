@@ -436,6 +436,7 @@ async fn the_loop_adopts_before_it_takes_the_desired_set_and_lets_go_at_shutdown
     let (tx, rx) = mpsc::unbounded_channel();
     let sup = crate::machine::Supervisor::from_sender(tx.clone());
     let initial = vec![DesiredService {
+        blocked: None,
         config: daemon("web"),
         desired: Desired::Running,
     }];
