@@ -26,10 +26,7 @@ pub fn cloudlet_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CLOUDLET_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/cloudlet
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("cloudlet");
+    let bin = beside_target("cloudlet");
     assert!(
         bin.exists(),
         "{} not found: build it first with `cargo build --workspace --bins` (scripts/test.sh does)",
@@ -417,9 +414,18 @@ pub fn workload_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CLOUDLET_WORKLOAD_BIN") {
         return PathBuf::from(p);
     }
+    beside_target("workload")
+}
+
+/// `name` in `target/<profile>/`: beside a binary of this crate (`torture`), or one directory
+/// up from a test binary (`target/<profile>/deps/<test>`).
+fn beside_target(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("workload")
+    let dir = exe.parent().expect("target dir");
+    match dir.join(name) {
+        beside if beside.exists() => beside,
+        _ => dir.parent().unwrap_or(dir).join(name),
+    }
 }
 
 /// Sends `sig` to `pid`.
