@@ -1,5 +1,5 @@
 # Convenience targets; the scripts they call are the source of truth.
-.PHONY: build run test check bench test-vm
+.PHONY: build run test check bench test-vm torture
 
 build:
 	./scripts/build-static.sh -p cloudlet --bin cloudlet
@@ -19,3 +19,7 @@ bench:
 
 test-vm:
 	./scripts/vm-test.sh
+
+# Server SIGKILLs, hostile requests and idle connections against real processes, counted.
+torture:
+	./scripts/torture.sh

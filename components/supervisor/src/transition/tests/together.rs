@@ -593,3 +593,46 @@ fn a_shim_that_does_not_answer_is_told_to_exit_when_its_service_is_deleted() {
     h.done("web", OpResult::ShimExited);
     assert!(h.events().contains(&"web:Deleted".to_owned()));
 }
+
+/// What the node prepares for a service (its `spec.files`) failed: the service is held like an
+/// unusable config, a running run left alone, and a set without the block starts or keeps it.
+#[test]
+fn a_blocked_service_is_held_until_a_set_without_the_block() {
+    let mut h = Harness::new();
+    let web = daemon("web");
+    let blocked = |config: &ServiceConfig| {
+        Input::Desired(vec![DesiredService {
+            blocked: Some(crate::Unusable {
+                field: "spec.files".into(),
+                reason: "/etc/web is a symlink".into(),
+            }),
+            config: config.clone(),
+            desired: Desired::Running,
+        }])
+    };
+    let effects = h.feed(blocked(&web));
+    assert!(effects.is_empty(), "{effects:?}");
+    let v = h.view("web");
+    assert_eq!(v.state, State::Invalid);
+    assert!(
+        v.message
+            .as_deref()
+            .is_some_and(|m| m.contains("spec.files: /etc/web is a symlink")),
+        "{v:?}"
+    );
+    let effects = h.desire(&[(&web, Desired::Running)]);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Start { .. })),
+        "{effects:?}"
+    );
+    h.started("web", 700);
+    // A changed config whose files fail: the run goes on with the files it has.
+    let mut changed = web.clone();
+    changed.process.argv.push("--new".into());
+    let effects = h.feed(blocked(&changed));
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Stop { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(h.view("web").pid, Some(700));
+}
