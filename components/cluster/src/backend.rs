@@ -174,33 +174,27 @@ impl<S: Store> Inner<S> {
     /// Refuses an apply whose new or changed services the placer could not place now.
     pub(crate) async fn check_placeable(
         &self,
-        files: &[(String, String)],
+        manifests: &[cloudlet_spec::Manifest],
     ) -> Result<(), ClusterError> {
         let mut services = cloudlet_node::load_services(&self.store, SERVICES).await?.0;
         let mut changed = BTreeSet::new();
-        for (name, text) in files {
-            // Parse errors are reported by apply itself, with every file's problems.
-            let Ok(manifests) = cloudlet_spec::parse_file(name, text) else {
-                return Ok(());
-            };
-            for m in manifests.iter().filter_map(|m| m.as_service()) {
-                let name = m.metadata.name.clone();
-                if services.get(&name).is_some_and(|r| r.manifest == *m) {
-                    continue;
-                }
-                changed.insert(name.clone());
-                services.insert(
-                    name,
-                    ServiceRecord {
-                        manifest: m.clone(),
-                        desired: DesiredRecord::Running,
-                        file: String::new(),
-                        document: 0,
-                        applied_at: jiff::Timestamp::now(),
-                        transient: None,
-                    },
-                );
+        for m in manifests.iter().filter_map(|m| m.as_service()) {
+            let name = m.metadata.name.clone();
+            if services.get(&name).is_some_and(|r| r.manifest == *m) {
+                continue;
             }
+            changed.insert(name.clone());
+            services.insert(
+                name,
+                ServiceRecord {
+                    manifest: m.clone(),
+                    desired: DesiredRecord::Running,
+                    file: String::new(),
+                    document: 0,
+                    applied_at: jiff::Timestamp::now(),
+                    transient: None,
+                },
+            );
         }
         if changed.is_empty() {
             return Ok(());
@@ -391,9 +385,10 @@ impl<S: Store> Backend for ControlPlane<S> {
             .into_iter()
             .map(|f| (f.name, f.content))
             .collect();
-        inner.check_placeable(&files).await?;
+        let manifests = apply::parse(&files).await?;
+        inner.check_placeable(&manifests).await?;
         let checks = inner.apply_checks(request.retry).await?;
-        let outcomes = apply::apply(&inner.store, &files, &checks).await?;
+        let outcomes = apply::apply_parsed(&inner.store, manifests, &checks).await?;
         let items = outcomes
             .into_iter()
             .map(|o| {

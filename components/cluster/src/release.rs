@@ -366,10 +366,11 @@ impl<S: Store> Inner<S> {
             .collect::<Result<Vec<_>, _>>()?
             .join("---\n");
         let files = vec![(source.clone(), text)];
-        self.check_placeable(&files).await?;
+        let manifests = apply::parse(&files).await?;
+        self.check_placeable(&manifests).await?;
         self.set_node_roles(&cluster).await?;
         let summary = format!("{summary}{}", self.loopback_note(&services).await?);
-        let outcomes = apply::apply(&self.store, &files, &checks).await?;
+        let outcomes = apply::apply_parsed(&self.store, manifests, &checks).await?;
         let mut changes: Vec<ServiceChange> = outcomes
             .iter()
             .map(|o| {

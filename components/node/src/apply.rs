@@ -74,6 +74,30 @@ pub async fn apply<S: Store>(
     files: &[(String, String)],
     checks: &Checks,
 ) -> Result<Vec<ApplyOutcome>, NodeError> {
+    let manifests = parse(files).await?;
+    apply_parsed(store, manifests, checks).await
+}
+
+/// How many applies parse at once. Parsing is CPU work (a large or hostile YAML file can take a
+/// second within the parser's own limits): it runs on blocking threads, never on the async
+/// workers that serve heartbeats, and only this many at once, so a flood of applies queues
+/// here instead of taking every CPU.
+static PARSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Parses every file into manifests, off the async workers: every file's problems together,
+/// or the manifests (at least one).
+pub async fn parse(files: &[(String, String)]) -> Result<Vec<Manifest>, NodeError> {
+    let _slot = PARSERS
+        .acquire()
+        .await
+        .map_err(|e| NodeError::Internal(format!("parse manifests: {e}")))?;
+    let files = files.to_vec();
+    tokio::task::spawn_blocking(move || parse_now(&files))
+        .await
+        .map_err(|e| NodeError::Internal(format!("parse manifests: {e}")))?
+}
+
+fn parse_now(files: &[(String, String)]) -> Result<Vec<Manifest>, NodeError> {
     let mut manifests: Vec<Manifest> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for (name, text) in files {
@@ -90,6 +114,15 @@ pub async fn apply<S: Store>(
             "no manifests found in the given files".into(),
         ));
     }
+    Ok(manifests)
+}
+
+/// [`apply`] of manifests [`parse`] returned.
+pub async fn apply_parsed<S: Store>(
+    store: &S,
+    manifests: Vec<Manifest>,
+    checks: &Checks,
+) -> Result<Vec<ApplyOutcome>, NodeError> {
     let (kvs, _) = store.list(SERVICES).await?;
     let mut stored: BTreeMap<String, (ServiceRecord, u64)> = BTreeMap::new();
     for kv in &kvs {
