@@ -22,6 +22,7 @@ mod config;
 pub mod dto;
 mod error;
 pub mod heartbeat;
+pub mod limits;
 mod server;
 mod tls;
 
@@ -30,5 +31,6 @@ pub use backend::{Backend, Caller, EventStream, ExecStream, LogStream, Peer, Soc
 pub use client::Client;
 pub use config::{ADMIN_CONFIG_API_VERSION, ADMIN_CONFIG_KIND, AdminConfig};
 pub use error::ApiError;
+pub use limits::Limits;
 pub use server::{NDJSON, UnixServer, router, serve_unix};
 pub use tls::{TlsConfigSource, TlsServer};

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Json, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, Json, Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -37,6 +37,7 @@ use crate::dto::{
     RollbackRequest, RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail,
     ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
+use crate::limits::{Admission, Limits, MAX_HEAD_BYTES};
 use crate::{ApiError, Backend, Caller, Socket};
 
 /// Content type of the streaming endpoints: one JSON document per line.
@@ -111,6 +112,8 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .fallback(no_route)
         // Must come after the routes: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)
+        // Every body extractor stops reading past it (413).
+        .layer(DefaultBodyLimit::max(crate::limits::MAX_REQUEST_BODY))
         .with_state(backend)
 }
 
@@ -540,6 +543,7 @@ pub struct UnixServer {
     path: PathBuf,
     /// (device, inode) of the socket file this server placed, so it never removes another's.
     identity: (u64, u64),
+    limits: Limits,
 }
 
 impl UnixServer {
@@ -583,7 +587,15 @@ impl UnixServer {
             listener,
             path: path.to_owned(),
             identity: (metadata.dev(), metadata.ino()),
+            limits: Limits::default(),
         })
+    }
+
+    /// Serves under `limits` instead of the defaults (tests shorten the deadlines).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The socket path.
@@ -612,8 +624,15 @@ impl UnixServer {
         let (stop, stopping) = watch::channel(false);
         let app = app(backend, stopping.clone());
         let path = self.path.clone();
+        let limits = self.limits;
+        let admission = Admission::new(&limits);
+        let deadlines = Deadlines {
+            header: limits.header_timeout,
+            request: limits.request_timeout,
+        };
         // Dropping the server at the end closes the listener and removes the socket file.
         accept_until(self, shutdown, stop, |stream: UnixStream| {
+            let ticket = admission.admit_local();
             let cred = stream.peer_cred().ok();
             let who = Caller {
                 pid: cred
@@ -623,7 +642,12 @@ impl UnixServer {
                 socket,
                 peer: None,
             };
-            serve_http1(stream, app.clone(), who, stopping.clone())
+            let serving = serve_http1(stream, app.clone(), who, deadlines, stopping.clone());
+            async move {
+                // Over the limit: the stream is dropped, which closes it.
+                let Ok(_ticket) = ticket else { return };
+                serving.await;
+            }
         })
         .await;
         tracing::info!(path = %path.display(), "api stopped");
@@ -723,10 +747,26 @@ pub(crate) fn app<B: Backend>(backend: Arc<B>, stopping: watch::Receiver<bool>) 
     router(backend).layer(Extension(Shutdown(stopping)))
 }
 
-/// Serves HTTP/1.1 on one connection of any listener, as `who`, until the client leaves or the
-/// listener stops (then idle connections close at once and a request in flight finishes first).
-pub(crate) async fn serve_http1<I>(io: I, app: Router, who: Caller, stopping: watch::Receiver<bool>)
-where
+/// The deadlines of one connection's requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// For each request head, from when the server starts waiting for it (so also how long the
+    /// connection may idle between requests).
+    pub(crate) header: Duration,
+    /// From a request's head to its answer's head.
+    pub(crate) request: Duration,
+}
+
+/// Serves HTTP/1.1 on one connection of any listener, as `who`, until the client leaves, a
+/// deadline passes, or the listener stops (then idle connections close at once and a request in
+/// flight finishes first).
+pub(crate) async fn serve_http1<I>(
+    io: I,
+    app: Router,
+    who: Caller,
+    deadlines: Deadlines,
+    stopping: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // The caller goes into each request's extensions (what `Extension<Caller>` reads); the router
@@ -735,11 +775,21 @@ where
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<_>| {
         request.extensions_mut().insert(who.clone());
         // Router is always ready (axum documents poll_ready as such): call it straight away.
-        tower_service::Service::call(&mut app.clone(), request)
+        let answer = tower_service::Service::call(&mut app.clone(), request);
+        async move {
+            // Reading the body is part of the call, so a trickled body ends here too.
+            match tokio::time::timeout(deadlines.request, answer).await {
+                Ok(answer) => answer,
+                Err(_) => Ok::<_, Infallible>(too_slow(deadlines.request)),
+            }
+        }
     });
     let mut shutdown = Shutdown(stopping);
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadlines.header)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -751,6 +801,21 @@ where
     if let Err(error) = result {
         tracing::debug!(%error, "api connection ended with an error");
     }
+}
+
+/// The answer to a request that did not finish within `deadline`; the connection closes after it
+/// (the rest of its body, if any, is not read).
+fn too_slow(deadline: Duration) -> Response {
+    let mut answer = Failure(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request did not complete within {deadline:?}"),
+    )
+    .into_response();
+    answer.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    answer
 }
 
 fn bind_private(private_dir: &Path, path: &Path) -> Result<UnixListener, ApiError> {
