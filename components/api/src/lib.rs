@@ -28,7 +28,7 @@ mod tls;
 
 pub use authz::authorize;
 pub use backend::{Backend, Caller, EventStream, ExecStream, LogStream, Peer, Socket};
-pub use client::Client;
+pub use client::{Client, MAX_RESPONSE_BODY, MAX_STREAM_LINE, RESPONSE_TIMEOUT};
 pub use config::{ADMIN_CONFIG_API_VERSION, ADMIN_CONFIG_KIND, AdminConfig};
 pub use error::ApiError;
 pub use limits::Limits;

@@ -538,3 +538,100 @@ async fn one_address_gets_its_share_of_handshakes_and_a_node_still_connects() {
     drop(held);
     server.stop().await;
 }
+
+/// A "server" on a unix socket in a new temporary directory that reads each request head and
+/// then does `answer` with the connection.
+fn raw_unix_server<F, Fut>(answer: F) -> (tempfile::TempDir, Client)
+where
+    F: Fn(tokio::net::UnixStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            tokio::spawn(answer(stream));
+        }
+    });
+    (dir, Client::unix(path))
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_costs_the_client_its_deadline_only() {
+    let (_dir, client) = raw_unix_server(|stream| async move {
+        // Holds the connection open, silent, until the test ends.
+        std::future::pending::<()>().await;
+        drop(stream);
+    });
+    let deadline = Duration::from_millis(500);
+    let started = Instant::now();
+    let error = tokio::time::timeout(PATIENCE, client.with_timeout(deadline).nodes())
+        .await
+        .expect("the client waited for a silent server beyond its deadline")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert!(took >= deadline && took < deadline * 4, "{took:?}");
+    // A streaming call waits for the head of its answer no longer either.
+    let error = tokio::time::timeout(
+        PATIENCE,
+        client
+            .with_timeout(deadline)
+            .events(&EventsQuery::default()),
+    )
+    .await
+    .expect("the client waited for a silent server beyond its deadline");
+    assert!(error.is_err());
+}
+
+/// Sends a chunked 200 answer whose body never ends: `chunk` over and over.
+async fn endless_answer(mut stream: tokio::net::UnixStream, content_type: &str, chunk: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+    while stream.write_all(&framed).await.is_ok() {}
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_the_body_cap() {
+    let (_dir, client) = raw_unix_server(|stream| async move {
+        endless_answer(stream, "application/json", &[b' '; 64 * 1024]).await;
+    });
+    let started = Instant::now();
+    let error = tokio::time::timeout(PATIENCE, client.nodes())
+        .await
+        .expect("the client read an endless answer for as long as it came")
+        .unwrap_err();
+    println!(
+        "an endless answer was cut after {:?}: {error}",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("larger than"), "{error}");
+}
+
+#[tokio::test]
+async fn an_endless_stream_line_is_cut_at_the_line_cap() {
+    let (_dir, client) = raw_unix_server(|stream| async move {
+        endless_answer(stream, "application/x-ndjson", &[b' '; 64 * 1024]).await;
+    });
+    let mut events = client.events(&EventsQuery::default()).await.unwrap();
+    let item = tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut events))
+        .await
+        .expect("the client buffered an endless line for as long as it came")
+        .unwrap();
+    let error = item.unwrap_err();
+    assert!(error.to_string().contains("longer than"), "{error}");
+}
