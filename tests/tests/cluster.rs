@@ -657,3 +657,60 @@ fn a_join_under_an_existing_name_needs_that_nodes_secret() {
     fleet.ctl_ok(&["delete", "node", "n1"]);
     fleet.join("n1", &token, &[]);
 }
+
+#[test]
+fn get_network_asks_every_node_at_once_under_one_deadline() {
+    let mut fleet = Fleet::new("fanout");
+    fleet.start_server("s", &[]);
+    let token = fleet.token(&[]);
+    fleet.join("n1", &token, &[]);
+    fleet.join("n2", &token, &[]);
+    // Once while all answer: the server keeps a connection to each agent.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&fleet.ctl_ok(&["get", "network", "-o", "json"])).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+
+    // Both agents frozen: their kernels still take the request, nobody answers it.
+    let frozen: Vec<i32> = ["n1", "n2"]
+        .iter()
+        .map(|n| i32::try_from(fleet.process(n).id()).unwrap())
+        .collect();
+    for pid in &frozen {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let out = fleet.ctl(&["get", "network", "-o", "json"]);
+    let took = started.elapsed();
+    for pid in &frozen {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .unwrap();
+    }
+    assert!(out.status.success(), "{out:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    println!("ctl get network with two frozen agents took {took:?}: {rows:?}");
+    // The server's `FAN_OUT_TIMEOUT`.
+    let deadline = Duration::from_secs(10);
+    // One deadline for both, not one each.
+    assert!(
+        took >= deadline && took < deadline + Duration::from_secs(5),
+        "{took:?}"
+    );
+    for node in ["n1", "n2"] {
+        let row = rows.iter().find(|r| r["node"] == node).unwrap();
+        assert!(
+            row["problem"]
+                .as_str()
+                .unwrap()
+                .contains("did not answer within"),
+            "{row}"
+        );
+    }
+    assert!(rows.iter().any(|r| r["node"] == "s"), "{rows:?}");
+}
