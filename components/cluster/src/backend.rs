@@ -904,8 +904,9 @@ impl<S: Store> Backend for ControlPlane<S> {
     }
 
     async fn push_events(&self, node: &str, events: Vec<Event>) -> Result<(), ApiError> {
-        for e in events {
-            self.inner.events.send(EventRecord {
+        let records = events
+            .into_iter()
+            .map(|e| EventRecord {
                 time: e.time,
                 service: e.service,
                 node: node.to_owned(),
@@ -917,9 +918,10 @@ impl<S: Store> Backend for ControlPlane<S> {
                     reason: x.reason,
                     at: x.at,
                 }),
-            });
-        }
-        Ok(())
+            })
+            .collect();
+        // All or nothing: a refused batch stays with the agent, which pushes it again.
+        self.inner.events.push(records)
     }
 
     async fn create_token(
