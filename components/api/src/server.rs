@@ -171,10 +171,35 @@ async fn apply<B: Backend>(
 
 async fn list_services<B: Backend>(
     State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
     query: Result<Query<ServicesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ServiceStatus>>, Failure> {
     let Query(query) = query?;
-    Ok(Json(backend.list_services(query).await?))
+    let who = caller(who);
+    let mut services = backend.list_services(query).await?;
+    if who.socket == Socket::Executor {
+        // A service sees only the transient services it started.
+        let me = backend.executor_caller(&who).await?;
+        services.retain(|s| s.owner.as_deref() == Some(me.as_str()));
+    }
+    Ok(Json(services))
+}
+
+/// On the executor socket, a service may act only on the transient services it started.
+async fn check_own<B: Backend>(backend: &B, who: &Caller, name: &str) -> Result<(), ApiError> {
+    if who.socket != Socket::Executor {
+        return Ok(());
+    }
+    let me = backend.executor_caller(who).await?;
+    let services = backend.list_services(ServicesQuery::default()).await?;
+    match services.iter().find(|s| s.name == name) {
+        Some(s) if s.owner.as_deref() == Some(me.as_str()) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "service {name} was not started by {me}: on the executor socket a service may stop \
+             only the transient services it started"
+        ))),
+        None => Err(ApiError::NotFound(format!("service {name:?} not found"))),
+    }
 }
 
 async fn describe_service<B: Backend>(
@@ -198,10 +223,12 @@ async fn delete_service<B: Backend>(
 fn action_route<B: Backend>(action: Action) -> MethodRouter<Arc<B>> {
     post(
         move |State(backend): Shared<B>,
+              who: Option<Extension<Caller>>,
               name: Result<UrlPath<String>, PathRejection>,
               node: Result<Query<NodeQuery>, QueryRejection>| async move {
             let UrlPath(name) = name?;
             let Query(node) = node?;
+            check_own(&*backend, &caller(who), &name).await?;
             Ok::<_, Failure>(Json(backend.service_action(&name, action, node).await?))
         },
     )
