@@ -12,13 +12,13 @@
 //! This module admits, counts and times; it never looks at what a request asks (that is
 //! [`crate::authz`]) and never reads a certificate (the TLS config's verifier does).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Connections one listener holds at most, of every kind. Thousands of agents each keep one
 /// connection to the server (clusterbench runs 3,000); this leaves room for them and for
@@ -27,8 +27,15 @@ pub const MAX_CONNECTIONS: usize = 8192;
 
 /// Connections in their TLS handshake, at most, per listener. A handshake takes a place here
 /// only until it completes (within [`HANDSHAKE_TIMEOUT`]): a verified client then needs none, an
-/// anonymous one a place in [`MAX_ANONYMOUS`].
+/// anonymous one a place in [`MAX_ANONYMOUS`]. With every place taken, a new connection takes
+/// the place of the handshake stalled longest, if that one has taken [`STALLED_HANDSHAKE`].
 pub const MAX_HANDSHAKES: usize = 1024;
+
+/// A handshake this old is stalled, not slow: a real one takes a few round trips, milliseconds.
+/// Clients that connect and send nothing fill the handshake places from many addresses; each
+/// new connection closes the oldest of them instead of being refused, so a node reconnecting
+/// during such a flood still gets in.
+pub const STALLED_HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// Connections without a client certificate, after their handshake, at most, per listener. They
 /// may only join, read the CA bundle and ask for health, which takes one request each; joins are
@@ -149,11 +156,29 @@ impl Refused {
 pub(crate) struct Admission {
     all: Arc<Semaphore>,
     handshakes: Arc<Semaphore>,
+    /// The handshakes under way, oldest first, each holding its place.
+    handshaking: Arc<Mutex<Handshaking>>,
     anonymous: Arc<Semaphore>,
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_address: usize,
     refused: AtomicU64,
     limits: Limits,
+}
+
+/// The handshakes under way, by admission order.
+#[derive(Debug, Default)]
+struct Handshaking {
+    next: u64,
+    places: BTreeMap<u64, Place>,
+}
+
+/// A handshake's place: its permit, when it began, and the sender whose drop tells its
+/// connection it was closed for a newer one.
+#[derive(Debug)]
+struct Place {
+    permit: OwnedSemaphorePermit,
+    since: Instant,
+    _evict: oneshot::Sender<()>,
 }
 
 impl Admission {
@@ -166,6 +191,7 @@ impl Admission {
         Self {
             all: Arc::new(Semaphore::new(all)),
             handshakes: Arc::new(Semaphore::new(handshakes)),
+            handshaking: Arc::default(),
             anonymous: Arc::new(Semaphore::new(anonymous)),
             per_address: Arc::new(Mutex::new(HashMap::new())),
             max_per_address: limits.max_unverified_per_address.max(1),
@@ -193,6 +219,7 @@ impl Admission {
             Ok(all) => Ok(Ticket {
                 _all: all,
                 handshake: None,
+                evicted: None,
                 anonymous: None,
                 address: None,
             }),
@@ -206,6 +233,7 @@ impl Admission {
     /// the anonymous share (still counted against its address), or is refused.
     pub(crate) fn anonymous(&self, ticket: &mut Ticket) -> Result<(), Refused> {
         ticket.handshake = None;
+        ticket.evicted = None;
         let got = Arc::clone(&self.anonymous)
             .try_acquire_owned()
             .map(|permit| ticket.anonymous = Some(permit))
@@ -241,20 +269,64 @@ impl Admission {
         if *count >= self.max_per_address {
             return Err(Refused::Address);
         }
-        let handshake = Arc::clone(&self.handshakes)
-            .try_acquire_owned()
-            .map_err(|_| Refused::Handshakes)?;
+        let (handshake, evicted) = self.handshake_place()?;
         *count = count.saturating_add(1);
         drop(counts);
         Ok(Ticket {
             _all: all,
             handshake: Some(handshake),
+            evicted: Some(evicted),
             anonymous: None,
             address: Some(AddressCount {
                 address,
                 counts: Arc::clone(&self.per_address),
             }),
         })
+    }
+
+    /// A place for a handshake: a free one, else the place of the handshake stalled longest
+    /// (its connection is told through its receiver, and closes).
+    fn handshake_place(&self) -> Result<(HandshakePlace, oneshot::Receiver<()>), Refused> {
+        let mut handshaking = self
+            .handshaking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let permit = match Arc::clone(&self.handshakes).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let stalled = handshaking
+                    .places
+                    .first_key_value()
+                    .is_some_and(|(_, oldest)| oldest.since.elapsed() >= STALLED_HANDSHAKE);
+                match handshaking.places.pop_first() {
+                    Some((_, oldest)) if stalled => {
+                        tracing::debug!("api: a stalled tls handshake makes way for a new one");
+                        oldest.permit
+                    }
+                    Some((id, oldest)) => {
+                        handshaking.places.insert(id, oldest);
+                        return Err(Refused::Handshakes);
+                    }
+                    None => return Err(Refused::Handshakes),
+                }
+            }
+        };
+        let id = handshaking.next;
+        handshaking.next = id.wrapping_add(1);
+        let (evict, evicted) = oneshot::channel();
+        handshaking.places.insert(
+            id,
+            Place {
+                permit,
+                since: Instant::now(),
+                _evict: evict,
+            },
+        );
+        let place = HandshakePlace {
+            id,
+            handshaking: Arc::clone(&self.handshaking),
+        };
+        Ok((place, evicted))
     }
 
     /// How many connections were closed by a limit so far.
@@ -268,17 +340,53 @@ impl Admission {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     _all: OwnedSemaphorePermit,
-    handshake: Option<OwnedSemaphorePermit>,
+    handshake: Option<HandshakePlace>,
+    /// Fails (its sender dropped) when a newer connection took this handshake's place.
+    evicted: Option<oneshot::Receiver<()>>,
     anonymous: Option<OwnedSemaphorePermit>,
     address: Option<AddressCount>,
 }
 
 impl Ticket {
+    /// Completes when a newer connection took this one's handshake place (never after the
+    /// handshake, or for a local connection).
+    pub(crate) async fn evicted(&mut self) {
+        match self.evicted.as_mut() {
+            // Nothing is ever sent: the sender is dropped with the place.
+            Some(evicted) => {
+                let _ = evicted.await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// The client presented a verified certificate: it leaves the unverified shares.
     pub(crate) fn verified(&mut self) {
         self.handshake = None;
+        self.evicted = None;
         self.anonymous = None;
         self.address = None;
+    }
+}
+
+/// A handshake's place among those under way; dropping it gives the place back (if a newer
+/// connection has not taken it already).
+#[derive(Debug)]
+struct HandshakePlace {
+    id: u64,
+    handshaking: Arc<Mutex<Handshaking>>,
+}
+
+impl Drop for HandshakePlace {
+    fn drop(&mut self) {
+        let place = self
+            .handshaking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .places
+            .remove(&self.id);
+        // Its permit and sender go outside the lock.
+        drop(place);
     }
 }
 

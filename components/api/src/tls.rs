@@ -149,6 +149,10 @@ async fn connection(
                 return;
             }
         },
+        () = ticket.evicted() => {
+            tracing::debug!(%remote, "api tls handshake stalled; closed for a newer connection");
+            return;
+        }
         () = stopped(&mut stopping) => return,
     };
     let peer = match peer(&tls) {

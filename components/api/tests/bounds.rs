@@ -635,3 +635,44 @@ async fn an_endless_stream_line_is_cut_at_the_line_cap() {
     let error = item.unwrap_err();
     assert!(error.to_string().contains("longer than"), "{error}");
 }
+
+#[tokio::test]
+async fn a_node_gets_in_while_stalled_handshakes_hold_every_place() {
+    const PLACES: usize = 64;
+    let pki = Pki::new();
+    // A handshake deadline far off: only making way for new connections can let the node in.
+    let limits = Limits {
+        max_handshakes: PLACES,
+        handshake_timeout: PATIENCE,
+        ..Limits::default()
+    };
+    let server = Server::start_with(&pki, limits).await;
+    // Connections that never start their handshake, from many addresses, hold every place.
+    let mut stalled = Vec::new();
+    for i in 0..PLACES {
+        let from = Ipv4Addr::new(127, 0, 3, u8::try_from(1 + i).unwrap());
+        stalled.push(tcp_from(from, server.addr).await.unwrap());
+    }
+    // Until they are stalled, not merely slow, they keep their places: a new one is closed.
+    let mut early = tcp_from(Ipv4Addr::new(127, 0, 4, 1), server.addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, early.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    // Ageing is what is awaited here.
+    tokio::time::sleep(cloudlet_api::limits::STALLED_HANDSHAKE).await;
+    let started = Instant::now();
+    let node = server.client(pki.node_config());
+    tokio::time::timeout(PATIENCE, node.heartbeat("n1", &heartbeat()))
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    println!("a node got in past {PLACES} stalled handshakes in {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The oldest stalled one made way.
+    let read = tokio::time::timeout(PATIENCE, stalled[0].read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    server.stop().await;
+}
