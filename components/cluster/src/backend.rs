@@ -523,16 +523,32 @@ impl<S: Store> Backend for ControlPlane<S> {
                     Some(n) => vec![n.clone()],
                     None => inner.nodes_of(name).await?,
                 };
-                let mut done = Vec::new();
-                for n in &nodes {
-                    let result = match inner.target(n).await? {
-                        Target::Local(local) => {
-                            local
-                                .service_action(name, action, NodeQuery::default())
-                                .await
+                // Every node at once, under one deadline.
+                let deadline = tokio::time::Instant::now() + FAN_OUT_TIMEOUT;
+                let results = futures_util::future::join_all(nodes.iter().map(|n| async move {
+                    let ask = async {
+                        match inner.target(n).await? {
+                            Target::Local(local) => {
+                                local
+                                    .service_action(name, action, NodeQuery::default())
+                                    .await
+                            }
+                            Target::Remote(client) => {
+                                client.service_action(name, action, None).await
+                            }
                         }
-                        Target::Remote(client) => client.service_action(name, action, None).await,
                     };
+                    tokio::time::timeout_at(deadline, ask)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ApiError::Unavailable(format!(
+                                "node {n} did not answer within {FAN_OUT_TIMEOUT:?}"
+                            )))
+                        })
+                }))
+                .await;
+                let mut done = Vec::new();
+                for (n, result) in nodes.iter().zip(results) {
                     match result {
                         Ok(_) => done.push(n.clone()),
                         // A start the node has not received yet is done by the placer.
