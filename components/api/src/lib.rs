@@ -25,6 +25,7 @@ pub mod heartbeat;
 pub mod limits;
 mod server;
 mod tls;
+mod unix;
 
 pub use authz::authorize;
 pub use backend::{Backend, Caller, EventStream, ExecStream, LogStream, Peer, Socket};
@@ -32,5 +33,6 @@ pub use client::{Client, MAX_RESPONSE_BODY, MAX_STREAM_LINE, RESPONSE_TIMEOUT};
 pub use config::{ADMIN_CONFIG_API_VERSION, ADMIN_CONFIG_KIND, AdminConfig};
 pub use error::ApiError;
 pub use limits::Limits;
-pub use server::{NDJSON, UnixServer, router, serve_unix};
+pub use server::{NDJSON, router};
 pub use tls::{TlsConfigSource, TlsServer};
+pub use unix::{UnixServer, serve_unix};

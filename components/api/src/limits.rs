@@ -10,7 +10,7 @@
 //! request each have a deadline.
 //!
 //! This module admits, counts and times; it never looks at what a request asks (that is
-//! [`crate::authz`]) and never reads a certificate (the TLS config's verifier does).
+//! the authorization) and never reads a certificate (the TLS config's verifier does).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
