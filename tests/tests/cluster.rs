@@ -733,3 +733,65 @@ fn certificates_name_only_their_node_and_are_revoked_on_rejoin_and_delete() {
     assert_eq!(curl(&fleet, &ca, Some(&third), "GET", assignments), 200);
     assert_eq!(curl(&fleet, &ca, Some(&second), "GET", assignments), 401);
 }
+
+#[test]
+fn get_network_and_restart_ask_every_node_at_once_under_one_deadline() {
+    let mut fleet = Fleet::new("fanout");
+    fleet.start_server("s", &[]);
+    let token = fleet.token(&[]);
+    fleet.join("n1", &token, &[]);
+    fleet.join("n2", &token, &[]);
+    fleet.apply("daemon.yaml", &sleeper("daemon", "{everyNode: true}"));
+    fleet.wait_for("daemon on s, n1, n2", Duration::from_secs(20), |f| {
+        f.running_on("daemon") == ["n1", "n2", "s"]
+    });
+    // Once while all answer: the server keeps a connection to each agent.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&fleet.ctl_ok(&["get", "network", "-o", "json"])).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+
+    // Both agents frozen: their kernels still take the request, nobody answers it.
+    let frozen: Vec<i32> = ["n1", "n2"]
+        .iter()
+        .map(|n| i32::try_from(fleet.process(n).id()).unwrap())
+        .collect();
+    let signal_all = |signal| {
+        for pid in &frozen {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal).unwrap();
+        }
+    };
+    signal_all(nix::sys::signal::Signal::SIGSTOP);
+    let timed = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = fleet.ctl(args);
+        (out, started.elapsed())
+    };
+    // The restart first, while the server holds a connection to each agent (a call that times
+    // out drops its connection; the next call connects anew, bounded on its own).
+    let (restart, restart_took) = timed(&["restart", "daemon"]);
+    let (network, network_took) = timed(&["get", "network", "-o", "json"]);
+    signal_all(nix::sys::signal::Signal::SIGCONT);
+
+    // The server's `FAN_OUT_TIMEOUT`: one deadline for both nodes, not one each.
+    let deadline = Duration::from_secs(10);
+    println!("with two frozen agents: get network took {network_took:?}, restart {restart_took:?}");
+    assert!(network.status.success(), "{network:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&network.stdout).unwrap();
+    assert!(
+        network_took >= deadline && network_took < deadline + Duration::from_secs(5),
+        "{network_took:?}"
+    );
+    for node in ["n1", "n2"] {
+        let row = rows.iter().find(|r| r["node"] == node).unwrap();
+        assert!(!row["problem"].as_str().unwrap().is_empty(), "{row}");
+    }
+    assert!(rows.iter().any(|r| r["node"] == "s"), "{rows:?}");
+    // A restart on every node says which one did not answer, after the one deadline.
+    assert!(!restart.status.success(), "{restart:?}");
+    let said = String::from_utf8_lossy(&restart.stderr);
+    assert!(said.contains("did not answer within"), "{said}");
+    assert!(
+        restart_took >= deadline && restart_took < deadline + Duration::from_secs(5),
+        "{restart_took:?}"
+    );
+}

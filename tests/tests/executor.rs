@@ -115,3 +115,68 @@ fn exec_streams_output_and_passes_the_exit_code_on() {
         execs[0]
     );
 }
+
+#[test]
+fn the_executor_knows_its_caller_by_cgroup_and_serves_only_what_it_is_for() {
+    let c = Cluster::start();
+    let mut events = c.events();
+    let (cl, wl) = (
+        cloudlet_bin().display().to_string(),
+        workload_bin().display().to_string(),
+    );
+    c.apply_ok(
+        "victim.yaml",
+        &Cluster::workload_manifest("victim", &["sleep"], ""),
+    );
+    events.wait_for("victim", "Ready", T);
+    // A script named `shim`, run as `/bin/sh shim --name victim`: a command line that says
+    // "the shim of victim" to anyone who believes command lines.
+    let dir = c.path("mallory");
+    std::fs::create_dir(&dir).unwrap();
+    let script = format!(
+        r#"s="$CLOUDLET_EXECUTOR"
+"{cl}" ctl --socket "$s" run --name vm-spoof -- "{wl}" sleep; echo "run: $?"
+"{cl}" ctl --socket "$s" apply -f /dev/null; echo "apply: $?"
+"{cl}" ctl --socket "$s" stop victim; echo "stop victim: $?"
+"{cl}" ctl --socket "$s" get services -o json > list.json; echo "list: $?"
+"{cl}" ctl --socket "$s" stop vm-spoof; echo "stop own: $?"
+exec "{wl}" sleep
+"#
+    );
+    std::fs::write(dir.join("shim"), script).unwrap();
+    let manifest = format!(
+        "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: mallory}}\nspec:\n  \
+         command: [/bin/sh, shim, --name, victim]\n  workingDir: {}\n  executor: true\n",
+        dir.display()
+    );
+    c.apply_ok("mallory.yaml", &manifest);
+    c.wait_log("mallory", T, |l| l.starts_with("stop own: "));
+    let logs = String::from_utf8_lossy(&c.ctl(&["logs", "mallory"]).stdout).into_owned();
+
+    // Its transient service is its own, whatever its command line says.
+    assert!(logs.contains("run: 0"), "{logs}");
+    assert_eq!(c.service("vm-spoof")["owner"], "mallory");
+    let ran = events.wait("the Run event", T, |e| e["reason"] == "Run");
+    assert!(
+        ran["message"]
+            .as_str()
+            .unwrap()
+            .contains("started for mallory"),
+        "{ran}"
+    );
+    // Only what the executor is for: no apply, no stopping another's service.
+    assert!(logs.contains("not served on the executor socket"), "{logs}");
+    assert!(!logs.contains("apply: 0"), "{logs}");
+    assert!(logs.contains("was not started by mallory"), "{logs}");
+    assert!(!logs.contains("stop victim: 0"), "{logs}");
+    assert_eq!(c.service("victim")["state"], "running");
+    // It lists only its own, and may stop those.
+    assert!(
+        logs.contains("list: 0") && logs.contains("stop own: 0"),
+        "{logs}"
+    );
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("list.json")).unwrap()).unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vm-spoof"]);
+}

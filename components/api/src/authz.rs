@@ -1,8 +1,11 @@
 //! Who may call what: the API's authorization, decided per request from the [`Caller`] the
 //! listener attached and the route that matched.
 //!
-//! - The unix sockets (`cloudlet.sock`, `executor.sock`) are guarded by their file mode (0600,
-//!   root): every route.
+//! - `cloudlet.sock` (0600, root): every route, for a peer (`SO_PEERCRED`) whose uid is 0 or the
+//!   server's own; anyone else (a socket file left readable by accident) is refused.
+//! - `executor.sock` (0600, root), given to services: only what the executor is for — `run`,
+//!   `exec`, listing services and stopping one (the handlers narrow both to the caller's own
+//!   transient services) and health.
 //! - Over mutual TLS: an admin or server certificate may call every route; a node certificate may
 //!   only reach its own node's endpoints (heartbeat, assignments, events, renew) and read the CA
 //!   bundle; a caller without a certificate may only join, read the CA bundle and ask for health.
@@ -36,6 +39,15 @@ const OWN_NODE: &[(&str, &str)] = &[
     ("POST", "/v1/nodes/{name}/renew"),
 ];
 
+/// Routes a service may call on the executor socket.
+const EXECUTOR: &[(&str, &str)] = &[
+    ("GET", "/v1/healthz"),
+    ("POST", "/v1/run"),
+    ("POST", "/v1/exec"),
+    ("GET", "/v1/services"),
+    ("POST", "/v1/services/{name}/stop"),
+];
+
 /// Whether `caller` may call `method route` (`route` is the matched template, `node` the
 /// `{name}` of a `/v1/nodes/{name}/...` route); `revoked` says whether a certificate serial was
 /// revoked.
@@ -47,13 +59,21 @@ pub fn authorize(
     now: jiff::Timestamp,
     revoked: impl Fn(&str) -> bool,
 ) -> Result<(), ApiError> {
-    if caller.socket != Socket::Tls {
-        return Ok(());
-    }
     let is = |list: &[(&str, &str)]| {
         list.iter()
             .any(|(m, r)| *m == method.as_str() && *r == route)
     };
+    match caller.socket {
+        Socket::Api => return local_operator(caller),
+        Socket::Executor if is(EXECUTOR) => return Ok(()),
+        Socket::Executor => {
+            return Err(ApiError::Forbidden(format!(
+                "{method} {route} is not served on the executor socket: it runs, execs, lists \
+                 and stops its caller's transient services; use cloudlet.sock as root"
+            )));
+        }
+        Socket::Tls => {}
+    }
     if is(ANONYMOUS) {
         return Ok(());
     }
@@ -97,6 +117,21 @@ pub fn authorize(
              heartbeat, assignments, events and renewal",
             peer.name
         ))),
+    }
+}
+
+/// `cloudlet.sock`: root, or the user the server runs as (tests run it unprivileged).
+fn local_operator(caller: &Caller) -> Result<(), ApiError> {
+    let own = rustix::process::geteuid().as_raw();
+    match caller.uid {
+        Some(uid) if uid == 0 || uid == own => Ok(()),
+        Some(uid) => Err(ApiError::Forbidden(format!(
+            "uid {uid} may not use the cloudlet API socket: only root (or uid {own}, the \
+             server's) may"
+        ))),
+        None => Err(ApiError::Forbidden(
+            "the kernel did not say who is calling on the cloudlet API socket".to_owned(),
+        )),
     }
 }
 
@@ -176,6 +211,15 @@ mod tests {
             socket: Socket::Api,
             peer: None,
         };
+        let on_socket = |socket, uid| Caller {
+            pid: Some(1),
+            uid,
+            socket,
+            peer: None,
+        };
+        let stranger = on_socket(Socket::Api, Some(54_321));
+        let unknown = on_socket(Socket::Api, None);
+        let executor = on_socket(Socket::Executor, Some(0));
         let heartbeat = "/v1/nodes/{name}/heartbeat";
         let cases = [
             (&admin, Method::GET, "/v1/services", None, 200),
@@ -228,6 +272,45 @@ mod tests {
             // A deleted node joins again over a connection that may still present the old
             // certificate.
             (&revoked, Method::POST, "/v1/join", None, 200),
+            (&stranger, Method::GET, "/v1/services", None, 403),
+            (&unknown, Method::GET, "/v1/healthz", None, 403),
+            (&executor, Method::POST, "/v1/run", None, 200),
+            (&executor, Method::POST, "/v1/exec", None, 200),
+            (&executor, Method::GET, "/v1/services", None, 200),
+            (
+                &executor,
+                Method::POST,
+                "/v1/services/{name}/stop",
+                None,
+                200,
+            ),
+            (&executor, Method::GET, "/v1/healthz", None, 200),
+            (&executor, Method::POST, "/v1/apply", None, 403),
+            (&executor, Method::DELETE, "/v1/services/{name}", None, 403),
+            (
+                &executor,
+                Method::POST,
+                "/v1/services/{name}/start",
+                None,
+                403,
+            ),
+            (
+                &executor,
+                Method::POST,
+                "/v1/services/{name}/restart",
+                None,
+                403,
+            ),
+            (
+                &executor,
+                Method::GET,
+                "/v1/services/{name}/logs",
+                None,
+                403,
+            ),
+            (&executor, Method::GET, "/v1/services/{name}", None, 403),
+            (&executor, Method::POST, "/v1/tokens", None, 403),
+            (&executor, Method::POST, "/v1/cluster", None, 403),
         ];
         for (caller, method, route, node, want) in cases {
             let got = check(caller, method.clone(), route, node);

@@ -159,6 +159,19 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// The service calling on the executor socket: the one whose cgroup holds the calling
+    /// process (never what the process says of itself). The default knows none (403).
+    fn executor_caller(
+        &self,
+        _caller: &Caller,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send {
+        async {
+            Err(ApiError::Forbidden(
+                "this server tells no executor callers apart".to_owned(),
+            ))
+        }
+    }
+
     /// The CA certificates the cluster trusts (PEM), for an agent about to join.
     fn cacerts(&self) -> impl Future<Output = Result<String, ApiError>> + Send {
         async { Err(not_a_server()) }

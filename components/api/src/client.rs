@@ -3,7 +3,11 @@
 //! Each method is one request; errors the server sends come back as [`ApiError::Status`] with the
 //! server's message intact. The transport is one seam (`Transport`): the local unix socket, one
 //! connection per request, or `https://` with mutual TLS, which keeps one idle connection for
-//! the next request (a streaming answer gets a connection of its own). This module never
+//! the next request (a streaming answer gets a connection of its own). Every request has a
+//! deadline ([`RESPONSE_TIMEOUT`], until the whole answer, or the head of a streaming one), an
+//! answer read whole is at most [`MAX_RESPONSE_BODY`] and a streamed line [`MAX_STREAM_LINE`]:
+//! a server (or an agent, for the server's calls to it) that stalls or talks forever costs a
+//! deadline, never a stuck task or unbounded memory. This module never
 //! interprets what it receives beyond decoding it, and never chooses whom to trust: the rustls
 //! config it is given does.
 
@@ -41,11 +45,28 @@ use crate::{ApiError, EventStream, ExecStream, LogStream};
 /// How long connecting to an `https://` server, TLS handshake included, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a request may take, by default, from connecting to its whole answer (to the head of
+/// a streaming answer): longer than the server's own deadline for a request
+/// ([`crate::limits::REQUEST_TIMEOUT`]), so that a slow server's 408 arrives first. Callers that
+/// need an answer sooner (an agent's beat, a fan-out to agents) bound their calls themselves, or
+/// set [`Client::with_timeout`].
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(70);
+
+/// The largest answer read whole: a few thousand services' status is a few MiB. A larger one is
+/// an error, not a reason to hold more memory.
+pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// The longest line of a streaming answer: an exec chunk is at most 16 KiB of output (escaped,
+/// some 100 KiB), a log line far less.
+pub const MAX_STREAM_LINE: usize = 1024 * 1024;
+
 /// A client of one cloudlet server. Cheap to clone: clones share the transport, and with it the
 /// idle connection of an `https://` client.
 #[derive(Debug, Clone)]
 pub struct Client {
     transport: Arc<Transport>,
+    /// [`RESPONSE_TIMEOUT`], or what [`Client::with_timeout`] set.
+    timeout: Duration,
 }
 
 impl Client {
@@ -53,6 +74,17 @@ impl Client {
     pub fn unix(path: impl Into<PathBuf>) -> Self {
         Self {
             transport: Arc::new(Transport::Unix(path.into())),
+            timeout: RESPONSE_TIMEOUT,
+        }
+    }
+
+    /// The same client (sharing its connection), with `timeout` instead of [`RESPONSE_TIMEOUT`]
+    /// for each request.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            transport: Arc::clone(&self.transport),
+            timeout,
         }
     }
 
@@ -74,6 +106,7 @@ impl Client {
                 connector: TlsConnector::from(config),
                 idle: Mutex::new(None),
             })),
+            timeout: RESPONSE_TIMEOUT,
         })
     }
 
@@ -105,7 +138,7 @@ impl Client {
     /// Checks that the server answers.
     pub async fn healthz(&self) -> Result<(), ApiError> {
         let call = Call::new(Method::GET, "/v1/healthz".to_owned(), None);
-        let (status, body) = self.transport.fetch(&call).await?;
+        let (status, body) = self.fetch(&call).await?;
         check_status(status, &body)
     }
 
@@ -224,7 +257,7 @@ impl Client {
     /// The CA certificates the cluster trusts (PEM): `GET /v1/cacerts`.
     pub async fn cacerts(&self) -> Result<String, ApiError> {
         let call = Call::new(Method::GET, "/v1/cacerts".to_owned(), None);
-        let (status, body) = self.transport.fetch(&call).await?;
+        let (status, body) = self.fetch(&call).await?;
         check_status(status, &body)?;
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::Invalid("GET /v1/cacerts: the answer is not text".into()))
@@ -328,7 +361,7 @@ impl Client {
     /// The current cluster YAML: `GET /v1/cluster`.
     pub async fn export_cluster(&self) -> Result<String, ApiError> {
         let call = Call::new(Method::GET, "/v1/cluster".to_owned(), None);
-        let (status, body) = self.transport.fetch(&call).await?;
+        let (status, body) = self.fetch(&call).await?;
         check_status(status, &body)?;
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::Invalid("GET /v1/cluster: the answer is not text".into()))
@@ -409,10 +442,7 @@ impl Client {
             ),
             None => None,
         };
-        let (status, bytes) = self
-            .transport
-            .fetch(&Call::new(method, target, body))
-            .await?;
+        let (status, bytes) = self.fetch(&Call::new(method, target, body)).await?;
         check_status(status, &bytes)?;
         serde_json::from_slice(&bytes).map_err(|source| ApiError::Decode { request, source })
     }
@@ -433,12 +463,18 @@ impl Client {
         body: Option<Bytes>,
     ) -> Result<impl Stream<Item = Result<T, ApiError>> + Send + 'static, ApiError> {
         let call = Call::new(method, target, body);
-        let mut reply = self.transport.open(&call).await?;
-        let status = reply.response.status();
-        if !status.is_success() {
-            let body = reply.read_all().await?;
-            check_status(status, &body)?;
-        }
+        let opened = async {
+            let mut reply = self.transport.open(&call).await?;
+            let status = reply.response.status();
+            if !status.is_success() {
+                let body = reply.read_all().await?;
+                check_status(status, &body)?;
+            }
+            Ok(reply)
+        };
+        let reply = tokio::time::timeout(self.timeout, opened)
+            .await
+            .map_err(|_| self.transport.endpoint().timed_out(&call, self.timeout))??;
         let lines = Lines {
             reply,
             buffer: Vec::new(),
@@ -450,6 +486,15 @@ impl Client {
             let more = item.is_ok().then_some(lines);
             Some((item, more))
         }))
+    }
+}
+
+impl Client {
+    /// Sends `call` and reads its whole answer, within the client's deadline.
+    async fn fetch(&self, call: &Call) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        tokio::time::timeout(self.timeout, self.transport.fetch(call))
+            .await
+            .map_err(|_| self.transport.endpoint().timed_out(call, self.timeout))?
     }
 }
 
@@ -501,6 +546,14 @@ enum Transport {
 }
 
 impl Transport {
+    /// The server, as errors name it.
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            Self::Unix(path) => Endpoint::Unix(path.clone()),
+            Self::Https(https) => https.endpoint(),
+        }
+    }
+
     /// Sends `call` and reads its whole answer.
     async fn fetch(&self, call: &Call) -> Result<(StatusCode, Vec<u8>), ApiError> {
         match self {
@@ -711,6 +764,15 @@ enum Endpoint {
 }
 
 impl Endpoint {
+    /// `call` got no (whole) answer within `deadline`.
+    fn timed_out(&self, call: &Call, deadline: Duration) -> ApiError {
+        let error = io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{call} got no answer within {deadline:?}"),
+        );
+        self.lost(error)
+    }
+
     /// The connection to this server broke. The message has every cause in `error`'s chain:
     /// hyper's own says only "connection error", while its source says which TLS alert ended it.
     fn lost(&self, error: impl std::error::Error) -> ApiError {
@@ -757,10 +819,18 @@ impl Reply {
         }
     }
 
+    /// The whole body, at most [`MAX_RESPONSE_BODY`] bytes.
     async fn read_all(&mut self) -> Result<Vec<u8>, ApiError> {
         let mut body = Vec::new();
         while let Some(data) = self.next_data().await {
-            body.extend_from_slice(&data?);
+            let data = data?;
+            if body.len().saturating_add(data.len()) > MAX_RESPONSE_BODY {
+                return Err(self.endpoint.lost(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the answer is larger than {MAX_RESPONSE_BODY} bytes"),
+                )));
+            }
+            body.extend_from_slice(&data);
         }
         Ok(body)
     }
@@ -796,6 +866,12 @@ impl Lines {
                 return Some(self.decode(&line));
             }
             searched = self.buffer.len();
+            if searched > MAX_STREAM_LINE {
+                return Some(Err(self.reply.endpoint.lost(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a line of the answer is longer than {MAX_STREAM_LINE} bytes"),
+                ))));
+            }
             match self.reply.next_data().await {
                 Some(Ok(data)) => self.buffer.extend_from_slice(&data),
                 Some(Err(error)) => return Some(Err(error)),

@@ -1,5 +1,5 @@
-//! The HTTP side of the API: the routes (`router`) and the local unix-socket listener
-//! (`serve_unix`).
+//! The HTTP side of the API: the routes (`router`), and serving HTTP/1.1 on one connection of any
+//! listener under its deadlines (`serve_http1`, with `accept_until` the loop every listener runs).
 //!
 //! Handlers parse the request into DTOs, call the [`Backend`] and encode its answer; the status of
 //! an error comes from [`ApiError::status_code`]. The router knows nothing about its listener, so
@@ -8,24 +8,21 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Json, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, Json, Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -37,6 +34,7 @@ use crate::dto::{
     RollbackRequest, RolloutAction, RolloutInfo, RolloutRequest, RunRequest, ServiceDetail,
     ServiceStatus, ServicesQuery, TokenCreated, TokenInfo, TokenRequest,
 };
+use crate::limits::MAX_HEAD_BYTES;
 use crate::{ApiError, Backend, Caller, Socket};
 
 /// Content type of the streaming endpoints: one JSON document per line.
@@ -44,9 +42,6 @@ pub const NDJSON: &str = "application/x-ndjson";
 
 /// How long in-flight requests get to finish after shutdown before their connections are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How long to wait for an existing socket to accept a probe connection before calling it live.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The API's routes over `backend`, independent of the listener.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
@@ -114,6 +109,8 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .fallback(no_route)
         // Must come after the routes: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)
+        // Every body extractor stops reading past it (413).
+        .layer(DefaultBodyLimit::max(crate::limits::MAX_REQUEST_BODY))
         .with_state(backend)
 }
 
@@ -171,10 +168,35 @@ async fn apply<B: Backend>(
 
 async fn list_services<B: Backend>(
     State(backend): Shared<B>,
+    who: Option<Extension<Caller>>,
     query: Result<Query<ServicesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ServiceStatus>>, Failure> {
     let Query(query) = query?;
-    Ok(Json(backend.list_services(query).await?))
+    let who = caller(who);
+    let mut services = backend.list_services(query).await?;
+    if who.socket == Socket::Executor {
+        // A service sees only the transient services it started.
+        let me = backend.executor_caller(&who).await?;
+        services.retain(|s| s.owner.as_deref() == Some(me.as_str()));
+    }
+    Ok(Json(services))
+}
+
+/// On the executor socket, a service may act only on the transient services it started.
+async fn check_own<B: Backend>(backend: &B, who: &Caller, name: &str) -> Result<(), ApiError> {
+    if who.socket != Socket::Executor {
+        return Ok(());
+    }
+    let me = backend.executor_caller(who).await?;
+    let services = backend.list_services(ServicesQuery::default()).await?;
+    match services.iter().find(|s| s.name == name) {
+        Some(s) if s.owner.as_deref() == Some(me.as_str()) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "service {name} was not started by {me}: on the executor socket a service may stop \
+             only the transient services it started"
+        ))),
+        None => Err(ApiError::NotFound(format!("service {name:?} not found"))),
+    }
 }
 
 async fn describe_service<B: Backend>(
@@ -198,10 +220,12 @@ async fn delete_service<B: Backend>(
 fn action_route<B: Backend>(action: Action) -> MethodRouter<Arc<B>> {
     post(
         move |State(backend): Shared<B>,
+              who: Option<Extension<Caller>>,
               name: Result<UrlPath<String>, PathRejection>,
               node: Result<Query<NodeQuery>, QueryRejection>| async move {
             let UrlPath(name) = name?;
             let Query(node) = node?;
+            check_own(&*backend, &caller(who), &name).await?;
             Ok::<_, Failure>(Json(backend.service_action(&name, action, node).await?))
         },
     )
@@ -466,8 +490,8 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     )
 }
 
-/// Tells streaming responses that the listener is shutting down. `serve_unix` puts one into every
-/// request; a router served without it streams until the client goes away.
+/// Tells streaming responses that the listener is shutting down. Every listener puts one into
+/// every request; a router served without it streams until the client goes away.
 #[derive(Debug, Clone)]
 struct Shutdown(watch::Receiver<bool>);
 
@@ -525,123 +549,6 @@ fn json_line<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(line)
 }
 
-/// Serves the API on the unix socket `path` (mode 0600) until `shutdown` completes:
-/// [`UnixServer::bind`] then [`UnixServer::serve`].
-pub async fn serve_unix<B: Backend>(
-    path: &Path,
-    backend: Arc<B>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ApiError> {
-    UnixServer::bind(path).await?.serve(backend, shutdown).await
-}
-
-/// The API's unix socket, bound and not yet serving. Binding first lets the caller fail early and
-/// know when clients can connect. Dropping it removes the socket file.
-#[derive(Debug)]
-pub struct UnixServer {
-    listener: UnixListener,
-    path: PathBuf,
-    /// (device, inode) of the socket file this server placed, so it never removes another's.
-    identity: (u64, u64),
-}
-
-impl UnixServer {
-    /// Binds `path` with mode 0600.
-    ///
-    /// A stale socket file at `path` is replaced; a live one is [`ApiError::SocketInUse`], and
-    /// anything that is not a socket is [`ApiError::NotASocket`] (left alone).
-    ///
-    /// There is no moment in which the socket is reachable with looser permissions. Not through
-    /// umask, which is process-wide while other threads create files: the socket is bound inside
-    /// a fresh private directory (0700) next to `path`, chmod-ed to 0600 there, and only then
-    /// hard-linked to `path`. The link also refuses to replace a file that appeared at `path` in
-    /// the meantime (another server starting at the same moment).
-    pub async fn bind(path: &Path) -> Result<Self, ApiError> {
-        let listen_error = |source| ApiError::Listen {
-            path: path.to_owned(),
-            source,
-        };
-        clear_stale_socket(path).await?;
-        let file_name = path.file_name().ok_or_else(|| {
-            listen_error(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a file path",
-            ))
-        })?;
-        let mut private_name = std::ffi::OsString::from(".");
-        private_name.push(file_name);
-        private_name.push(format!(".{}.bind", std::process::id()));
-        let private_dir = path.with_file_name(private_name);
-        let bound = bind_private(&private_dir, path);
-        if let Err(error) = std::fs::remove_dir_all(&private_dir)
-            && error.kind() != io::ErrorKind::NotFound
-        {
-            let private_dir = private_dir.display();
-            tracing::warn!(path = %private_dir, %error, "cannot remove a temporary directory");
-        }
-        let listener = bound?;
-        let metadata = std::fs::symlink_metadata(path).map_err(listen_error)?;
-        tracing::info!(path = %path.display(), "api listening");
-        Ok(Self {
-            listener,
-            path: path.to_owned(),
-            identity: (metadata.dev(), metadata.ino()),
-        })
-    }
-
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Serves HTTP/1.1 until `shutdown` completes. Then it stops accepting and removes the socket
-    /// file; in-flight requests get a few seconds to finish, and follow streams end at once with a
-    /// final error line (dropping the backend's stream).
-    pub async fn serve<B: Backend>(
-        self,
-        backend: Arc<B>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ApiError> {
-        self.serve_as(Socket::Api, backend, shutdown).await
-    }
-
-    /// [`UnixServer::serve`], telling the backend which socket each call came in on.
-    pub async fn serve_as<B: Backend>(
-        self,
-        socket: Socket,
-        backend: Arc<B>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ApiError> {
-        let (stop, stopping) = watch::channel(false);
-        let app = app(backend, stopping.clone());
-        let path = self.path.clone();
-        // Dropping the server at the end closes the listener and removes the socket file.
-        accept_until(self, shutdown, stop, |stream: UnixStream| {
-            let cred = stream.peer_cred().ok();
-            let who = Caller {
-                pid: cred
-                    .and_then(|c| c.pid())
-                    .and_then(|p| u32::try_from(p).ok()),
-                uid: cred.map(|c| c.uid()),
-                socket,
-                peer: None,
-            };
-            serve_http1(stream, app.clone(), who, stopping.clone())
-        })
-        .await;
-        tracing::info!(path = %path.display(), "api stopped");
-        Ok(())
-    }
-}
-
-impl Accept for UnixServer {
-    type Conn = UnixStream;
-
-    async fn accept(&self) -> io::Result<UnixStream> {
-        self.listener.accept().await.map(|(stream, _)| stream)
-    }
-}
-
 /// A listener [`accept_until`] drives: the Unix socket or the TLS port. Dropping it stops
 /// accepting.
 pub(crate) trait Accept {
@@ -691,20 +598,6 @@ pub(crate) async fn accept_until<L, F>(
     drain(connections).await;
 }
 
-impl Drop for UnixServer {
-    /// Removes the socket file, if it is still the one this server placed there.
-    fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
-        if !ours {
-            return;
-        }
-        if let Err(error) = std::fs::remove_file(&self.path) {
-            tracing::warn!(path = %self.path.display(), %error, "cannot remove the api socket");
-        }
-    }
-}
-
 /// Gives a stopped listener's connections a few seconds to finish their requests, then cuts
 /// the rest.
 async fn drain(mut connections: JoinSet<()>) {
@@ -726,10 +619,26 @@ pub(crate) fn app<B: Backend>(backend: Arc<B>, stopping: watch::Receiver<bool>) 
     router(backend).layer(Extension(Shutdown(stopping)))
 }
 
-/// Serves HTTP/1.1 on one connection of any listener, as `who`, until the client leaves or the
-/// listener stops (then idle connections close at once and a request in flight finishes first).
-pub(crate) async fn serve_http1<I>(io: I, app: Router, who: Caller, stopping: watch::Receiver<bool>)
-where
+/// The deadlines of one connection's requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// For each request head, from when the server starts waiting for it (so also how long the
+    /// connection may idle between requests).
+    pub(crate) header: Duration,
+    /// From a request's head to its answer's head.
+    pub(crate) request: Duration,
+}
+
+/// Serves HTTP/1.1 on one connection of any listener, as `who`, until the client leaves, a
+/// deadline passes, or the listener stops (then idle connections close at once and a request in
+/// flight finishes first).
+pub(crate) async fn serve_http1<I>(
+    io: I,
+    app: Router,
+    who: Caller,
+    deadlines: Deadlines,
+    stopping: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // The caller goes into each request's extensions (what `Extension<Caller>` reads); the router
@@ -738,11 +647,21 @@ where
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<_>| {
         request.extensions_mut().insert(who.clone());
         // Router is always ready (axum documents poll_ready as such): call it straight away.
-        tower_service::Service::call(&mut app.clone(), request)
+        let answer = tower_service::Service::call(&mut app.clone(), request);
+        async move {
+            // Reading the body is part of the call, so a trickled body ends here too.
+            match tokio::time::timeout(deadlines.request, answer).await {
+                Ok(answer) => answer,
+                Err(_) => Ok::<_, Infallible>(too_slow(deadlines.request)),
+            }
+        }
     });
     let mut shutdown = Shutdown(stopping);
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadlines.header)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -756,67 +675,17 @@ where
     }
 }
 
-fn bind_private(private_dir: &Path, path: &Path) -> Result<UnixListener, ApiError> {
-    let at = |at: &Path| {
-        let path = at.to_owned();
-        move |source| ApiError::Listen { path, source }
-    };
-    // A leftover from a crashed start that had the same pid.
-    match std::fs::remove_dir_all(private_dir) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            return Err(at(private_dir)(error));
-        }
-        _ => {}
-    }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(private_dir)
-        .map_err(at(private_dir))?;
-    let temporary = private_dir.join("sock");
-    let listener = UnixListener::bind(&temporary).map_err(at(&temporary))?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
-        .map_err(at(&temporary))?;
-    std::fs::hard_link(&temporary, path).map_err(|source| {
-        if source.kind() == io::ErrorKind::AlreadyExists {
-            ApiError::SocketInUse {
-                path: path.to_owned(),
-            }
-        } else {
-            at(path)(source)
-        }
-    })?;
-    Ok(listener)
-}
-
-/// Makes way for a new socket at `path`: nothing there is fine, a socket nobody listens on is
-/// removed, a live socket or a non-socket is an error.
-async fn clear_stale_socket(path: &Path) -> Result<(), ApiError> {
-    let listen_error = |source| ApiError::Listen {
-        path: path.to_owned(),
-        source,
-    };
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(listen_error(error)),
-    };
-    if !metadata.file_type().is_socket() {
-        return Err(ApiError::NotASocket {
-            path: path.to_owned(),
-        });
-    }
-    match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(path)).await {
-        // Accepted, or so busy that its backlog is full: either way, alive.
-        Ok(Ok(_)) | Err(_) => Err(ApiError::SocketInUse {
-            path: path.to_owned(),
-        }),
-        Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "removing a stale api socket");
-            match std::fs::remove_file(path) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(listen_error(error)),
-                _ => Ok(()),
-            }
-        }
-        Ok(Err(error)) => Err(listen_error(error)),
-    }
+/// The answer to a request that did not finish within `deadline`; the connection closes after it
+/// (the rest of its body, if any, is not read).
+fn too_slow(deadline: Duration) -> Response {
+    let mut answer = Failure(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request did not complete within {deadline:?}"),
+    )
+    .into_response();
+    answer.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    answer
 }

@@ -22,7 +22,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::server::{Accept, accept_until, app, serve_http1};
+use crate::limits::{Admission, Limits, Ticket};
+use crate::server::{Accept, Deadlines, accept_until, app, serve_http1};
 use crate::{ApiError, Backend, Caller, Peer, Socket};
 
 /// Gives the server config for a new connection. It is called once for each accepted
@@ -30,15 +31,13 @@ use crate::{ApiError, Backend, Caller, Peer, Socket};
 /// connections already established keep theirs.
 pub type TlsConfigSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
 
-/// How long a client gets to complete the TLS handshake before its connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The API's TCP listener, bound and not yet serving. Binding first lets the caller fail early
 /// and learn the address (port 0 picks one).
 #[derive(Debug)]
 pub struct TlsServer {
     listener: TcpListener,
     addr: SocketAddr,
+    limits: Limits,
 }
 
 impl TlsServer {
@@ -48,7 +47,18 @@ impl TlsServer {
         let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
         tracing::info!(%addr, "api listening with mutual tls");
-        Ok(TlsServer { listener, addr })
+        Ok(TlsServer {
+            listener,
+            addr,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Serves under `limits` instead of the defaults (tests shorten the deadlines).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address it listens on, with the port the OS picked.
@@ -58,8 +68,10 @@ impl TlsServer {
 
     /// Serves HTTP/1.1 over TLS until `shutdown` completes, with `config()` for each connection.
     ///
-    /// A failed or too slow handshake only ends that connection (logged at debug with the peer's
-    /// address). A connection whose client certificate expires is closed then (after the request
+    /// A connection over one of the [`Limits`] is closed at once, before its handshake; the
+    /// connections already served go on. A failed or too slow handshake only ends that
+    /// connection (logged at debug with the peer's address). So does a request head not complete
+    /// within its deadline, or a request not answered within its own. A connection whose client certificate expires is closed then (after the request
     /// in flight); the next one fails its handshake. At shutdown it stops accepting; in-flight
     /// requests get a few seconds to finish, and follow streams end at once with a final error
     /// line.
@@ -72,11 +84,27 @@ impl TlsServer {
         let (stop, stopping) = watch::channel(false);
         let app = app(backend, stopping.clone());
         let addr = self.addr;
-        accept_until(self, shutdown, stop, |(tcp, remote)| {
-            // Per connection: a CA rotation changes what the next handshakes trust.
-            let acceptor = TlsAcceptor::from(config());
-            connection(tcp, remote, acceptor, app.clone(), stopping.clone())
-        })
+        let admission = Arc::new(Admission::new(&self.limits));
+        accept_until(
+            self,
+            shutdown,
+            stop,
+            |(tcp, remote): (TcpStream, SocketAddr)| {
+                let ticket = admission.admit(remote.ip());
+                // Per connection: a CA rotation changes what the next handshakes trust.
+                let acceptor = ticket.is_ok().then(|| TlsAcceptor::from(config()));
+                let app = app.clone();
+                let stopping = stopping.clone();
+                let admission = Arc::clone(&admission);
+                async move {
+                    // Over a limit: dropping the stream closes it before any handshake.
+                    let (Ok(ticket), Some(acceptor)) = (ticket, acceptor) else {
+                        return;
+                    };
+                    connection(tcp, remote, acceptor, app, &admission, ticket, stopping).await;
+                }
+            },
+        )
         .await;
         tracing::info!(%addr, "api tls listener stopped");
         Ok(())
@@ -92,19 +120,23 @@ impl Accept for TlsServer {
 }
 
 /// One connection: the handshake, then HTTP/1.1 as the certificate's holder until the client
-/// leaves, the server stops or the certificate expires.
+/// leaves, a deadline passes, the server stops or the certificate expires. `ticket` is its place
+/// among the listener's connections, given back when it ends.
 async fn connection(
     tcp: TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     app: Router,
+    admission: &Admission,
+    mut ticket: Ticket,
     mut stopping: watch::Receiver<bool>,
 ) {
     // Requests and answers are small and interactive: do not wait to fill segments.
     if let Err(error) = tcp.set_nodelay(true) {
         tracing::debug!(%remote, %error, "cannot set TCP_NODELAY");
     }
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let limits = admission.limits();
+    let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
     let tls = tokio::select! {
         handshake = handshake => match handshake {
             Ok(Ok(tls)) => tls,
@@ -117,6 +149,10 @@ async fn connection(
                 return;
             }
         },
+        () = ticket.evicted() => {
+            tracing::debug!(%remote, "api tls handshake stalled; closed for a newer connection");
+            return;
+        }
         () = stopped(&mut stopping) => return,
     };
     let peer = match peer(&tls) {
@@ -128,6 +164,20 @@ async fn connection(
         }
     };
     let expiry = peer.as_ref().map(|peer| peer.not_after);
+    // A verified client leaves the unverified share and may idle longer between requests.
+    let header = if peer.is_some() {
+        ticket.verified();
+        limits.verified_idle_timeout
+    } else {
+        if admission.anonymous(&mut ticket).is_err() {
+            return;
+        }
+        limits.header_timeout
+    };
+    let deadlines = Deadlines {
+        header,
+        request: limits.request_timeout,
+    };
     let who = Caller {
         pid: None,
         uid: None,
@@ -136,7 +186,7 @@ async fn connection(
     };
     // This connection's own stop: the server's, or the end of the certificate's validity.
     let (close, closing) = watch::channel(false);
-    let serving = serve_http1(tls, app, who, closing);
+    let serving = serve_http1(tls, app, who, deadlines, closing);
     tokio::pin!(serving);
     tokio::select! {
         () = &mut serving => {}

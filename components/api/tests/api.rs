@@ -732,3 +732,45 @@ async fn run_sees_the_callers_pid_and_exec_streams_output_then_the_exit() {
     assert_eq!(items[0].data.as_deref(), Some("echo hi"));
     assert_eq!(items[2].exit_code, Some(3));
 }
+
+/// One raw HTTP/1.1 exchange on a connection made by a thread running as `uid` (per-thread
+/// credentials: the kernel records them at `connect`, as `SO_PEERCRED` then reports).
+async fn raw_as(uid: u32, path: &Path, request: &str) -> String {
+    let path = path.to_owned();
+    let connected = std::thread::spawn(move || {
+        let uid = rustix::process::Uid::from_raw(uid);
+        // Keeps saved uid 0: only this thread changes, and it ends here.
+        rustix::thread::set_thread_res_uid(uid, uid, None).unwrap();
+        std::os::unix::net::UnixStream::connect(path).unwrap()
+    })
+    .join()
+    .unwrap();
+    connected.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::UnixStream::from_std(connected).unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn the_api_socket_refuses_a_peer_that_is_not_root_even_if_its_mode_lets_it_in() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test switches one thread to another user: run it as root"
+    );
+    let server = Server::start().await;
+    // An accident: the socket and its directory left open to everyone.
+    std::fs::set_permissions(server.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let request = "GET /v1/services HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    let nobody = raw_as(65_534, &server.path, request).await;
+    assert!(nobody.starts_with("HTTP/1.1 403"), "{nobody}");
+    assert!(
+        nobody.contains("uid 65534 may not use the cloudlet API socket"),
+        "{nobody}"
+    );
+    let root = raw(&server.path, request).await;
+    assert!(root.starts_with("HTTP/1.1 200"), "{root}");
+    server.stop().await;
+}

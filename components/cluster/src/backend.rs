@@ -31,6 +31,11 @@ use cloudlet_store::{Compare, CompareOp, Op, Store, Txn};
 use crate::records::{NodeRecord, TokenRecord, decode, encode, node_key};
 use crate::{ClusterError, ControlPlane, Inner, placer, rollouts, tokens};
 
+/// How long a question to every node (`ctl get network`) waits for all of them together: they
+/// are asked at once, and a node that has not answered by then gets a row saying so. Longer than
+/// an agent's own deadline on its calls (5 s); an operator waits no more than this.
+pub const FAN_OUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A join token lives one day unless the operator says otherwise.
 const DEFAULT_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -553,16 +558,32 @@ impl<S: Store> Backend for ControlPlane<S> {
                     Some(n) => vec![n.clone()],
                     None => inner.nodes_of(name).await?,
                 };
-                let mut done = Vec::new();
-                for n in &nodes {
-                    let result = match inner.target(n).await? {
-                        Target::Local(local) => {
-                            local
-                                .service_action(name, action, NodeQuery::default())
-                                .await
+                // Every node at once, under one deadline.
+                let deadline = tokio::time::Instant::now() + FAN_OUT_TIMEOUT;
+                let results = futures_util::future::join_all(nodes.iter().map(|n| async move {
+                    let ask = async {
+                        match inner.target(n).await? {
+                            Target::Local(local) => {
+                                local
+                                    .service_action(name, action, NodeQuery::default())
+                                    .await
+                            }
+                            Target::Remote(client) => {
+                                client.service_action(name, action, None).await
+                            }
                         }
-                        Target::Remote(client) => client.service_action(name, action, None).await,
                     };
+                    tokio::time::timeout_at(deadline, ask)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ApiError::Unavailable(format!(
+                                "node {n} did not answer within {FAN_OUT_TIMEOUT:?}"
+                            )))
+                        })
+                }))
+                .await;
+                let mut done = Vec::new();
+                for (n, result) in nodes.iter().zip(results) {
                     match result {
                         Ok(_) => done.push(n.clone()),
                         // A start the node has not received yet is done by the placer.
@@ -710,13 +731,28 @@ impl<S: Store> Backend for ControlPlane<S> {
                 .into_keys()
                 .collect(),
         };
-        let mut out = Vec::new();
-        for n in &nodes {
-            let answer = match inner.target(n).await {
-                Ok(Target::Local(local)) => local.network(NodeQuery::default()).await,
-                Ok(Target::Remote(client)) => client.network(None).await,
-                Err(e) => Err(e.into()),
+        // Every node at once, under one deadline: a stalled agent costs the deadline, not a
+        // deadline per node.
+        let deadline = tokio::time::Instant::now() + FAN_OUT_TIMEOUT;
+        let answers = futures_util::future::join_all(nodes.iter().map(|n| async move {
+            let ask = async {
+                match inner.target(n).await {
+                    Ok(Target::Local(local)) => local.network(NodeQuery::default()).await,
+                    Ok(Target::Remote(client)) => client.network(None).await,
+                    Err(e) => Err(e.into()),
+                }
             };
+            tokio::time::timeout_at(deadline, ask)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApiError::Unavailable(format!(
+                        "node {n} did not answer within {FAN_OUT_TIMEOUT:?}"
+                    )))
+                })
+        }))
+        .await;
+        let mut out = Vec::new();
+        for (n, answer) in nodes.iter().zip(answers) {
             match answer {
                 Ok(nets) => out.extend(nets),
                 // One node's network unknown (not configured, unreachable) is not an error of
@@ -941,8 +977,9 @@ impl<S: Store> Backend for ControlPlane<S> {
     }
 
     async fn push_events(&self, node: &str, events: Vec<Event>) -> Result<(), ApiError> {
-        for e in events {
-            self.inner.events.send(EventRecord {
+        let records = events
+            .into_iter()
+            .map(|e| EventRecord {
                 time: e.time,
                 service: e.service,
                 node: node.to_owned(),
@@ -954,9 +991,10 @@ impl<S: Store> Backend for ControlPlane<S> {
                     reason: x.reason,
                     at: x.at,
                 }),
-            });
-        }
-        Ok(())
+            })
+            .collect();
+        // All or nothing: a refused batch stays with the agent, which pushes it again.
+        self.inner.events.push(records)
     }
 
     async fn create_token(

@@ -177,6 +177,35 @@ impl<S: Store> Node<S> {
     }
 }
 
+impl<S: Store> Node<S> {
+    /// The service calling on the executor socket ([`executor::executor_service`]), which must
+    /// be one given the socket (`spec.executor: true`).
+    async fn executor_owner(&self, caller: &Caller) -> Result<String, ApiError> {
+        let name = executor::executor_service(caller, self.cgroups.as_deref())?;
+        let given = self
+            .record(&name)
+            .await
+            .is_ok_and(|r| r.manifest.spec.executor);
+        if !given {
+            return Err(ApiError::Forbidden(format!(
+                "executor socket: service {name} was not given it (spec.executor: true)"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// Who is asking, in words: on the executor socket its service, else
+    /// [`executor::caller_name`].
+    async fn caller_name(&self, caller: &Caller) -> Result<String, ApiError> {
+        match caller.socket {
+            cloudlet_api::Socket::Executor if caller.peer.is_none() => {
+                self.executor_owner(caller).await
+            }
+            _ => Ok(executor::caller_name(caller)),
+        }
+    }
+}
+
 impl<S: Store> Backend for Node<S> {
     async fn apply(&self, _request: ApplyRequest) -> Result<ApplyResponse, ApiError> {
         Err(ApiError::NotFound(
@@ -423,8 +452,12 @@ impl<S: Store> Backend for Node<S> {
         }])
     }
 
+    async fn executor_caller(&self, caller: &Caller) -> Result<String, ApiError> {
+        self.executor_owner(caller).await
+    }
+
     async fn run(&self, caller: Caller, request: RunRequest) -> Result<ActionResponse, ApiError> {
-        let owner = executor::caller_name(&caller);
+        let owner = self.caller_name(&caller).await?;
         let record = executor::run(&self.store, &self.options.node_name, &owner, &request).await?;
         let group = record
             .transient
@@ -450,7 +483,7 @@ impl<S: Store> Backend for Node<S> {
     }
 
     async fn exec(&self, caller: Caller, request: ExecRequest) -> Result<ExecStream, ApiError> {
-        let owner = executor::caller_name(&caller);
+        let owner = self.caller_name(&caller).await?;
         let what = request.command.join(" ");
         let events = self.events.clone();
         let node = self.options.node_name.clone();

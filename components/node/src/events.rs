@@ -1,11 +1,17 @@
 //! The event log: a task that writes events into the store in batches and keeps at most
 //! `max_events` of them (the oldest go first).
 //!
-//! Writing is off every hot path: senders never wait for the store. When the store refuses a write
-//! (its disk is full), events wait in memory (bounded by `max_events`, the overflow counted and
-//! reported as an event of its own) and are written once the store accepts writes again.
+//! Writing is off every hot path: senders never wait for the store. Events reach the writer
+//! through a queue of [`QUEUE`] events; when the store refuses a write (its disk is full), they
+//! wait in memory (bounded by `max_events`) and are written once the store accepts writes again.
+//! Nothing here grows without a bound: a local event that finds the queue full is dropped, and
+//! every dropped one is counted and reported as an event of its own (`EventsDropped`); a batch
+//! an agent pushes is taken whole or refused whole ([`EventSink::push`]: the agent keeps it and
+//! pushes again later).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cloudlet_api::dto::{Event, EventsQuery, ExitInfo};
@@ -17,16 +23,49 @@ use tokio::sync::mpsc;
 use crate::NodeError;
 use crate::records::{EVENTS, EventRecord, event_key, event_seq};
 
+/// Events that wait for the writer, at most. The writer takes up to [`BATCH`] per transaction
+/// (a few milliseconds); 300 services restarting at once make some 600 events, and an agent
+/// pushes at most [`MAX_PUSH`] at a time.
+pub const QUEUE: usize = 4096;
+
+/// The most events an agent may push in one request: its batches are 500 (`agent.rs`).
+pub const MAX_PUSH: usize = 1000;
+
 /// Sends events to the writer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    tx: mpsc::UnboundedSender<EventRecord>,
+    tx: mpsc::Sender<EventRecord>,
+    /// Events dropped because the queue was full, not yet reported.
+    dropped: Arc<AtomicU64>,
 }
 
 impl EventSink {
-    /// Queues an event.
+    /// Queues an event; never waits. With the queue full it is dropped and counted.
     pub fn send(&self, event: EventRecord) {
-        let _ = self.tx.send(event);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a batch an agent pushed: all of it, or none when there is no room for all of it
+    /// (503: the agent keeps the batch and pushes it again later). At most [`MAX_PUSH`] events.
+    pub fn push(&self, events: Vec<EventRecord>) -> Result<(), ApiError> {
+        if events.len() > MAX_PUSH {
+            return Err(ApiError::Invalid(format!(
+                "{} events in one push: at most {MAX_PUSH}",
+                events.len()
+            )));
+        }
+        let permits = self.tx.try_reserve_many(events.len()).map_err(|_| {
+            ApiError::Unavailable(format!(
+                "the event log is busy ({} of {QUEUE} queued events): push again later",
+                QUEUE.saturating_sub(self.tx.capacity())
+            ))
+        })?;
+        for (permit, event) in permits.zip(events) {
+            permit.send(event);
+        }
+        Ok(())
     }
 }
 
@@ -35,9 +74,19 @@ const BATCH: usize = 256;
 
 /// Starts the writer. Reads the existing events once to continue their numbering.
 pub async fn spawn_writer<S: Store>(store: S, max_events: usize) -> Result<EventSink, NodeError> {
+    spawn_writer_with_queue(store, max_events, QUEUE).await
+}
+
+/// [`spawn_writer`] with a queue of `queue` events instead of [`QUEUE`] (tests make it small).
+pub async fn spawn_writer_with_queue<S: Store>(
+    store: S,
+    max_events: usize,
+    queue: usize,
+) -> Result<EventSink, NodeError> {
     let (kvs, _) = store.list(EVENTS).await?;
     let mut seqs: VecDeque<u64> = kvs.iter().filter_map(|kv| event_seq(&kv.key)).collect();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
     let writer = Writer {
         store,
         max_events: max_events.max(1),
@@ -48,9 +97,10 @@ pub async fn spawn_writer<S: Store>(store: S, max_events: usize) -> Result<Event
         },
         pending: VecDeque::new(),
         overflow: 0,
+        dropped: Arc::clone(&dropped),
     };
     tokio::spawn(writer.run(rx));
-    Ok(EventSink { tx })
+    Ok(EventSink { tx, dropped })
 }
 
 struct Writer<S> {
@@ -59,11 +109,14 @@ struct Writer<S> {
     next: u64,
     seqs: VecDeque<u64>,
     pending: VecDeque<EventRecord>,
+    /// Events dropped from `pending` while the store refused writes.
     overflow: u64,
+    /// Events the sink dropped with its queue full.
+    dropped: Arc<AtomicU64>,
 }
 
 impl<S: Store> Writer<S> {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<EventRecord>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<EventRecord>) {
         loop {
             // While events wait for a store that refused them, retry every second.
             let got = if self.pending.is_empty() {
@@ -123,16 +176,24 @@ impl<S: Store> Writer<S> {
                     self.next = seq;
                     self.seqs.drain(..expired.len());
                     self.seqs.extend(written);
-                    if self.overflow > 0 {
-                        let lost = std::mem::take(&mut self.overflow);
+                    let refused = std::mem::take(&mut self.overflow);
+                    let full = self.dropped.swap(0, Ordering::Relaxed);
+                    if refused > 0 || full > 0 {
+                        let mut why = Vec::new();
+                        if refused > 0 {
+                            why.push(format!("{refused} while the store refused writes"));
+                        }
+                        if full > 0 {
+                            why.push(format!(
+                                "{full} because they came faster than they were written"
+                            ));
+                        }
                         let note = EventRecord {
                             time: jiff::Timestamp::now(),
                             service: None,
                             node: String::new(),
                             reason: "EventsDropped".into(),
-                            message: format!(
-                                "{lost} events were dropped while the store refused writes"
-                            ),
+                            message: format!("events were dropped: {}", why.join("; ")),
                             exit: None,
                         };
                         self.pending.push_back(note);

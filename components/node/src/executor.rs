@@ -5,16 +5,21 @@
 //! A transient service is an ordinary stored service with an owner and a group: the supervisor
 //! runs it under its own shim, so restarting, stopping or deleting its owner never touches it; only
 //! an explicit stop or delete does. Every call is an event naming who asked, what, and how it
-//! ended. This module never runs anything in the server's own process group: each command gets a
-//! process group of its own, killed whole on timeout.
+//! ended. A caller on the executor socket is the service whose cgroup holds its process (never
+//! what its command line says, which any process can set). This module never runs anything in
+//! the server's own process group: each command gets a process group of its own, killed whole
+//! on timeout.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cloudlet_api::Caller;
+use std::path::{Component, Path};
+
 use cloudlet_api::dto::{ExecOutput, ExecRequest, RunRequest};
+use cloudlet_api::{ApiError, Caller};
+use cloudlet_cgroups::Hierarchy;
 use cloudlet_store::{Compare, Op, Store, Txn};
 use cloudlet_supervisor::reaper::{ChildExit, Reaper};
 use tokio::io::AsyncReadExt;
@@ -26,46 +31,63 @@ use crate::records::{DesiredRecord, ServiceRecord, TransientRecord, assignment_k
 /// The group of a transient service started without one.
 pub const DEFAULT_GROUP: &str = "transient";
 
-/// Who is asking, in words: the service whose process made the call, else `operator` (the API
-/// socket) or `pid N` (the executor socket from outside any service).
+/// Who is asking, in words, off the executor socket: the holder of a client certificate, else
+/// `operator`. (On the executor socket it is a service: [`executor_service`].)
 pub fn caller_name(caller: &Caller) -> String {
-    if let Some(service) = caller.pid.and_then(service_of_pid) {
-        return service;
-    }
-    if let Some(peer) = &caller.peer {
-        return format!("{} {}", peer.role.as_str(), peer.name);
-    }
-    match (caller.socket, caller.pid) {
-        (cloudlet_api::Socket::Api | cloudlet_api::Socket::Tls, _) => "operator".to_owned(),
-        (cloudlet_api::Socket::Executor, Some(pid)) => format!("pid {pid}"),
-        (cloudlet_api::Socket::Executor, None) => "unknown".to_owned(),
+    match &caller.peer {
+        Some(peer) => format!("{} {}", peer.role.as_str(), peer.name),
+        None => "operator".to_owned(),
     }
 }
 
-/// The service a process belongs to: the nearest ancestor that is a `cloudlet shim` names it.
-fn service_of_pid(pid: u32) -> Option<String> {
-    let mut pid = pid;
-    for _ in 0..64 {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) == Some(&&b"shim"[..]) {
-            let name = args.windows(2).find(|w| w[0] == b"--name").map(|w| w[1])?;
-            return Some(String::from_utf8_lossy(name).into_owned());
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        if ppid <= 1 {
-            return None;
-        }
-        pid = ppid;
+/// The service calling on the executor socket: the one whose cgroup holds the calling process
+/// (its pid from `SO_PEERCRED`, its cgroup from `/proc/PID/cgroup`, which the process cannot
+/// change; its command line it can). A process in no service's cgroup is refused (403).
+pub fn executor_service(caller: &Caller, cgroups: Option<&Hierarchy>) -> Result<String, ApiError> {
+    let refuse = |why: String| ApiError::Forbidden(format!("executor socket: {why}"));
+    let pid = caller
+        .pid
+        .ok_or_else(|| refuse("the kernel did not say which process is calling".to_owned()))?;
+    let hierarchy = cgroups.ok_or_else(|| {
+        refuse(format!(
+            "pid {pid}: this node has no cgroup hierarchy to tell its service by"
+        ))
+    })?;
+    let path = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| refuse(format!("pid {pid}: cannot read {path}: {e}")))?;
+    service_in_cgroup(&text, hierarchy.mount(), hierarchy.base()).ok_or_else(|| {
+        refuse(format!(
+            "pid {pid} runs in no service's cgroup: the executor socket serves the services \
+             given it (spec.executor)"
+        ))
+    })
+}
+
+/// The service whose cgroup `proc_cgroup` (the text of `/proc/PID/cgroup`) puts the process in:
+/// its cgroup v2 path must be below `base` (cloudlet's subtree, under `mount`) as
+/// `services/<name>/...` or `groups/<group>/<name>/...`.
+fn service_in_cgroup(proc_cgroup: &str, mount: &Path, base: &Path) -> Option<String> {
+    let rel = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    if rel.ends_with(" (deleted)") {
+        return None;
     }
-    None
+    let path = mount.join(rel.trim_start_matches('/'));
+    let below = path.strip_prefix(base).ok()?;
+    let parts: Vec<&str> = below
+        .components()
+        .map(|c| match c {
+            Component::Normal(part) => part.to_str(),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [services, name, ..] if *services == cloudlet_cgroups::SERVICES => Some((*name).to_owned()),
+        [groups, _group, name, ..] if *groups == cloudlet_cgroups::GROUPS => {
+            Some((*name).to_owned())
+        }
+        _ => None,
+    }
 }
 
 /// Validates and stores a transient service. It goes through the same parser and validation as
@@ -290,4 +312,38 @@ fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_is_the_service_whose_cgroup_holds_it() {
+        let mount = Path::new("/sys/fs/cgroup");
+        let base = Path::new("/sys/fs/cgroup/system.slice/cloudlet.service");
+        let of = |text: &str| service_in_cgroup(text, mount, base);
+        let under = "0::/system.slice/cloudlet.service";
+        assert_eq!(
+            of(&format!("{under}/services/web\n")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            of(&format!("{under}/services/web/inner\n")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            of(&format!("12:pids:/x\n0::{}/groups/vms/vm-1\n", &under[3..])).as_deref(),
+            Some("vm-1")
+        );
+        // The server itself, another subtree, a removed cgroup, a v1-only line: nobody.
+        assert_eq!(of(&format!("{under}/server\n")), None);
+        assert_eq!(of("0::/user.slice/services/web\n"), None);
+        assert_eq!(of(&format!("{under}/services/web (deleted)\n")), None);
+        assert_eq!(of(&format!("{under}/groups/vms\n")), None);
+        assert_eq!(
+            of("4:memory:/system.slice/cloudlet.service/services/web\n"),
+            None
+        );
+    }
 }
