@@ -25,6 +25,7 @@ pub mod heartbeat;
 pub mod limits;
 mod server;
 mod tls;
+mod transport;
 mod unix;
 
 pub use authz::authorize;
