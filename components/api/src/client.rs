@@ -109,8 +109,14 @@ impl Client {
             ))
         })?;
         let mut client = Self::https(url, config)?;
-        if let Some(Transport::Https(https)) = Arc::get_mut(&mut client.transport) {
-            https.server_name = server_name;
+        // Just made: the transport is this client's alone.
+        match Arc::get_mut(&mut client.transport) {
+            Some(Transport::Https(https)) => https.expect_name(server_name),
+            _ => {
+                return Err(ApiError::Internal(format!(
+                    "a client of {url} could not be bound to the name {name}"
+                )));
+            }
         }
         Ok(client)
     }

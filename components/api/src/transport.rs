@@ -183,6 +183,11 @@ impl fmt::Debug for Https {
 }
 
 impl Https {
+    /// Checks the server's certificate against `name` instead of the URL's host.
+    pub(crate) fn expect_name(&mut self, name: ServerName<'static>) {
+        self.server_name = name;
+    }
+
     fn endpoint(&self) -> Endpoint {
         Endpoint::Https(self.url.clone())
     }

@@ -57,8 +57,9 @@ pub fn run(kills: u64, rows: &mut Rows) {
             restarts += 1;
             ctl(c.data_dir(), &["restart", CHURN])
         };
-        // Somewhere in the request: before it is read, while it is written, after the answer.
-        std::thread::sleep(Duration::from_micros(seed % 30_000));
+        // Somewhere in the request: before it is read, while it is written, after the answer
+        // (an apply takes ~50-150 ms here).
+        std::thread::sleep(Duration::from_micros(seed % 250_000));
         c.kill_server();
         let acknowledged = child
             .wait_with_output()
