@@ -17,6 +17,7 @@
 # assertions), a stack overflow, a timeout (FUZZ_TIMEOUT seconds per input, default 10) or an
 # input that takes more than FUZZ_RSS_MB (default 2048) MiB.
 set -euo pipefail
+caller_dir="$PWD"
 cd "$(dirname "$0")/../tests/fuzz"
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -51,8 +52,12 @@ case "${1:-}" in
   --run)
     target="${2:?--run TARGET FILE..}"
     shift 2
+    files=()
+    for file in "$@"; do
+      case "$file" in /*) files+=("$file") ;; *) files+=("$caller_dir/$file") ;; esac
+    done
     build
-    exec "$(bin "$target")" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT" "$@"
+    exec "$(bin "$target")" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT" "${files[@]}"
     ;;
 esac
 
