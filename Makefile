@@ -1,5 +1,5 @@
 # Convenience targets; the scripts they call are the source of truth.
-.PHONY: build run test check bench test-vm torture
+.PHONY: build run test check bench test-vm fuzz torture
 
 build:
 	./scripts/build-static.sh -p cloudlet --bin cloudlet
@@ -16,6 +16,10 @@ check:
 
 bench:
 	./scripts/bench.sh
+
+# Every fuzz target for FUZZ_SECONDS (default 60) each; fails on a finding.
+fuzz:
+	./scripts/fuzz.sh
 
 test-vm:
 	./scripts/vm-test.sh

@@ -3,6 +3,8 @@
 # Idempotent; needs root. Called by scripts/run.sh and scripts/test.sh.
 set -euo pipefail
 
+# build-essential: also the C++ compiler that builds libFuzzer (libfuzzer-sys, from crates.io
+# like every crate) for scripts/fuzz.sh, which needs nothing else: stable Rust, no cargo-fuzz.
 # mariadb-server, etcd-server: the stores cloudlet runs for Cloudpods (and the real-binary test); xz-utils
 # unpacks the real Cloudpods binaries; tzdata: Cloudpods services load Asia/Shanghai by default.
 need_apt=()

@@ -411,7 +411,7 @@ impl Shim {
                     ));
                 }
                 self.restarts = restarts;
-                match self.start(&spec, run.max(self.last_run + 1)) {
+                match self.start(&spec, run.max(self.last_run.saturating_add(1))) {
                     Ok(()) => {
                         self.tag = tag;
                         Reply::Ok(self.status())

@@ -25,7 +25,8 @@ pub enum Op {
     Start {
         /// How to run it.
         spec: ProcessSpec,
-        /// The number of this run; the shim uses one above its last run if this is not higher.
+        /// The number of this run; the shim uses one above its last run if this is not higher
+        /// (`u64::MAX` stays the last number: it never wraps to 0).
         run: u64,
         /// Automatic restarts so far, this start included.
         restarts: u64,

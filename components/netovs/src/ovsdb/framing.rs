@@ -9,6 +9,11 @@ use serde_json::Value;
 
 use crate::NetovsError;
 
+/// The longest message a peer may send, in bytes: a monitor's snapshot of a host with thousands
+/// of ports is a few MiB. A longer one ends the stream, so a peer that never ends its message
+/// cannot grow our memory without bound.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
 /// Splits a byte stream into JSON values.
 ///
 /// Only objects and arrays may appear at the top level: a bare number would have no end.
@@ -37,8 +42,9 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete value, or `None` until more bytes arrive. After an error the stream is
-    /// out of step and must be dropped.
+    /// The next complete value, or `None` until more bytes arrive; an error once the value
+    /// being read passes [`MAX_MESSAGE`]. After an error the stream is out of step and must be
+    /// dropped.
     pub(crate) fn next_value(&mut self) -> Result<Option<Value>, NetovsError> {
         while let Some(&byte) = self.buf.get(self.pos) {
             self.pos += 1;
@@ -73,6 +79,11 @@ impl Decoder {
                 }
                 _ => {}
             }
+        }
+        if self.buf.len() - self.start > MAX_MESSAGE {
+            return Err(NetovsError::Protocol(format!(
+                "a message longer than {MAX_MESSAGE} bytes"
+            )));
         }
         Ok(None)
     }
@@ -149,6 +160,33 @@ mod tests {
     fn whitespace_between_values_is_skipped() {
         let values = decode(&["\n {\"a\":1}\r\n\t", " [] \n"]);
         assert_eq!(values, [json!({"a": 1}), json!([])]);
+    }
+
+    /// A peer that never ends its message (a broken or hostile server) cannot grow the buffer
+    /// past MAX_MESSAGE: the stream is dropped instead.
+    #[test]
+    fn a_message_longer_than_the_maximum_is_an_error() {
+        let mut decoder = Decoder::default();
+        decoder.push(br#"{"a":""#);
+        let chunk = vec![b'x'; 1 << 20];
+        let mut pushed = 0;
+        let err = loop {
+            decoder.push(&chunk);
+            pushed += chunk.len();
+            match decoder.next_value() {
+                Ok(None) => assert!(pushed <= MAX_MESSAGE, "{pushed} bytes buffered"),
+                Ok(Some(value)) => panic!("{value}"),
+                Err(err) => break err,
+            }
+        };
+        assert!(err.to_string().contains("longer than"), "{err}");
+
+        // Up to the maximum, a long message is fine, and so are many short ones.
+        let mut decoder = Decoder::default();
+        for _ in 0..(MAX_MESSAGE / 1_000_000 + 3) {
+            decoder.push(format!("{{\"a\":\"{}\"}}", "x".repeat(999_990)).as_bytes());
+            assert!(decoder.next_value().unwrap().is_some());
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod datum;
 mod framing;
 mod monitor;
 mod operation;
+mod received;
 mod rpc;
 mod session;
 pub mod vswitch;
@@ -26,3 +27,5 @@ pub use client::{Client, ClientOptions, ColumnSchema, DatabaseSchema, Endpoint, 
 pub use datum::{Atom, Datum, Row, Uuid};
 pub use monitor::{Monitor, MonitorEvent, MonitorRequest, RowUpdate, SnapshotCause, TableUpdates};
 pub use operation::{Condition, Function, Mutation, Mutator, OpResult, Operation, WaitUntil};
+#[doc(hidden)]
+pub use received::decode_received;
