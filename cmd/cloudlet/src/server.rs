@@ -465,6 +465,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         dir.join("admin.conf").display()
     );
     crate::private::files(&dir);
+    // Adoption runs after the API answers; its code is start-up code too.
+    if let Some(node) = &local {
+        node.adopted().await;
+    }
     give_back_startup_memory().await;
     shutdown.await;
     listeners.stop().await?;
@@ -524,6 +528,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     tokio::spawn(agent::run(node.clone(), creds, options));
     tracing::info!("agent of {} serving on {listen}", args.server);
     crate::private::files(&dir);
+    node.adopted().await;
     give_back_startup_memory().await;
     shutdown.await;
     listeners.stop().await?;

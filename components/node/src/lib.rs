@@ -231,6 +231,14 @@ impl<S: Store> Node<S> {
         &self.events
     }
 
+    /// Completes once the supervisor has adopted what an earlier process left running: its
+    /// queue answers only after adoption. An error (the supervisor gone) also completes it.
+    pub async fn adopted(&self) {
+        if let Err(e) = self.supervisor.snapshot().await {
+            tracing::debug!("waiting for adoption: {e}");
+        }
+    }
+
     /// Lets go of the shims; services keep running.
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
