@@ -573,13 +573,7 @@ impl<S: Store> Backend for ControlPlane<S> {
                             }
                         }
                     };
-                    tokio::time::timeout_at(deadline, ask)
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(ApiError::Unavailable(format!(
-                                "node {n} did not answer within {FAN_OUT_TIMEOUT:?}"
-                            )))
-                        })
+                    by_deadline(n, deadline, ask).await
                 }))
                 .await;
                 let mut done = Vec::new();
@@ -742,13 +736,7 @@ impl<S: Store> Backend for ControlPlane<S> {
                     Err(e) => Err(e.into()),
                 }
             };
-            tokio::time::timeout_at(deadline, ask)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ApiError::Unavailable(format!(
-                        "node {n} did not answer within {FAN_OUT_TIMEOUT:?}"
-                    )))
-                })
+            by_deadline(n, deadline, ask).await
         }))
         .await;
         let mut out = Vec::new();
@@ -1274,6 +1262,22 @@ impl<S: Store> Backend for ControlPlane<S> {
             ),
         })
     }
+}
+
+/// What `node` answers to `ask`, or `Unavailable` naming it once the fan-out's `deadline` has
+/// passed.
+async fn by_deadline<T>(
+    node: &str,
+    deadline: tokio::time::Instant,
+    ask: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout_at(deadline, ask)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::Unavailable(format!(
+                "node {node} did not answer within {FAN_OUT_TIMEOUT:?}"
+            )))
+        })
 }
 
 /// Who is calling, for revisions and events: `admin alice`, `node n1`, or `operator` (the local
