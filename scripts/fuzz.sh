@@ -40,7 +40,9 @@ export CARGO_TARGET_DIR="$PWD/target"
 
 build() {
   echo "==> building the fuzz targets (instrumented, release)"
-  cargo build --release --locked --target "$triple" -j "$JOBS" --bins
+  # Not --locked: the committed lock starts from the workspace's, and a dependency the workspace
+  # gained since is resolved to the same version rather than failing the build.
+  cargo build --release --target "$triple" -j "$JOBS" --bins
 }
 bin() { echo "$CARGO_TARGET_DIR/$triple/release/$1"; }
 
