@@ -36,7 +36,7 @@ use cloudlet_tests::fleet::Fleet;
 #[command(
     name = "torture",
     after_help = "Examples:\n  \
-        torture                                   # the full run (make torture), ~10 minutes\n  \
+        torture                                   # the full run (make torture), ~30 minutes\n  \
         torture --kills 10 --requests 1000 --idle 300 --hold 15s   # the CI pass\n  \
         torture --only hostile -o json\n\n\
         Needs root (network namespaces), and cargo build --workspace --bins first."
