@@ -352,6 +352,42 @@ pub struct RunRequest {
     pub restart: Option<String>,
 }
 
+impl RunRequest {
+    /// The service manifest this request asks for, as a JSON document (which is YAML), in
+    /// `group`: what the node validates like any manifest before it stores the service.
+    pub fn manifest(&self, group: &str) -> serde_json::Value {
+        let mut limits = serde_json::Map::new();
+        if let Some(m) = &self.memory {
+            limits.insert("memory".into(), m.clone().into());
+        }
+        if let Some(c) = &self.cpu {
+            limits.insert("cpu".into(), c.clone().into());
+        }
+        if let Some(p) = self.pids {
+            limits.insert("pids".into(), p.into());
+        }
+        let mut spec = serde_json::json!({
+            "command": self.command,
+            "restart": {"policy": self.restart.clone().unwrap_or_else(|| "never".to_owned())},
+        });
+        if !self.env.is_empty() {
+            spec["env"] = serde_json::to_value(&self.env).unwrap_or_default();
+        }
+        if let Some(dir) = &self.working_dir {
+            spec["workingDir"] = dir.clone().into();
+        }
+        if !limits.is_empty() {
+            spec["resources"] = serde_json::json!({ "limits": limits });
+        }
+        serde_json::json!({
+            "apiVersion": "cloudlet/v1",
+            "kind": "Service",
+            "metadata": {"name": self.name, "labels": {"cloudlet.group": group}},
+            "spec": spec,
+        })
+    }
+}
+
 /// `POST /v1/exec`: run a command on the host to completion, streaming its output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

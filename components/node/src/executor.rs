@@ -104,35 +104,7 @@ pub async fn run<S: Store>(
         .unwrap_or_else(|| DEFAULT_GROUP.to_owned());
     cloudlet_spec::check_name(&group)
         .map_err(|e| NodeError::Invalid(format!("ctl run: --group {group:?}: {e}")))?;
-    let mut limits = serde_json::Map::new();
-    if let Some(m) = &request.memory {
-        limits.insert("memory".into(), m.clone().into());
-    }
-    if let Some(c) = &request.cpu {
-        limits.insert("cpu".into(), c.clone().into());
-    }
-    if let Some(p) = request.pids {
-        limits.insert("pids".into(), p.into());
-    }
-    let mut spec = serde_json::json!({
-        "command": request.command,
-        "restart": {"policy": request.restart.clone().unwrap_or_else(|| "never".to_owned())},
-    });
-    if !request.env.is_empty() {
-        spec["env"] = serde_json::to_value(&request.env).unwrap_or_default();
-    }
-    if let Some(dir) = &request.working_dir {
-        spec["workingDir"] = dir.clone().into();
-    }
-    if !limits.is_empty() {
-        spec["resources"] = serde_json::json!({ "limits": limits });
-    }
-    let manifest = serde_json::json!({
-        "apiVersion": "cloudlet/v1",
-        "kind": "Service",
-        "metadata": {"name": request.name, "labels": {"cloudlet.group": group}},
-        "spec": spec,
-    });
+    let manifest = request.manifest(&group);
     let source = format!("run {}", request.name);
     let parsed = cloudlet_spec::parse_file(&source, &manifest.to_string())
         .map_err(|e| NodeError::Invalid(e.to_string()))?;

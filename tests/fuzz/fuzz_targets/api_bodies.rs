@@ -39,30 +39,7 @@ fn decode<T: DeserializeOwned + Serialize + PartialEq + Debug>(body: &[u8]) -> O
 }
 
 fn run_manifest(request: &RunRequest) {
-    // As `cloudlet_node::executor::run` builds it (a JSON document is YAML).
-    let mut limits = serde_json::Map::new();
-    if let Some(m) = &request.memory {
-        limits.insert("memory".into(), m.clone().into());
-    }
-    if let Some(c) = &request.cpu {
-        limits.insert("cpu".into(), c.clone().into());
-    }
-    if let Some(p) = request.pids {
-        limits.insert("pids".into(), p.into());
-    }
-    let mut spec = serde_json::json!({
-        "command": request.command,
-        "restart": {"policy": request.restart.clone().unwrap_or_else(|| "never".to_owned())},
-    });
-    if !request.env.is_empty() {
-        spec["env"] = serde_json::to_value(&request.env).unwrap_or_default();
-    }
-    if let Some(dir) = &request.working_dir {
-        spec["workingDir"] = dir.clone().into();
-    }
-    if !limits.is_empty() {
-        spec["resources"] = serde_json::json!({ "limits": limits });
-    }
+    // As `cloudlet_node::executor::run` does: the request's manifest, validated as any other.
     let group = request
         .group
         .clone()
@@ -70,12 +47,7 @@ fn run_manifest(request: &RunRequest) {
     if cloudlet_spec::check_name(&group).is_err() {
         return;
     }
-    let manifest = serde_json::json!({
-        "apiVersion": "cloudlet/v1",
-        "kind": "Service",
-        "metadata": {"name": request.name, "labels": {"cloudlet.group": group}},
-        "spec": spec,
-    });
+    let manifest = request.manifest(&group);
     if let Err(err) = parse_file(&format!("run {}", request.name), &manifest.to_string()) {
         let _ = err.to_string();
     }
