@@ -80,6 +80,16 @@ impl Cluster {
         }
     }
 
+    /// Starts every later server (and runs `ctl`) from `bin` instead of [`cloudlet_bin`].
+    pub fn set_bin(&mut self, bin: PathBuf) {
+        self.bin = bin;
+    }
+
+    /// The running server's pid.
+    pub fn server_pid(&self) -> u32 {
+        self.server.as_ref().expect("server running").id()
+    }
+
     /// Adds arguments for every `cloudlet server` this cluster starts from now on.
     pub fn add_server_args(&mut self, args: &[&str]) {
         self.args.extend(args.iter().map(|a| (*a).to_owned()));

@@ -116,6 +116,86 @@ fn sigterm_stops_cloudlet_and_never_the_services() {
     assert_eq!(c.service("a")["pid"].as_u64().unwrap() as u32, pid);
 }
 
+/// The server's executable and its `argv[0]`.
+fn exe_and_name(pid: u32) -> (std::path::PathBuf, String) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let first = cmdline.split(|b| *b == 0).next().unwrap();
+    (exe, String::from_utf8_lossy(first).into_owned())
+}
+
+#[test]
+fn the_server_runs_from_a_private_copy_of_each_installed_version() {
+    let mut c = Cluster::unstarted(Some("data"), &[]);
+    // An installed binary the test may replace, as an operator's upgrade does.
+    let installed = c.path("cloudlet");
+    std::fs::copy(cloudlet_tests::cloudlet_bin(), &installed).unwrap();
+    c.set_bin(installed.clone());
+    c.start_server();
+    let bin = c.data_dir().join("bin");
+    let (first, name) = exe_and_name(c.server_pid());
+    assert_eq!(first.parent(), Some(bin.as_path()), "{}", first.display());
+    let file = first.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(file.starts_with("cloudlet-server-"), "{file}");
+    assert_eq!(
+        name,
+        installed.display().to_string(),
+        "ps names the installed binary"
+    );
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&installed).unwrap()
+    );
+    let mut events = c.events();
+    c.apply_ok("a.yaml", &Cluster::workload_manifest("a", &[], ""));
+    events.wait_for("a", "Ready", T);
+    drop(events);
+    let pid = c.service("a")["pid"].as_u64().unwrap() as u32;
+
+    // The same version again: the same copy, the same pid for the service.
+    assert!(c.stop_server().success());
+    c.start_server();
+    assert_eq!(exe_and_name(c.server_pid()).0, first);
+
+    // A new version installed under the running server (trailing bytes after an ELF file do
+    // not change what it runs, they change its content): the running server keeps its copy; the
+    // next start makes a new one and removes the old.
+    let mut upgraded = std::fs::read(&installed).unwrap();
+    upgraded.extend_from_slice(b"next version");
+    let staged = c.path("cloudlet.new");
+    std::fs::write(&staged, &upgraded).unwrap();
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
+    assert_eq!(c.service("a")["state"], "running");
+    assert!(c.stop_server().success());
+    c.start_server();
+    let (second, name) = exe_and_name(c.server_pid());
+    assert_ne!(second, first);
+    assert_eq!(second.parent(), Some(bin.as_path()));
+    assert_eq!(name, installed.display().to_string());
+    assert!(!first.exists(), "the older copy is removed");
+    assert_eq!(std::fs::read(&second).unwrap(), upgraded);
+    assert_eq!(c.service("a")["pid"].as_u64().unwrap() as u32, pid);
+}
+
+#[test]
+fn no_private_exe_runs_the_installed_binary() {
+    let mut c = Cluster::unstarted(None, &["--no-private-exe"]);
+    c.start_server();
+    let (exe, _) = exe_and_name(c.server_pid());
+    assert_eq!(exe, cloudlet_tests::cloudlet_bin().canonicalize().unwrap());
+    let copies: Vec<_> = std::fs::read_dir(c.data_dir().join("bin"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("cloudlet-server-")
+        })
+        .collect();
+    assert!(copies.is_empty(), "{copies:?}");
+}
+
 #[test]
 fn an_exit_while_the_server_is_down_is_handled_by_policy_on_adoption() {
     let mut c = Cluster::start();

@@ -205,6 +205,12 @@ pub struct NodeArgs {
     /// continuously; never iptables.
     #[arg(long, value_name = "FILE")]
     pub network: Option<PathBuf>,
+    /// Run from the installed binary instead of a private copy of it in DATA_DIR/bin. The copy
+    /// (one per version, kept while it runs) means `ctl` runs from the installed file never add
+    /// their code to the server's memory, and the installed binary can be replaced under a
+    /// running server; it costs the binary's size on disk.
+    #[arg(long, env = "CLOUDLET_NO_PRIVATE_EXE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_private_exe: bool,
 }
 
 /// `cloudlet check-config`.

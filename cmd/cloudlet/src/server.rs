@@ -5,8 +5,10 @@
 //! DIR/cloudlet.sock and on --listen (mutual TLS); the agent joins a server and serves its node's
 //! API to it. Stopping either never stops a service. Wiring only: no decisions live here.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,10 +19,10 @@ use anyhow::{Context, bail};
 use cloudlet_api::{Socket, TlsConfigSource, TlsServer, UnixServer};
 use cloudlet_cluster::pki::{PkiOptions, ServerPki};
 use cloudlet_cluster::{ClusterOptions, ControlPlane};
+use cloudlet_footprint::programs;
 use cloudlet_node::agent::{self, AgentOptions};
 use cloudlet_node::{Node, NodeOptions};
 use cloudlet_store::{RedbOptions, RedbStore};
-use cloudlet_supervisor::shim;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::filter::Targets;
@@ -69,7 +71,16 @@ fn prepare(args: &NodeArgs) -> anyhow::Result<Prepared> {
         .create(dir)
         .with_context(|| format!("create data dir {}", dir.display()))?;
     crate::private::dir(dir)?;
+    if !args.no_private_exe {
+        run_from_private_copy(dir);
+    }
     let lock = lock_data_dir(dir)?;
+    let bin = dir.join("bin");
+    if let Ok(this) = std::env::current_exe()
+        && programs::is_private_copy(&bin, &this)
+    {
+        remove_other_versions(&bin, programs::SERVER_PREFIX, &this);
+    }
     // Each thread would get a glibc malloc arena of its own; one serves a node server (`make
     // bench`: a second arena held ~550 KiB of a 30-service server's 2.2 MiB of heap, and the two
     // workers never contend enough to show in the restart latency). Set before any thread exists.
@@ -88,6 +99,77 @@ fn prepare(args: &NodeArgs) -> anyhow::Result<Prepared> {
         runtime,
         _lock: lock,
     })
+}
+
+/// Re-executes this process (same pid, same arguments) from its private copy in `DIR/bin` (see
+/// `cloudlet_footprint::programs`), with `argv[0]` the installed binary's path so that
+/// [`installed_exe`] and `ps` name it. Returns where it cannot: a failure costs memory, never
+/// service, and is logged.
+fn run_from_private_copy(dir: &Path) {
+    let bin = dir.join("bin");
+    let copy = match programs::private_copy(&bin) {
+        Ok(Some(copy)) => copy,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("running from the installed binary (larger): {e}");
+            return;
+        }
+    };
+    let installed = match installed_exe() {
+        Ok(installed) => installed,
+        Err(e) => {
+            tracing::warn!("running from the installed binary (larger): {e:#}");
+            return;
+        }
+    };
+    let args: Vec<CString> = std::iter::once(installed.into_os_string())
+        .chain(std::env::args_os().skip(1))
+        .filter_map(|a| CString::new(a.into_vec()).ok())
+        .collect();
+    let Ok(path) = CString::new(copy.clone().into_os_string().into_vec()) else {
+        return;
+    };
+    // Only returns on failure; on success the new image starts from `main` with the same pid,
+    // descriptors (std opens its own close-on-exec) and environment.
+    let Err(e) = nix::unistd::execv(&path, &args);
+    tracing::warn!(
+        "running from the installed binary (larger): exec {}: {e}",
+        copy.display()
+    );
+}
+
+/// The installed `cloudlet` binary's path (what `ctl`, a release and the `cloudlet shim`
+/// fallback name), also when this process runs from its private copy: the copy was started
+/// with that path as `argv[0]`.
+pub fn installed_exe() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("find the cloudlet executable")?;
+    let is_copy = this
+        .parent()
+        .is_some_and(|bin| programs::is_private_copy(bin, &this));
+    if is_copy
+        && let Some(first) = std::env::args_os().next().map(PathBuf::from)
+        && first.is_absolute()
+    {
+        return Ok(first);
+    }
+    // Replaced on disk since it started: the path still names the installed binary.
+    let text = this.as_os_str().to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => this,
+    })
+}
+
+/// Removes the other versions of a program in `bin`; logged, never fatal (they cost disk only).
+fn remove_other_versions(bin: &Path, prefix: &str, keep: &Path) {
+    match programs::remove_others(bin, prefix, keep) {
+        Ok(removed) => {
+            for path in removed {
+                tracing::info!("removed the older program {}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!("{e}"),
+    }
 }
 
 /// The runtime, and the data dir's lock held as long as it.
@@ -216,16 +298,16 @@ const SHIM_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cloudlet-s
 /// version; this binary itself (`cloudlet shim`) where the data dir cannot hold it (a `noexec`
 /// mount, a write that fails), with a warning, since every shim then maps the server's binary.
 fn shim_exe(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let this = std::env::current_exe().context("find the cloudlet executable")?;
+    let this = installed_exe()?;
     let dir = data_dir.join("bin");
-    let installed = match shim::install::install(&dir, SHIM_PROGRAM) {
+    let installed = match programs::install(&dir, programs::SHIM_PREFIX, SHIM_PROGRAM) {
         Ok(installed) => installed,
         Err(e) => {
             tracing::warn!("shims run as `cloudlet shim` (larger): writing the shim program: {e}");
             return Ok(this);
         }
     };
-    match shim::install::executable_here(&dir) {
+    match programs::executable_here(&dir) {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(
@@ -239,6 +321,7 @@ fn shim_exe(data_dir: &Path) -> anyhow::Result<PathBuf> {
     if installed.written {
         tracing::info!("wrote the shim program {}", installed.exe.display());
     }
+    remove_other_versions(&dir, programs::SHIM_PREFIX, &installed.exe);
     Ok(installed.exe)
 }
 
@@ -430,7 +513,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|m| (m.name.to_owned(), m.text.to_owned()))
                 .collect(),
-            cloudlet_exe: std::env::current_exe().context("find the cloudlet executable")?,
+            cloudlet_exe: installed_exe()?,
         },
     )
     .await

@@ -1,4 +1,6 @@
-//! The server's own footprint: once started, it gives back the memory it no longer needs.
+//! The server's own footprint: once started, it gives back the memory it no longer needs; and the
+//! program files ([`programs`]: the shim program, the server's private copy of itself) that let
+//! each process map only the code it runs.
 //!
 //! - **Program text.** The kernel maps up to 64 KiB of cached file around every page fault
 //!   ("fault-around") and reads ahead around every miss, so a process ends up mapping nearly all of
@@ -6,15 +8,19 @@
 //!   ran once at start-up (the command line, the certificates, the store's recovery) or never. Once
 //!   started, [`trim`] marks those mappings `MADV_RANDOM` (a later fault brings in its own page, no
 //!   read-ahead) and `MADV_PAGEOUT` (the kernel drops the pages no other process maps). What the
-//!   server runs from then on comes back page by page: its resident text becomes its working set.
+//!   server runs from then on comes back page by page (the kernel still maps the cached pages
+//!   around a fault, which is why the server runs from a file no other process reads:
+//!   [`programs::private_copy`]): its resident text becomes its working set.
 //! - **Heap.** `malloc_trim` hands the free pages of glibc's arenas back (start-up allocates and
 //!   frees the parsed manifests, the store's first transactions, the TLS set-up).
 //!
-//! It only ever advises the kernel about this process's own read-only file mappings of its own
+//! [`trim`] only ever advises the kernel about this process's own read-only file mappings of its own
 //! program (their contents cannot change: the advice loses no state, a page dropped is read again
 //! from the file) and never touches a writable mapping or another process. Hand-written: no
 //! maintained crate does this; it is two system calls over `/proc/self/smaps`.
 #![warn(missing_docs)]
+
+pub mod programs;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +36,23 @@ pub enum FootprintError {
         #[source]
         source: std::io::Error,
     },
+    /// A program file or its directory could not be written, read or listed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory is on a `noexec` mount: a program written there cannot run.
+    #[error("{} is on a noexec mount: a program there cannot run", dir.display())]
+    Noexec {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// `madvise` refused (`MADV_PAGEOUT` needs Linux 5.4).
     #[error("madvise({advice}) on {start:#x}..{end:#x}: {source}")]
     Advise {
@@ -43,6 +66,16 @@ pub enum FootprintError {
         #[source]
         source: rustix::io::Errno,
     },
+}
+
+impl FootprintError {
+    fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 /// What [`trim`] gave back, in KiB of resident memory.
@@ -82,8 +115,16 @@ pub fn trim() -> Result<Trimmed, FootprintError> {
     // Anonymous memory is read from the small smaps_rollup: reading smaps itself takes heap.
     let anon_before = anonymous_kib()?;
     let before = mappings()?;
-    for m in before.iter().filter(|m| is_program_text(m, &exe)) {
+    // Every mapping of the program, its writable data too: a first read of a data page not yet
+    // copied would read ahead around it (`read_ahead_kb`, 8 MiB on some disks: the whole
+    // program), and the text faults then map those cached pages around each fault.
+    for m in before
+        .iter()
+        .filter(|m| m.path.as_deref() == Some(exe.as_path()))
+    {
         advise(m, rustix::mm::Advice::Random, "MADV_RANDOM")?;
+    }
+    for m in before.iter().filter(|m| is_program_text(m, &exe)) {
         advise(m, rustix::mm::Advice::LinuxPageOut, "MADV_PAGEOUT")?;
     }
     let text_after = text(&mappings()?);
