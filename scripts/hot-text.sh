@@ -13,9 +13,11 @@
 # How: builds cloudlet as `make bench` does (its link map comes with it), then
 # scripts/hot-text.py runs that server under one-shot breakpoints on every function while it
 # applies, restarts and idles, and writes the functions that ran, in address order. Needs root
-# (ptrace, cgroups) and python3. Run it after changes to what the server does at steady state; a
-# stale list still links (lld skips names that no longer exist), it only packs less. `make bench`
-# shows the result.
+# (ptrace, cgroups) and python3. Run it after changes to what the server does at steady state:
+# the link matches the list's names to the build's symbols whatever hashes they carry
+# (scripts/link-ordered.sh), so the list only goes stale as the functions themselves change
+# (lld skips names that no longer exist; a stale list only packs less). `make bench` shows
+# the result.
 #   scripts/hot-text.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

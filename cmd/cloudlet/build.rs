@@ -96,12 +96,18 @@ fn main() -> Result<(), String> {
 }
 
 /// The shim's flags: static and position-dependent; its functions in the order of
-/// `components/shim/hot-text.order` and a link map beside it (as the server's, see the module
-/// doc). The same flags every time, so that the shim's symbol names never change with them.
+/// `components/shim/hot-text.order` (matched to this build's symbols by
+/// `scripts/link-ordered.sh`, the linker, whatever hashes their names carry) and a link map
+/// beside it (as the server's, see the module doc). The same flags every time, so that the
+/// shim's symbol names never change with them.
 fn shim_rustflags(root: &Path, target_dir: &Path, target: &str) -> String {
     let order = root.join("components/shim/hot-text.order");
     let map = target_dir.join(target).join("release/cloudlet-shim.map");
     [
+        format!(
+            "-Clinker={}",
+            root.join("scripts/link-ordered.sh").display()
+        ),
         "-Ctarget-feature=+crt-static".to_owned(),
         "-Crelocation-model=static".to_owned(),
         format!("-Clink-arg=-Wl,--symbol-ordering-file={}", order.display()),
@@ -113,8 +119,10 @@ fn shim_rustflags(root: &Path, target_dir: &Path, target: &str) -> String {
 }
 
 /// The release link's symbol order and map (see the module doc). The linker is lld (rustc's
-/// default on x86_64 Linux since 1.90); it skips names of the list that no longer exist, so a
-/// stale list still links and only packs less.
+/// default on x86_64 Linux since 1.90), run through `scripts/link-ordered.sh` where
+/// `scripts/build-static.sh` builds (it matches the list's names to this build's whatever
+/// hashes they carry); lld skips names of the list that no longer exist, so a stale list still
+/// links and only packs less.
 fn order_text(manifest: &Path) -> Result<(), String> {
     let order = manifest.join("hot-text.order");
     println!("cargo:rerun-if-changed={}", order.display());
