@@ -241,12 +241,24 @@ fn node_name(args: &NodeArgs) -> anyhow::Result<String> {
     })
 }
 
+/// The largest `--network` file read.
+const MAX_NETWORK_FILE: u64 = 1 << 20;
+
 fn node_options(args: &NodeArgs, node_name: String) -> anyhow::Result<NodeOptions> {
     let network = match &args.network {
         None => None,
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let mut text = String::new();
+            File::open(path)
+                .and_then(|f| f.take(MAX_NETWORK_FILE + 1).read_to_string(&mut text))
                 .with_context(|| format!("read --network {}", path.display()))?;
+            if text.len() as u64 > MAX_NETWORK_FILE {
+                bail!(
+                    "--network {}: larger than {MAX_NETWORK_FILE} bytes; a node network is a few \
+                     bridges and ports",
+                    path.display()
+                );
+            }
             Some(
                 cloudlet_netovs::network::parse(&path.display().to_string(), &text)
                     .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -20,6 +20,16 @@ pub const DEFAULT_OVSDB: &str = "unix:/var/run/openvswitch/db.sock";
 pub const DEFAULT_FIREWALL_TABLES: (u8, u8) = (200, 209);
 /// Linux interface names are at most this long.
 const IFNAMSIZ: usize = 15;
+/// The most bridges a node network declares.
+pub const MAX_BRIDGES: usize = 64;
+/// The most ports a bridge declares (besides its uplink).
+pub const MAX_PORTS: usize = 4096;
+/// The most `otherConfig` keys of a bridge, and the longest key or value, in bytes.
+pub const MAX_OTHER_CONFIG: usize = 64;
+/// The longest `otherConfig` key or value, and `ovsdb`, in bytes.
+pub const MAX_TEXT: usize = 4096;
+/// The longest an uplink check may take.
+pub const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A node's network: `apiVersion: cloudlet/v1`, `kind: NodeNetwork`, `spec`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -221,8 +231,18 @@ fn check_mtu(path: &str, mtu: Option<u32>) -> Result<(), NetovsError> {
     }
 }
 
+/// Refuses more than `max` of something.
+fn at_most(path: &str, what: &str, count: usize, max: usize) -> Result<(), NetovsError> {
+    if count > max {
+        return Err(invalid(path, format!("{count} {what}, at most {max}")));
+    }
+    Ok(())
+}
+
 /// The checks that need more than one field.
 fn check(spec: &NetworkSpec) -> Result<(), NetovsError> {
+    at_most("spec.ovsdb", "bytes", spec.ovsdb.len(), MAX_TEXT)?;
+    at_most("spec.bridges", "bridges", spec.bridges.len(), MAX_BRIDGES)?;
     if !spec.ovsdb.starts_with("unix:") && !spec.ovsdb.starts_with("tcp:") {
         return Err(invalid(
             "spec.ovsdb",
@@ -254,6 +274,27 @@ fn check(spec: &NetworkSpec) -> Result<(), NetovsError> {
             ));
         }
         check_mtu(&format!("{at}.mtu"), bridge.mtu)?;
+        at_most(
+            &format!("{at}.ports"),
+            "ports",
+            bridge.ports.len(),
+            MAX_PORTS,
+        )?;
+        let other = &bridge.other_config;
+        at_most(
+            &format!("{at}.otherConfig"),
+            "keys",
+            other.len(),
+            MAX_OTHER_CONFIG,
+        )?;
+        for (key, value) in other {
+            at_most(
+                &format!("{at}.otherConfig.{key}"),
+                "bytes",
+                key.len().max(value.len()),
+                MAX_TEXT,
+            )?;
+        }
         if let Some(uplink) = &bridge.uplink {
             check_ifname(&format!("{at}.uplink.nic"), &uplink.nic)?;
             if !names.insert(uplink.nic.clone()) {
@@ -262,14 +303,23 @@ fn check(spec: &NetworkSpec) -> Result<(), NetovsError> {
                     format!("{:?} is used twice", uplink.nic),
                 ));
             }
-            if let Some(c) = &uplink.check
-                && c.ping.is_none()
-                && c.tcp.is_none()
-            {
-                return Err(invalid(
-                    &format!("{at}.uplink.check"),
-                    "needs ping, tcp or both".to_owned(),
-                ));
+            if let Some(c) = &uplink.check {
+                if c.ping.is_none() && c.tcp.is_none() {
+                    return Err(invalid(
+                        &format!("{at}.uplink.check"),
+                        "needs ping, tcp or both".to_owned(),
+                    ));
+                }
+                if c.timeout > MAX_CHECK_TIMEOUT || c.timeout.is_zero() {
+                    return Err(invalid(
+                        &format!("{at}.uplink.check.timeout"),
+                        format!(
+                            "{:?}: expected more than 0 and at most {}s",
+                            c.timeout,
+                            MAX_CHECK_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
             }
         }
         for (p, port) in bridge.ports.iter().enumerate() {
@@ -369,6 +419,31 @@ spec:
     }
 
     #[test]
+    fn counts_are_bounded() {
+        let port = "        - {name: p, tag: 1}\n";
+        let ports: String = (0..=MAX_PORTS)
+            .map(|i| port.replace("name: p", &format!("name: p{i}")))
+            .collect();
+        let text = EXAMPLE.replace("        - {name: vlan10, tag: 10, mtu: 1400}\n", &ports);
+        let err = parse("net.yaml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.bridges[0].ports: 4097 ports, at most 4096"),
+            "{err}"
+        );
+
+        let bridges: String = (0..=MAX_BRIDGES)
+            .map(|i| format!("    - name: br{i}\n"))
+            .collect();
+        let text =
+            format!("apiVersion: cloudlet/v1\nkind: NodeNetwork\nspec:\n  bridges:\n{bridges}");
+        let err = parse("net.yaml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.bridges: 65 bridges, at most 64"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn mistakes_name_their_field() {
         let cases = [
             (
@@ -399,6 +474,24 @@ spec:
             (
                 EXAMPLE.replace("datapathType", "dataPathType"),
                 "unknown field",
+            ),
+            (
+                EXAMPLE.replace("timeout: 3s", "timeout: 87600h"),
+                "spec.bridges[0].uplink.check.timeout",
+            ),
+            (
+                EXAMPLE.replace("timeout: 3s", "timeout: 0s"),
+                "spec.bridges[0].uplink.check.timeout",
+            ),
+            (
+                EXAMPLE.replace(
+                    "      mtu: 1500\n",
+                    &format!(
+                        "      mtu: 1500\n      otherConfig: {{k: {}}}\n",
+                        "v".repeat(MAX_TEXT + 1)
+                    ),
+                ),
+                "spec.bridges[0].otherConfig.k: 4097 bytes, at most 4096",
             ),
         ];
         for (text, want) in cases {
