@@ -443,15 +443,58 @@ fn declared_files_are_in_place_before_the_start_and_a_changed_one_restarts_the_s
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "second");
 }
 
+/// The data dir holds the store, the keys and the programs cloudlet runs: a declared file there
+/// (a typo in a config dir, a hostile manifest) is refused and holds its service back; its `etc/`
+/// is the one place in it meant for services' files.
+#[test]
+fn a_declared_file_inside_the_data_dir_is_refused_but_under_its_etc() {
+    let c = Cluster::start();
+    let store = c.data_dir().join("store.redb");
+    let before = std::fs::metadata(&store).unwrap().len();
+    let manifest = |name: &str, path: &std::path::Path| {
+        format!(
+            "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sleep, '1000']\n  files:\n    - {{path: {}, content: x}}\n",
+            path.display()
+        )
+    };
+    c.apply_ok("bad.yaml", &manifest("bad", &store));
+    c.apply_ok(
+        "good.yaml",
+        &manifest("good", &c.data_dir().join("etc/good.conf")),
+    );
+    c.wait_until(
+        "bad held back, good running",
+        Duration::from_secs(10),
+        |c| c.service("bad")["state"] == "invalid" && c.service("good")["state"] == "running",
+    );
+    let message = c.service("bad")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("inside the data dir"), "{message}");
+    assert!(std::fs::metadata(&store).unwrap().len() >= before);
+    assert_ne!(
+        std::fs::read(&store).unwrap(),
+        b"x",
+        "the store was overwritten"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.data_dir().join("etc/good.conf")).unwrap(),
+        "x"
+    );
+    // The server still reads its store: it answers, and the refused service can be deleted.
+    c.ctl_ok(&["delete", "services", "bad"]);
+}
+
 /// A file that cannot be written holds its service back (shown `invalid`, the error in its
 /// message, not started; a run already going keeps its files and its pid) until a retry
 /// succeeds. It used to be logged and the service started without its configuration.
 #[test]
 fn a_file_that_cannot_be_written_holds_the_service_back_until_it_can() {
     let c = Cluster::start();
-    let real = c.path("real");
-    std::fs::create_dir(&real).unwrap();
-    let linked = c.path("linked");
+    let real = c.path("etc/real");
+    std::fs::create_dir_all(&real).unwrap();
+    let linked = c.path("etc/linked");
     std::os::unix::fs::symlink(&real, &linked).unwrap();
     let conf = linked.join("app.conf");
     let manifest = |name: &str, content: &str| {

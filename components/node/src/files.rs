@@ -6,8 +6,9 @@
 //! goes into the service's environment (`CLOUDLET_FILES_SHA256`), so a changed file restarts
 //! the service like a changed command does.
 //!
-//! It never removes a file (a deleted service's configuration stays, as its logs do) and never
-//! writes outside the paths a manifest names.
+//! It never removes a file (a deleted service's configuration stays, as its logs do), never
+//! writes outside the paths a manifest names, and never inside the node's data dir but for its
+//! `etc/` ([`Reserved`]).
 
 use std::fs;
 use std::io::Write as _;
@@ -264,12 +265,49 @@ pub fn pending<'a>(
     out
 }
 
-/// Writes the files of every pending service. Blocking (it fsyncs): run it off the async
-/// workers.
-pub fn write_pending(pending: Vec<Pending>) -> Outcome {
+/// Where declared files never go: the node's data dir (its store, keys, programs and sockets),
+/// but for its `etc/`, the one directory in it meant for services' configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Reserved {
+    dir: Option<PathBuf>,
+}
+
+impl Reserved {
+    /// The data dir `dir`, as the kernel names it (a declared path is absolute and walked
+    /// without following symlinks, so it can only reach the data dir by its real name).
+    pub fn data_dir(dir: &Path) -> Self {
+        Self {
+            dir: Some(fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned())),
+        }
+    }
+
+    /// Refuses a path inside the data dir and outside its `etc/`.
+    pub fn check(&self, path: &Path) -> Result<(), String> {
+        match &self.dir {
+            Some(dir) if path.starts_with(dir) && !path.starts_with(dir.join("etc")) => {
+                Err(format!(
+                    "{}: inside the data dir {} (its store, keys and programs); a service's files go \
+                 outside it, or under {}/etc/",
+                    path.display(),
+                    dir.display(),
+                    dir.display()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes the files of every pending service, none where `reserved` says. Blocking (it
+/// fsyncs): run it off the async workers.
+pub fn write_pending(pending: Vec<Pending>, reserved: &Reserved) -> Outcome {
     let mut outcome = Outcome::default();
     for p in pending {
-        let failed: Vec<String> = p.files.iter().filter_map(|f| write(f).err()).collect();
+        let failed: Vec<String> = p
+            .files
+            .iter()
+            .filter_map(|f| reserved.check(&f.path).and_then(|()| write(f)).err())
+            .collect();
         if failed.is_empty() {
             outcome.written.push((p.name, p.digest));
         } else {
@@ -291,7 +329,7 @@ mod tests {
         services: impl Iterator<Item = (&'a String, &'a [FileSpec])>,
         written: &mut Written,
     ) -> Vec<String> {
-        let outcome = write_pending(pending(services, written));
+        let outcome = write_pending(pending(services, written), &Reserved::default());
         written.extend(outcome.written);
         outcome.failed.into_values().flatten().collect()
     }
@@ -307,6 +345,30 @@ mod tests {
             mode: mode.map(str::to_owned),
             owner: None,
         }
+    }
+
+    #[test]
+    fn the_data_dir_is_reserved_but_its_etc() {
+        let dir = tempfile::tempdir().unwrap();
+        let reserved = Reserved::data_dir(dir.path());
+        let real = fs::canonicalize(dir.path()).unwrap();
+        for inside in [
+            "store.redb",
+            "pki/ca.key",
+            "bin/cloudlet-shim-00",
+            "etcetera",
+        ] {
+            let err = reserved.check(&real.join(inside)).unwrap_err();
+            assert!(err.contains("inside the data dir"), "{err}");
+        }
+        for allowed in ["etc/region.conf", "etc/yunion/pki/ca.crt"] {
+            assert_eq!(reserved.check(&real.join(allowed)), Ok(()), "{allowed}");
+        }
+        // A sibling whose name starts like the data dir's is not inside it.
+        let sibling = PathBuf::from(format!("{}-other/x", real.display()));
+        assert_eq!(reserved.check(&sibling), Ok(()));
+        assert_eq!(reserved.check(Path::new("/etc/app.conf")), Ok(()));
+        assert_eq!(Reserved::default().check(&real.join("store.redb")), Ok(()));
     }
 
     /// The temp file's name was once predictable (`.NAME.cloudlet-PID`): a symlink planted there

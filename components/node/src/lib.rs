@@ -132,7 +132,10 @@ impl<S: Store> Node<S> {
             limits_unenforced: limits_unenforced.clone(),
         };
         let executor_socket = options.data_dir.join(EXECUTOR_SOCKET);
-        let mut written = FileState::default();
+        let mut written = FileState {
+            reserved: files::Reserved::data_dir(&options.data_dir),
+            ..FileState::default()
+        };
         write_files(&records, &mut written).await;
         let initial = desired_set(&records, &executor_socket, &written);
         let (supervisor, sup_events) =
@@ -363,6 +366,8 @@ struct FileState {
     /// Services some of whose files could not be written, with why: held back (shown
     /// `invalid`) until a write succeeds.
     failed: BTreeMap<String, String>,
+    /// Where no declared file goes (the data dir but its `etc/`).
+    reserved: files::Reserved,
 }
 
 /// Writes the declared files that changed since `state` says (and those that failed before),
@@ -380,7 +385,8 @@ async fn write_files(records: &Records, state: &mut FileState) {
         return;
     }
     let names: Vec<String> = pending.iter().map(|p| p.name.clone()).collect();
-    match tokio::task::spawn_blocking(move || files::write_pending(pending)).await {
+    let reserved = state.reserved.clone();
+    match tokio::task::spawn_blocking(move || files::write_pending(pending, &reserved)).await {
         Ok(outcome) => {
             state.written.extend(outcome.written);
             for name in names {
