@@ -371,3 +371,69 @@ fn a_lost_node_does_not_hold_a_release_and_takes_it_when_back() {
     fleet.wait_node_state("n2", "Ready", Duration::from_secs(20));
     wait_all_on(&fleet, "v2");
 }
+
+/// A version the nodes refuse (`invalid`: here a declared file under a path that is a regular
+/// file, so it cannot be written on any node) fails its rollout at the first node that shows it,
+/// naming the node and the reason, long before its progressDeadline; the nodes keep the old run.
+#[test]
+fn a_version_the_nodes_refuse_rolls_back_at_once() {
+    let mut fleet = Fleet::new("refuse");
+    fleet.start_server("s", &[]);
+    let token = fleet.token(&[]);
+    fleet.join("n1", &token, &["--heartbeat", "1s"]);
+    let blocker = fleet.path("blocker");
+    std::fs::write(&blocker, "a file, not a directory").unwrap();
+    let manifest = |version: &str, files: &str| {
+        format!(
+            "apiVersion: cloudlet/v1\nkind: Service\nmetadata: {{name: web, labels: {{version: {version}}}}}\nspec:\n  command: [/bin/sleep, '100000']\n  placement: {{everyNode: true}}\n  rollout: {{progressDeadline: 10m}}\n{files}"
+        )
+    };
+    fleet.apply("web.yaml", &manifest("v1", ""));
+    fleet.wait_for("web on s and n1", Duration::from_secs(30), |f| {
+        f.running_on("web") == ["n1", "s"]
+    });
+    let pids = |f: &Fleet| -> BTreeMap<String, u64> {
+        f.services()
+            .iter()
+            .filter(|r| r["name"] == "web")
+            .map(|r| (s_of(&r["node"]), r["pid"].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    let before = pids(&fleet);
+    fleet.apply(
+        "web.yaml",
+        &manifest(
+            "v2",
+            &format!(
+                "  files:\n    - {{path: {}/web.conf, content: x}}\n",
+                blocker.display()
+            ),
+        ),
+    );
+    // Within a minute: the progressDeadline is ten.
+    let mut last = Value::Null;
+    fleet.wait_for(
+        "rollout 2 of web rolled back",
+        Duration::from_secs(60),
+        |f| {
+            last = serde_json::from_str(&f.ctl_ok(&["rollout", "status", "web", "-o", "json"]))
+                .unwrap_or(Value::Null);
+            last["number"] == 2 && last["state"] == "rolledBack"
+        },
+    );
+    let message = last.to_string();
+    assert!(message.contains("refused on"), "{message}");
+    assert!(
+        message.contains("Not a directory") || message.contains("not a directory"),
+        "{message}"
+    );
+    fleet.wait_for(
+        "v1 back everywhere, same processes",
+        Duration::from_secs(30),
+        |f| pids(f) == before,
+    );
+}
+
+fn s_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}

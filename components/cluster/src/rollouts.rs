@@ -205,6 +205,9 @@ pub(crate) struct NodeView {
     pub running: Option<String>,
     /// Whether that run is ready (or completed successfully, for a one-shot service).
     pub ready: bool,
+    /// Why the node holds the service back (`invalid`: it cannot act on the manifest it was
+    /// given, or cannot write its files); `None` when it does not.
+    pub refused: Option<String>,
 }
 
 impl NodeView {
@@ -223,7 +226,8 @@ pub(crate) struct Stepped {
     pub changed: bool,
     /// Nodes admitted now.
     pub admitted: Vec<String>,
-    /// Nodes whose step ran past the deadline: the rollout must roll back.
+    /// Nodes whose step ran past the deadline, or that refuse the new manifest (`invalid`):
+    /// the rollout must roll back.
     pub overdue: Vec<String>,
     /// It completed now.
     pub completed: bool,
@@ -265,8 +269,12 @@ pub(crate) fn step(
     out.overdue = in_flight
         .iter()
         .filter(|n| {
+            // A node that holds the new manifest back will not run it however long we wait.
+            let refused = nodes
+                .get(**n)
+                .is_some_and(|v| v.assigned == r.to_digest && v.refused.is_some());
             let spent = now.duration_since(r.steps[**n].admitted_at);
-            !spent.is_negative() && spent.unsigned_abs() >= deadline
+            refused || (!spent.is_negative() && spent.unsigned_abs() >= deadline)
         })
         .map(|n| (*n).clone())
         .collect();
@@ -525,6 +533,13 @@ fn node_views<S: Store>(
                             || (s.state == ServiceState::Stopped
                                 && s.last_exit.as_ref().is_some_and(|e| e.code == Some(0)))
                     }),
+                    refused: status
+                        .filter(|s| s.state == ServiceState::Invalid)
+                        .map(|s| {
+                            s.message
+                                .clone()
+                                .unwrap_or_else(|| "shown invalid".to_owned())
+                        }),
                 },
             )
         })
@@ -641,6 +656,16 @@ fn overdue_why(
     overdue: &[String],
     views: &BTreeMap<String, NodeView>,
 ) -> String {
+    let refused: Vec<String> = overdue
+        .iter()
+        .filter_map(|n| {
+            let why = views.get(n)?.refused.as_deref()?;
+            Some(format!("{n} ({why})"))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return format!("the new manifest is refused on {}", refused.join(", "));
+    }
     let seen: Vec<String> = overdue
         .iter()
         .map(|n| {
@@ -1006,6 +1031,7 @@ mod tests {
             assigned: assigned.to_owned(),
             running: running.map(str::to_owned),
             ready,
+            refused: None,
         }
     }
 
@@ -1053,6 +1079,37 @@ mod tests {
         // Over: the placer may write v2 anywhere (a node that gets it late, too).
         assert!(may_update(Some(&r), "d", &d2));
         assert!(!may_update(Some(&r), "d", &d1));
+    }
+
+    /// A node that shows the new manifest `invalid` will never run it: the rollout fails at
+    /// once, naming the node and why, instead of waiting out its progress deadline.
+    #[test]
+    fn a_node_that_refuses_the_new_manifest_fails_the_step_at_once() {
+        let (v1, v2) = (
+            record("v1", ""),
+            record("v2", "  rollout: {progressDeadline: 10m}\n"),
+        );
+        let (d1, d2) = (manifest_digest(&v1.manifest), manifest_digest(&v2.manifest));
+        let mut r = RolloutRecord::new(1, Some(v1), v2);
+        let mut nodes: BTreeMap<String, NodeView> = ["a", "b"]
+            .iter()
+            .map(|n| ((*n).to_owned(), view(&d1, Some(&d1), true)))
+            .collect();
+        assert_eq!(step(&mut r, &nodes, false, at(0)).admitted, ["a"]);
+        // Still the old manifest shown invalid (the new one not yet taken): not a refusal.
+        nodes.get_mut("a").unwrap().refused = Some("old trouble".into());
+        assert!(step(&mut r, &nodes, false, at(1)).overdue.is_empty());
+        let refusing = NodeView {
+            refused: Some("spec.files[0]: inside the data dir".into()),
+            ..view(&d2, Some(&d1), false)
+        };
+        nodes.insert("a".into(), refusing);
+        let s = step(&mut r, &nodes, false, at(2));
+        assert_eq!(s.overdue, ["a"], "failed at 2 s of a 10 min deadline");
+        assert_eq!(
+            overdue_why(&r, &s.overdue, &nodes),
+            "the new manifest is refused on a (spec.files[0]: inside the data dir)"
+        );
     }
 
     /// A step past its deadline is reported, and nothing more is admitted.
