@@ -38,7 +38,9 @@ pub enum ServiceState {
     Invalid,
     /// Assigned to a node that has not reported it yet, or not placeable (the message says why).
     Pending,
-    /// Its node is lost: what runs there is not known.
+    /// Its node is lost: what runs there is not known. Also what a state this version does not
+    /// know reads as (a newer agent's, during an upgrade): the rest of its report still counts.
+    #[serde(other)]
     Unknown,
 }
 
@@ -1082,6 +1084,20 @@ pub enum RolloutAction {
 
 #[cfg(test)]
 mod tests {
+    /// A newer node's state (`invalid` once was one) used to fail the whole heartbeat on an
+    /// older server, which then saw the node as silent and lost.
+    #[test]
+    fn a_state_this_version_does_not_know_reads_as_unknown() {
+        let state: super::ServiceState = serde_json::from_str("\"hibernating\"").unwrap();
+        assert_eq!(state, super::ServiceState::Unknown);
+        let invalid: super::ServiceState = serde_json::from_str("\"invalid\"").unwrap();
+        assert_eq!(invalid, super::ServiceState::Invalid);
+        assert_eq!(
+            serde_json::to_string(&super::ServiceState::Unknown).unwrap(),
+            "\"unknown\""
+        );
+    }
+
     use super::*;
 
     /// A join request reaches logs and error messages through `Debug`: the token's secret and
