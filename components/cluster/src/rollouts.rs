@@ -1035,6 +1035,14 @@ mod tests {
         }
     }
 
+    /// `names`, each running `digest`, ready.
+    fn all_on(names: &[&str], digest: &str) -> BTreeMap<String, NodeView> {
+        names
+            .iter()
+            .map(|n| ((*n).to_owned(), view(digest, Some(digest), true)))
+            .collect()
+    }
+
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + seconds).unwrap()
     }
@@ -1047,10 +1055,7 @@ mod tests {
         let (d1, d2) = (manifest_digest(&v1.manifest), manifest_digest(&v2.manifest));
         let mut r = RolloutRecord::new(2, Some(v1), v2);
         assert_eq!(r.fields, ["spec.command"]);
-        let mut nodes: BTreeMap<String, NodeView> = ["a", "b", "c"]
-            .iter()
-            .map(|n| ((*n).to_owned(), view(&d1, Some(&d1), true)))
-            .collect();
+        let mut nodes = all_on(&["a", "b", "c"], &d1);
 
         let s = step(&mut r, &nodes, false, at(0));
         assert_eq!(s.admitted, ["a"]);
@@ -1091,10 +1096,7 @@ mod tests {
         );
         let (d1, d2) = (manifest_digest(&v1.manifest), manifest_digest(&v2.manifest));
         let mut r = RolloutRecord::new(1, Some(v1), v2);
-        let mut nodes: BTreeMap<String, NodeView> = ["a", "b"]
-            .iter()
-            .map(|n| ((*n).to_owned(), view(&d1, Some(&d1), true)))
-            .collect();
+        let mut nodes = all_on(&["a", "b"], &d1);
         assert_eq!(step(&mut r, &nodes, false, at(0)).admitted, ["a"]);
         // Still the old manifest shown invalid (the new one not yet taken): not a refusal.
         nodes.get_mut("a").unwrap().refused = Some("old trouble".into());
@@ -1125,10 +1127,7 @@ mod tests {
         let (d1, d2) = (manifest_digest(&v1.manifest), manifest_digest(&v2.manifest));
         let mut r = RolloutRecord::new(1, Some(v1), v2);
         assert_eq!(r.max_unavailable, 2);
-        let mut nodes: BTreeMap<String, NodeView> = ["a", "b", "c"]
-            .iter()
-            .map(|n| ((*n).to_owned(), view(&d1, Some(&d1), true)))
-            .collect();
+        let mut nodes = all_on(&["a", "b", "c"], &d1);
         assert_eq!(step(&mut r, &nodes, false, at(0)).admitted, ["a", "b"]);
         nodes.insert("a".into(), view(&d2, Some(&d2), true));
         nodes.insert("b".into(), view(&d2, Some(&d2), false));
@@ -1153,10 +1152,7 @@ mod tests {
         let (v1, v2) = (record("v1", ""), record("v2", ""));
         let (d1, d2) = (manifest_digest(&v1.manifest), manifest_digest(&v2.manifest));
         let mut r = RolloutRecord::new(1, Some(v1), v2);
-        let mut nodes: BTreeMap<String, NodeView> = ["a", "b"]
-            .iter()
-            .map(|n| ((*n).to_owned(), view(&d1, Some(&d1), true)))
-            .collect();
+        let mut nodes = all_on(&["a", "b"], &d1);
         assert_eq!(step(&mut r, &nodes, false, at(0)).admitted, ["a"]);
         r.state = RolloutState::Paused;
         nodes.insert("a".into(), view(&d2, Some(&d2), false));
