@@ -1,0 +1,178 @@
+//! A real etcd process for tests: one member on free loopback ports, its data in a temp dir,
+//! killed when dropped. Readiness is awaited by polling the client, not by sleeping.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cloudlet_store::{EtcdOptions, EtcdStore, EtcdTls, Store};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+/// Debian's etcd-server package.
+const ETCD: &str = "/usr/bin/etcd";
+/// How long etcd may take to answer its first request on a loaded 2-core machine.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// PEM files for mutual TLS: a CA, etcd's server certificate (localhost, 127.0.0.1) and a
+/// client certificate, all signed by the CA.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+impl TlsFiles {
+    pub fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (
+                write(&format!("{name}.pem"), cert.pem()),
+                write(&format!("{name}-key.pem"), key.serialize_pem()),
+            )
+        };
+        TlsFiles {
+            ca: write("ca.pem", ca_cert.pem()),
+            server: leaf(
+                vec!["localhost".into(), "127.0.0.1".into()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+                "server",
+            ),
+            client: leaf(
+                vec!["client".into()],
+                ExtendedKeyUsagePurpose::ClientAuth,
+                "client",
+            ),
+        }
+    }
+
+    /// The client side: CA and client certificate.
+    pub fn client_tls(&self) -> EtcdTls {
+        EtcdTls {
+            ca: self.ca.clone(),
+            client: Some(self.client.clone()),
+            server_name: None,
+        }
+    }
+}
+
+/// One etcd member, killed (SIGKILL) and reaped on drop.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    dir: TempDir,
+    pub tls: Option<TlsFiles>,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl Etcd {
+    /// Starts etcd; with `tls`, client connections are HTTPS with required client certificates.
+    pub fn start(tls: bool) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| TlsFiles::generate(dir.path()));
+        let (client_port, peer_port) = (free_port(), free_port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let mut command = Command::new(ETCD);
+        command
+            .arg("--name=e1")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=e1={peer}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(files) = &tls {
+            command
+                .arg(format!("--cert-file={}", files.server.0.display()))
+                .arg(format!("--key-file={}", files.server.1.display()))
+                .arg(format!("--trusted-ca-file={}", files.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {ETCD} (apt-get install etcd-server): {err}"));
+        Etcd {
+            child,
+            endpoint,
+            dir,
+            tls,
+        }
+    }
+
+    pub fn options(&self, namespace: &str) -> EtcdOptions {
+        EtcdOptions {
+            endpoints: vec![self.endpoint.clone()],
+            namespace: namespace.to_string(),
+            tls: self.tls.as_ref().map(TlsFiles::client_tls),
+            ..EtcdOptions::default()
+        }
+    }
+
+    /// A store under `namespace`, once etcd answers.
+    pub async fn store(&mut self, namespace: &str) -> EtcdStore {
+        let store = EtcdStore::connect(self.options(namespace)).await.unwrap();
+        self.wait_ready(&store).await;
+        store
+    }
+
+    /// Polls the store until etcd answers (fails fast if etcd exited).
+    pub async fn wait_ready(&mut self, store: &EtcdStore) {
+        let started = Instant::now();
+        loop {
+            match store.current_revision().await {
+                Ok(_) => return,
+                Err(err) => {
+                    if let Some(status) = self.child.try_wait().unwrap() {
+                        panic!("etcd exited with {status}:\n{}", self.log());
+                    }
+                    if started.elapsed() > READY_WITHIN {
+                        panic!(
+                            "etcd not ready within {READY_WITHIN:?}: {err}\n{}",
+                            self.log()
+                        );
+                    }
+                    // Polling a process that gives no readiness event of its own.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

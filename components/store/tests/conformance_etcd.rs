@@ -1,0 +1,178 @@
+//! Runs the `Store` conformance suite against `EtcdStore` on a real etcd (Debian's 3.4.23),
+//! plus what only etcd has: namespaces sharing one etcd, and mutual TLS.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloudlet_store::{EtcdStore, EventKind, Op, Store, StoreError, Txn, conformance};
+use common::etcd::Etcd;
+use tokio::time::{Instant, timeout};
+
+/// etcd's minimum TTL with its default 1 s election timeout is 1.5 s, rounded up to 2 s.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Every check, one after the other (they share etcd's global revision), each in a namespace
+/// of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_on_real_etcd() {
+    let mut etcd = Etcd::start(false);
+    let base = etcd.store("/conformance/").await;
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    conformance::run_all(
+        || {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            base.namespaced(&format!("check{n}/")).unwrap()
+        },
+        LEASE_TTL,
+    )
+    .await;
+    assert_eq!(next.load(Ordering::Relaxed), 13, "every check ran");
+    eprintln!("conformance suite on etcd: {:?}", started.elapsed());
+}
+
+async fn next_event(watcher: &mut cloudlet_store::Watcher) -> cloudlet_store::WatchEvent {
+    match timeout(WAIT, watcher.next()).await {
+        Ok(Some(Ok(event))) => event,
+        other => panic!("expected a watch event, got {other:?}"),
+    }
+}
+
+/// Two namespaces on one etcd never see each other's keys, in reads, writes, prefix deletes or
+/// watches; the keys sit in etcd under their namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_isolate_stores_sharing_one_etcd() {
+    let mut etcd = Etcd::start(false);
+    let root = etcd.store("").await;
+    let a = root.namespaced("/cluster-a/").unwrap();
+    let b = root.namespaced("/cluster-b/").unwrap();
+    assert_eq!(a.namespace(), "/cluster-a/");
+
+    let mut a_watch = a.watch("", None).await.unwrap();
+    b.put("k", b"from b".to_vec(), None).await.unwrap();
+    b.put("only-b", b"x".to_vec(), None).await.unwrap();
+    let a_put = a.put("k", b"from a".to_vec(), None).await.unwrap();
+
+    assert_eq!(a.get("k").await.unwrap().unwrap().value, b"from a");
+    assert_eq!(b.get("k").await.unwrap().unwrap().value, b"from b");
+    assert_eq!(a.get("only-b").await.unwrap(), None);
+    let (listed, _) = a.list("").await.unwrap();
+    let keys: Vec<_> = listed.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["k"]);
+    // The first event a's watcher sees is a's own put, not b's two earlier ones.
+    let event = next_event(&mut a_watch).await;
+    assert_eq!(
+        (event.kind, event.kv.key.as_str(), event.kv.mod_revision),
+        (EventKind::Put, "k", a_put)
+    );
+
+    // Deleting a's whole keyspace leaves b alone.
+    let response = a.txn(Txn::ops(vec![Op::delete_prefix("")])).await.unwrap();
+    assert!(response.succeeded);
+    assert_eq!(a.list("").await.unwrap().0, vec![]);
+    assert_eq!(b.list("").await.unwrap().0.len(), 2);
+    let event = next_event(&mut a_watch).await;
+    assert_eq!(
+        (event.kind, event.kv.key.as_str()),
+        (EventKind::Delete, "k")
+    );
+
+    // The namespace is a plain key prefix in etcd.
+    let (raw, _) = root.list("/cluster-").await.unwrap();
+    let raw: Vec<_> = raw.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(raw, ["/cluster-b/k", "/cluster-b/only-b"]);
+}
+
+/// A watcher whose reader stops holds etcd's stream back (bounded buffer, no lag error); if
+/// etcd compacts past what it still had to send, the watcher ends with `Compacted` after a
+/// gap-free run of events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_back_watcher_ends_with_compacted_after_a_gap_free_prefix() {
+    let mut etcd = Etcd::start(false);
+    let options = cloudlet_store::EtcdOptions {
+        watch_buffer: 4,
+        ..etcd.options("/held/")
+    };
+    let store = EtcdStore::connect(options).await.unwrap();
+    etcd.wait_ready(&store).await;
+    let first = store.put("w/0", vec![0; 64], None).await.unwrap();
+    let mut watcher = store.watch("w/", Some(first)).await.unwrap();
+    // Far more than the watcher's buffer, etcd's send queue and the HTTP/2 window hold.
+    const WRITES: u64 = 2000;
+    let value = vec![7u8; 4096];
+    let mut last = first;
+    for i in 1..WRITES {
+        last = store
+            .put(&format!("w/{i}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    store.compact(last).await.unwrap();
+
+    let mut expected = first;
+    let err = loop {
+        match timeout(WAIT, watcher.next()).await {
+            Ok(Some(Ok(event))) => {
+                assert_eq!(event.kv.mod_revision, expected, "no gap, no duplicate");
+                expected += 1;
+            }
+            Ok(Some(Err(err))) => break err,
+            other => panic!("watcher ended without an error: {other:?}"),
+        }
+    };
+    eprintln!(
+        "held-back watcher: {} events before Compacted",
+        expected - first
+    );
+    assert!(
+        expected < first + WRITES,
+        "every event arrived: etcd was not held back"
+    );
+    match err {
+        StoreError::Compacted { requested, oldest } => {
+            assert_eq!((requested, oldest), (first, last));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(timeout(WAIT, watcher.next()).await.unwrap().is_none());
+}
+
+/// Over mutual TLS (certificates from rcgen): the store works, and a client without a
+/// certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls() {
+    let mut etcd = Etcd::start(true);
+    let store = etcd.store("/tls/").await;
+    let mut watcher = store.watch("", None).await.unwrap();
+    let revision = store.put("k", b"v".to_vec(), None).await.unwrap();
+    assert_eq!(
+        store.get("k").await.unwrap().unwrap().mod_revision,
+        revision
+    );
+    let event = next_event(&mut watcher).await;
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.mod_revision),
+        ("k", revision)
+    );
+
+    let mut options = etcd.options("/tls/");
+    options.request_timeout = Duration::from_secs(5);
+    if let Some(tls) = &mut options.tls {
+        tls.client = None;
+    }
+    let anonymous = EtcdStore::connect(options).await.unwrap();
+    let err = anonymous.get("k").await.expect_err("no client certificate");
+    assert!(
+        matches!(
+            err,
+            StoreError::Etcd { .. } | StoreError::EtcdTimeout { .. }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    eprintln!("without a client certificate: {message}");
+    assert!(message.contains(&etcd.endpoint), "{message}");
+}
