@@ -1,5 +1,8 @@
 //! Runs the `Store` conformance suite against `EtcdStore` on a real etcd (Debian's 3.4.23),
-//! plus what only etcd has: namespaces sharing one etcd, and mutual TLS.
+//! plus what only etcd has: namespaces sharing one etcd, mutual TLS, timeouts, a dying etcd
+//! under a watcher, and watches cancelled on etcd when dropped.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
 
 mod common;
 
@@ -175,4 +178,140 @@ async fn mutual_tls() {
     let message = err.to_string();
     eprintln!("without a client certificate: {message}");
     assert!(message.contains(&etcd.endpoint), "{message}");
+}
+
+/// A request to an etcd that stopped answering (SIGSTOP) fails with `EtcdTimeout` naming the
+/// endpoint and key, after the request timeout and not much later; when etcd continues, the
+/// same store works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_etcd_times_out_and_the_store_recovers() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut etcd = Etcd::start(false);
+    let options = cloudlet_store::EtcdOptions {
+        request_timeout: Duration::from_secs(1),
+        ..etcd.options("/stopped/")
+    };
+    let store = EtcdStore::connect(options).await.unwrap();
+    etcd.wait_ready(&store).await;
+    store.put("k", b"v".to_vec(), None).await.unwrap();
+
+    let pid = Pid::from_raw(i32::try_from(etcd.pid()).unwrap());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let result = store.put("k", b"w".to_vec(), None).await;
+    let took = started.elapsed();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let err = result.expect_err("etcd is stopped");
+    assert!(matches!(err, StoreError::EtcdTimeout { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&etcd.endpoint) && message.contains("/stopped/k"),
+        "{message}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    etcd.wait_ready(&store).await;
+    store.put("k", b"x".to_vec(), None).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"x");
+}
+
+/// When etcd dies under a watcher, the watcher ends with `EtcdWatchEnded` and the revision to
+/// resume from; after etcd restarts on its data, the same store reconnects and a watch from
+/// that revision delivers exactly the writes the first watcher did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_a_dead_etcd_ends_with_where_to_resume() {
+    let mut etcd = Etcd::start(false);
+    let store = etcd.store("/restart/").await;
+    let mut watcher = store.watch("w/", None).await.unwrap();
+    let first = store.put("w/1", b"1".to_vec(), None).await.unwrap();
+    assert_eq!(next_event(&mut watcher).await.kv.mod_revision, first);
+
+    etcd.kill();
+    let err = match timeout(WAIT, watcher.next()).await {
+        Ok(Some(Err(err))) => err,
+        other => panic!("expected the watcher to end with an error, got {other:?}"),
+    };
+    let resume_from = match &err {
+        StoreError::EtcdWatchEnded {
+            resume_from,
+            endpoints,
+            ..
+        } => {
+            assert_eq!(endpoints, &etcd.endpoint);
+            *resume_from
+        }
+        other => panic!("expected EtcdWatchEnded, got {other:?}"),
+    };
+    assert_eq!(resume_from, first + 1, "{err}");
+    assert!(timeout(WAIT, watcher.next()).await.unwrap().is_none());
+
+    etcd.restart();
+    etcd.wait_ready(&store).await;
+    let second = store.put("w/2", b"2".to_vec(), None).await.unwrap();
+    let mut resumed = store.watch("w/", Some(resume_from)).await.unwrap();
+    let event = next_event(&mut resumed).await;
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.mod_revision),
+        ("w/2", second)
+    );
+}
+
+/// etcd's count of open watchers (its `/metrics` on the client URL).
+fn etcd_watchers(etcd: &Etcd) -> u64 {
+    use std::io::{Read, Write};
+    let address = etcd.endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    let line = body
+        .lines()
+        .find(|line| line.starts_with("etcd_debugging_mvcc_watcher_total "))
+        .unwrap_or_else(|| panic!("no watcher gauge in etcd's metrics"));
+    // etcd prints this gauge as an integer.
+    line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+}
+
+/// Dropping a watcher cancels its etcd watch, whether it was idle or held back on a full
+/// buffer: etcd's watcher count returns to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watchers_cancel_their_etcd_watches() {
+    let mut etcd = Etcd::start(false);
+    let options = cloudlet_store::EtcdOptions {
+        watch_buffer: 1,
+        ..etcd.options("/dropped/")
+    };
+    let store = EtcdStore::connect(options).await.unwrap();
+    etcd.wait_ready(&store).await;
+    let mut watchers = Vec::new();
+    for i in 0..10 {
+        watchers.push(store.watch(&format!("idle/{i}/"), None).await.unwrap());
+    }
+    for _ in 0..10 {
+        watchers.push(store.watch("busy/", None).await.unwrap());
+    }
+    for i in 0..5 {
+        store
+            .put(&format!("busy/{i}"), b"v".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(etcd_watchers(&etcd), 20);
+    drop(watchers);
+    let started = Instant::now();
+    while etcd_watchers(&etcd) != 0 {
+        assert!(
+            started.elapsed() < WAIT,
+            "etcd still has {} watchers",
+            etcd_watchers(&etcd)
+        );
+        // etcd has no notification for this: poll its gauge.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -76,9 +76,25 @@ impl TlsFiles {
 /// One etcd member, killed (SIGKILL) and reaped on drop.
 pub struct Etcd {
     child: Child,
+    command: Vec<String>,
     pub endpoint: String,
     dir: TempDir,
     pub tls: Option<TlsFiles>,
+}
+
+fn spawn(args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .unwrap();
+    Command::new(ETCD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {ETCD} (apt-get install etcd-server): {err}"))
 }
 
 fn free_port() -> u16 {
@@ -95,35 +111,48 @@ impl Etcd {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let mut command = Command::new(ETCD);
-        command
-            .arg("--name=e1")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=e1={peer}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        let mut command = vec![
+            "--name=e1".to_string(),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--listen-client-urls={endpoint}"),
+            format!("--advertise-client-urls={endpoint}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=e1={peer}"),
+        ];
         if let Some(files) = &tls {
-            command
-                .arg(format!("--cert-file={}", files.server.0.display()))
-                .arg(format!("--key-file={}", files.server.1.display()))
-                .arg(format!("--trusted-ca-file={}", files.ca.display()))
-                .arg("--client-cert-auth");
+            command.extend([
+                format!("--cert-file={}", files.server.0.display()),
+                format!("--key-file={}", files.server.1.display()),
+                format!("--trusted-ca-file={}", files.ca.display()),
+                "--client-cert-auth".to_string(),
+            ]);
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {ETCD} (apt-get install etcd-server): {err}"));
+        let child = spawn(&command, dir.path());
         Etcd {
             child,
+            command,
             endpoint,
             dir,
             tls,
         }
+    }
+
+    /// SIGKILLs etcd and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts etcd again on the same data and ports (after [`kill`](Self::kill)).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.command, self.dir.path());
+    }
+
+    /// etcd's pid, to stop (SIGSTOP) and continue it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn options(&self, namespace: &str) -> EtcdOptions {
