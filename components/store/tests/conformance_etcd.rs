@@ -315,3 +315,55 @@ async fn dropped_watchers_cancel_their_etcd_watches() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A list read in many pages is one snapshot: while a writer adds keys, every listed key has a
+/// mod revision at most the listed revision, and every key written at or before it is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_list_is_one_snapshot_under_concurrent_writes() {
+    let mut etcd = Etcd::start(false);
+    let options = cloudlet_store::EtcdOptions {
+        list_page: 7,
+        ..etcd.options("/paged/")
+    };
+    let store = EtcdStore::connect(options).await.unwrap();
+    etcd.wait_ready(&store).await;
+    let mut written = Vec::new();
+    for i in 0..100 {
+        let key = format!("p/{i:03}");
+        written.push((
+            key.clone(),
+            store.put(&key, b"v".to_vec(), None).await.unwrap(),
+        ));
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            for i in 100..300 {
+                let key = format!("p/{i:03}");
+                written.push((
+                    key.clone(),
+                    store.put(&key, b"v".to_vec(), None).await.unwrap(),
+                ));
+            }
+            written
+        })
+    };
+    let mut lists = Vec::new();
+    for _ in 0..5 {
+        lists.push(store.list("p/").await.unwrap());
+    }
+    written.extend(writer.await.unwrap());
+    for (listed, revision) in lists {
+        let expected: Vec<_> = written
+            .iter()
+            .filter(|(_, at)| *at <= revision)
+            .map(|(key, at)| (key.clone(), *at))
+            .collect();
+        let got: Vec<_> = listed
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.mod_revision))
+            .collect();
+        assert_eq!(got, expected, "list at revision {revision}");
+    }
+}
