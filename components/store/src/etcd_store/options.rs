@@ -55,7 +55,7 @@ pub struct EtcdOptions {
     /// [`MAX_REQUEST_TIMEOUT`]); then it fails with [`StoreError::EtcdTimeout`].
     pub request_timeout: Duration,
     /// HTTP/2 ping interval that detects a dead connection (within [`KEEP_ALIVE_RANGE`]); a
-    /// ping unanswered for `request_timeout` breaks the connection.
+    /// ping unanswered for `request_timeout` (at least 1 s) breaks the connection.
     pub keep_alive: Duration,
     /// How many events a watcher may have waiting (1 to [`MAX_WATCH_BUFFER`]). When it is full
     /// the watcher stops reading its etcd stream (etcd holds the rest) until the consumer reads.
@@ -171,7 +171,12 @@ impl EtcdOptions {
     pub(crate) fn connect_options(&self) -> Result<ConnectOptions, StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
-            .with_keep_alive(self.keep_alive, self.request_timeout)
+            // A ping gets the request timeout to be answered, but at least a second: a very
+            // short request timeout must not break an idle healthy connection.
+            .with_keep_alive(
+                self.keep_alive,
+                self.request_timeout.max(Duration::from_secs(1)),
+            )
             .with_keep_alive_while_idle(true);
         if let Some(tls) = &self.tls {
             let mut config =
