@@ -6,9 +6,9 @@ set -euo pipefail
 # build-essential: also the C++ compiler that builds libFuzzer (libfuzzer-sys, from crates.io
 # like every crate) for scripts/fuzz.sh, which needs nothing else: stable Rust, no cargo-fuzz.
 # mariadb-server, etcd-server: the stores cloudlet runs for Cloudpods (and the real-binary test); xz-utils
-# unpacks the real Cloudpods binaries; tzdata: Cloudpods services load Asia/Shanghai by default.
+# unpacks the real Cloudpods binaries; protobuf-compiler: protoc, which etcd-client's build runs; tzdata: Cloudpods services load Asia/Shanghai by default.
 need_apt=()
-for pkg in build-essential pkg-config python3 procps iproute2 iputils-ping netcat-openbsd ethtool curl ca-certificates openvswitch-switch iptables nftables mariadb-server mariadb-client etcd-server etcd-client xz-utils tzdata; do
+for pkg in build-essential pkg-config python3 procps iproute2 iputils-ping netcat-openbsd ethtool curl ca-certificates openvswitch-switch iptables nftables mariadb-server mariadb-client etcd-server etcd-client protobuf-compiler xz-utils tzdata; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -1,11 +1,13 @@
-//! `StoreError`, the one error type of this crate, and the mapping of redb errors onto it.
+//! `StoreError`, the one error type of this crate, and the mapping of redb errors onto it (the
+//! mapping of etcd errors is in `etcd_store::errors`).
 //!
 //! Owns: the wording of every store error and the rule that tells a full disk from other I/O
-//! failures. Must never: lose the database path of an I/O error, or hide a redb error behind a
-//! string.
+//! failures. Must never: lose the database path of an I/O error, the etcd endpoints or key of a
+//! remote error, or hide a redb or etcd error behind a string.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::{LeaseId, Revision};
 
@@ -98,6 +100,71 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
         /// The join error.
+        detail: String,
+    },
+    /// etcd answered a request with an error, or could not be reached.
+    #[error("etcd {endpoints}: {context} {key:?}: {source}")]
+    Etcd {
+        /// The client's endpoints (comma-separated): the request went to one of them.
+        endpoints: String,
+        /// What the store was doing.
+        context: &'static str,
+        /// The key (with the namespace) or prefix the request was about; empty if none.
+        key: String,
+        /// The error of the etcd client (boxed: it is large).
+        #[source]
+        source: Box<etcd_client::Error>,
+    },
+    /// etcd did not answer within the request timeout
+    /// ([`EtcdOptions::request_timeout`](crate::EtcdOptions::request_timeout)). A write that
+    /// timed out may or may not have been committed.
+    #[error(
+        "etcd {endpoints}: {context} {key:?}: no answer within {after:?} (a write may or may not have been committed)"
+    )]
+    EtcdTimeout {
+        /// The client's endpoints (comma-separated).
+        endpoints: String,
+        /// What the store was doing.
+        context: &'static str,
+        /// The key (with the namespace) or prefix the request was about; empty if none.
+        key: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// etcd returned something this store cannot represent: a key that is not UTF-8 or lies
+    /// outside the namespace, a negative revision, a response without its header.
+    #[error("etcd {endpoints}: key {key:?}: {detail}")]
+    EtcdData {
+        /// The client's endpoints (comma-separated).
+        endpoints: String,
+        /// The key (lossily decoded, with the namespace).
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A TLS file of [`EtcdTls`](crate::EtcdTls) could not be read or was not PEM.
+    #[error("etcd TLS file {path}: {detail}")]
+    EtcdTlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An etcd watch stream ended under the watcher (etcd restarted, the connection broke, etcd
+    /// cancelled it). Every event before `resume_from` was delivered and none after it: watch
+    /// again from `resume_from`, or, if that is compacted, list and watch from the listed
+    /// revision + 1.
+    #[error(
+        "etcd {endpoints}: watch of {prefix:?} ended: {detail}; watch again from revision {resume_from}"
+    )]
+    EtcdWatchEnded {
+        /// The client's endpoints (comma-separated).
+        endpoints: String,
+        /// The watched prefix (with the namespace).
+        prefix: String,
+        /// The first revision whose events were not delivered.
+        resume_from: Revision,
+        /// Why it ended.
         detail: String,
     },
     /// [`RedbStore::open`](crate::RedbStore::open) was called outside a tokio runtime.

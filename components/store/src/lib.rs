@@ -1,4 +1,5 @@
-//! cloudlet's datastore: the [`Store`] trait and its embedded redb backend ([`RedbStore`]).
+//! cloudlet's datastore: the [`Store`] trait, its embedded redb backend ([`RedbStore`]) and its
+//! etcd backend ([`EtcdStore`]).
 //!
 //! Owns: all cluster state behind one trait shaped like etcd's KV, Watch and Lease APIs (one
 //! global revision, compare-and-swap transactions, watch from a past revision, leases), and the
@@ -9,6 +10,7 @@
 
 pub mod conformance;
 mod error;
+mod etcd_store;
 mod kv;
 mod redb_store;
 mod store;
@@ -16,6 +18,7 @@ mod txn;
 mod watch;
 
 pub use error::StoreError;
+pub use etcd_store::{EtcdOptions, EtcdStore, EtcdTls, limits as etcd_limits};
 pub use kv::{EventKind, KeyValue, LeaseId, Revision, WatchEvent};
 pub use redb_store::{RedbOptions, RedbStore};
 pub use store::Store;

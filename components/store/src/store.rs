@@ -1,6 +1,6 @@
 //! The `Store` trait: the one door to cluster state, shaped like etcd's KV, Watch and Lease APIs.
 //!
-//! Owns: the contract every backend (redb now, etcd later) must keep, checked by
+//! Owns: the contract every backend (redb and etcd) must keep, checked by
 //! [`conformance`](crate::conformance). Must never: mention a service, HTTP or PKI: keys are
 //! UTF-8 strings and values are bytes.
 

@@ -28,7 +28,10 @@ type Chunk = Result<(Vec<WatchEvent>, Revision), StoreError>;
 /// watcher: when a revision's events do not fit, the watcher gets
 /// [`StoreError::WatchLagged`] `{ resume_from }` after the events it already has, and then ends.
 /// Watch again from `resume_from`; if that revision is compacted, list the prefix again and watch
-/// from the listed revision + 1.
+/// from the listed revision + 1. An [`EtcdStore`](crate::EtcdStore) watcher never lags: with
+/// its buffer ([`EtcdOptions::watch_buffer`](crate::EtcdOptions::watch_buffer)) full it stops
+/// reading its etcd stream and etcd keeps the rest; it ends with [`StoreError::Compacted`] if
+/// etcd compacts past it meanwhile, or [`StoreError::EtcdWatchEnded`] if the stream breaks.
 ///
 /// [`Watcher::next`] returns `None` when the store is closed; after an error it returns `None`.
 /// `next` is cancel-safe: dropping its future (in a `select!`) loses no event.
