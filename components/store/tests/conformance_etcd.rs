@@ -198,6 +198,9 @@ async fn a_stopped_etcd_times_out_and_the_store_recovers() {
 
     let pid = Pid::from_raw(i32::try_from(etcd.pid()).unwrap());
     kill(pid, Signal::SIGSTOP).unwrap();
+    // The stop is delivered to each of etcd's threads in turn: under load one of them answered
+    // a request after kill() had returned. Wait until the kernel shows the whole process stopped.
+    wait_stopped(etcd.pid());
     let started = Instant::now();
     let result = store.put("k", b"w".to_vec(), None).await;
     let took = started.elapsed();
@@ -217,6 +220,27 @@ async fn a_stopped_etcd_times_out_and_the_store_recovers() {
     etcd.wait_ready(&store).await;
     store.put("k", b"x".to_vec(), None).await.unwrap();
     assert_eq!(store.get("k").await.unwrap().unwrap().value, b"x");
+}
+
+/// Waits until every thread of `pid` is stopped (state `T` in each `/proc/PID/task/*/stat`).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name's closing parenthesis.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "etcd {pid} never showed stopped");
+        // No event tells another process's stop; poll the kernel's view.
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// When etcd dies under a watcher, the watcher ends with `EtcdWatchEnded` and the revision to
